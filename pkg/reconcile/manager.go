@@ -1,0 +1,145 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// Manager owns the runners of all controllers and the resync ticker.
+type Manager struct {
+	log      *slog.Logger
+	interval time.Duration
+
+	mu      sync.RWMutex // guards runners and order (written only before Run)
+	runners map[string]*Runner
+	order   []string
+}
+
+// NewManager returns a manager that resyncs every interval (0: never).
+func NewManager(interval time.Duration, log *slog.Logger) *Manager {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Manager{log: log, interval: interval, runners: map[string]*Runner{}}
+}
+
+// Add registers a controller. Call before Run. Controllers are resynced and,
+// in one-shot mode, run in the order they were added.
+func (m *Manager) Add(ctrl Controller, o Options) *Runner {
+	if o.Logger == nil {
+		o.Logger = m.log
+	}
+	r := NewRunner(ctrl, o)
+	m.mu.Lock()
+	m.runners[ctrl.Name()] = r
+	m.order = append(m.order, ctrl.Name())
+	m.mu.Unlock()
+	return r
+}
+
+// Runner returns the runner of controller name, or nil.
+func (m *Manager) Runner(name string) *Runner {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.runners[name]
+}
+
+// Enqueue queues key for controller; unknown controllers are ignored.
+func (m *Manager) Enqueue(controller, key, trigger string) {
+	if r := m.Runner(controller); r != nil {
+		r.Enqueue(key, trigger)
+	}
+}
+
+// Resync enqueues every wanted and owned key of every controller.
+func (m *Manager) Resync(ctx context.Context, trigger string) error {
+	var errs []error
+	for _, r := range m.list() {
+		if err := r.Resync(ctx, trigger); err != nil {
+			errs = append(errs, fmt.Errorf("resync %s: %w", r.Name(), err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ResyncOne enqueues every key of one controller.
+func (m *Manager) ResyncOne(ctx context.Context, controller, trigger string) error {
+	r := m.Runner(controller)
+	if r == nil {
+		return nil
+	}
+	return r.Resync(ctx, trigger)
+}
+
+// Stats returns every runner's counters by controller name.
+func (m *Manager) Stats() map[string]Stats {
+	out := map[string]Stats{}
+	for _, r := range m.list() {
+		out[r.Name()] = r.Stats()
+	}
+	return out
+}
+
+func (m *Manager) list() []*Runner {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make([]*Runner, 0, len(m.order))
+	for _, n := range m.order {
+		out = append(out, m.runners[n])
+	}
+	return out
+}
+
+// Run starts every runner, does a first full resync, then resyncs every
+// interval until ctx is done. It returns when all workers have stopped.
+func (m *Manager) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, r := range m.list() {
+		wg.Go(func() { r.Run(ctx) })
+	}
+	m.resync(ctx, "start")
+	if m.interval > 0 {
+		t := time.NewTicker(m.interval)
+		defer t.Stop()
+	loop:
+		for {
+			select {
+			case <-ctx.Done():
+				break loop
+			case <-t.C:
+				m.resync(ctx, "resync")
+			}
+		}
+	}
+	<-ctx.Done()
+	wg.Wait()
+}
+
+func (m *Manager) resync(ctx context.Context, trigger string) {
+	if err := m.Resync(ctx, trigger); err != nil && ctx.Err() == nil {
+		// Keys that could be listed are queued; the rest come at the next resync.
+		m.log.Warn("resync incomplete", "trigger", trigger, "error", err.Error())
+	}
+}
+
+// Once runs one full pass in the caller's goroutine: every key of every
+// controller, in registration order, once each. Errors are joined.
+func (m *Manager) Once(ctx context.Context) error {
+	var errs []error
+	for _, r := range m.list() {
+		keys, err := r.ctrl.Keys(ctx)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("list keys of %s: %w", r.Name(), err))
+		}
+		for _, k := range keys {
+			if err := r.ReconcileNow(ctx, k, "once"); err != nil {
+				errs = append(errs, fmt.Errorf("%s %s: %w", r.Name(), k, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,171 @@
+package reconcile
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"k8s.io/client-go/util/workqueue"
+)
+
+// TriggerRetry is the trigger of a key re-queued after a failed reconcile.
+const TriggerRetry = "retry"
+
+// Stats are a runner's counters.
+type Stats struct {
+	Reconciles uint64 // reconciles run
+	Changed    uint64 // reconciles that changed something
+	Changes    uint64 // changes recorded
+	Errors     uint64 // reconciles that failed
+}
+
+// Options tune a runner. Zero values take defaults.
+type Options struct {
+	Workers     int           // default 1
+	BaseBackoff time.Duration // first retry delay, default 50ms
+	MaxBackoff  time.Duration // retry delay cap, default 30s
+	Logger      *slog.Logger  // default slog.Default()
+}
+
+// Runner feeds one controller from its queue.
+type Runner struct {
+	ctrl    Controller
+	queue   workqueue.TypedRateLimitingInterface[string]
+	workers int
+	log     *slog.Logger
+
+	mu       sync.Mutex        // guards triggers
+	triggers map[string]string // first trigger of each queued key
+
+	reconciles, changed, changes, errs atomic.Uint64
+}
+
+// NewRunner returns a runner for ctrl. Keys may be enqueued before Run.
+func NewRunner(ctrl Controller, o Options) *Runner {
+	if o.Workers <= 0 {
+		o.Workers = 1
+	}
+	if o.BaseBackoff <= 0 {
+		o.BaseBackoff = 50 * time.Millisecond
+	}
+	if o.MaxBackoff <= 0 {
+		o.MaxBackoff = 30 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	rl := workqueue.NewTypedItemExponentialFailureRateLimiter[string](o.BaseBackoff, o.MaxBackoff)
+	return &Runner{
+		ctrl:     ctrl,
+		queue:    workqueue.NewTypedRateLimitingQueueWithConfig(rl, workqueue.TypedRateLimitingQueueConfig[string]{Name: ctrl.Name()}),
+		workers:  o.Workers,
+		log:      o.Logger.With("controller", ctrl.Name()),
+		triggers: map[string]string{},
+	}
+}
+
+// Name is the controller's name.
+func (r *Runner) Name() string { return r.ctrl.Name() }
+
+// Enqueue asks for key to be reconciled; trigger says why (for the log line).
+func (r *Runner) Enqueue(key, trigger string) {
+	r.mu.Lock()
+	if _, ok := r.triggers[key]; !ok {
+		r.triggers[key] = trigger
+	}
+	r.mu.Unlock()
+	r.queue.Add(key)
+}
+
+// Resync enqueues every key the controller wants or owns.
+func (r *Runner) Resync(ctx context.Context, trigger string) error {
+	keys, err := r.ctrl.Keys(ctx)
+	for _, k := range keys {
+		r.Enqueue(k, trigger)
+	}
+	return err
+}
+
+// Len is the number of keys waiting.
+func (r *Runner) Len() int { return r.queue.Len() }
+
+// Stats returns the runner's counters.
+func (r *Runner) Stats() Stats {
+	return Stats{Reconciles: r.reconciles.Load(), Changed: r.changed.Load(), Changes: r.changes.Load(), Errors: r.errs.Load()}
+}
+
+// Run processes keys until ctx is done, then shuts the queue down and waits
+// for its workers.
+func (r *Runner) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for range r.workers {
+		wg.Go(func() {
+			for r.processNext(ctx) {
+			}
+		})
+	}
+	<-ctx.Done()
+	r.queue.ShutDown()
+	wg.Wait()
+}
+
+func (r *Runner) processNext(ctx context.Context) bool {
+	key, quit := r.queue.Get()
+	if quit {
+		return false
+	}
+	defer r.queue.Done(key)
+	r.mu.Lock()
+	trigger := r.triggers[key]
+	delete(r.triggers, key)
+	r.mu.Unlock()
+
+	err := r.ReconcileNow(ctx, key, trigger)
+	switch {
+	case err == nil:
+		r.queue.Forget(key)
+	case ctx.Err() != nil:
+		// Shutting down: the key is not lost, the next start resyncs it.
+	default:
+		r.mu.Lock()
+		if _, ok := r.triggers[key]; !ok {
+			r.triggers[key] = TriggerRetry
+		}
+		r.mu.Unlock()
+		r.queue.AddRateLimited(key)
+	}
+	return true
+}
+
+// ReconcileNow runs one reconcile of key in the caller's goroutine and logs
+// it. Used by the workers and by one-shot mode.
+func (r *Runner) ReconcileNow(ctx context.Context, key, trigger string) error {
+	rctx, rec := WithRecorder(ctx)
+	start := time.Now()
+	err := r.ctrl.Reconcile(rctx, key)
+	dur := time.Since(start)
+	changes := rec.Changes()
+
+	r.reconciles.Add(1)
+	if len(changes) > 0 {
+		r.changed.Add(1)
+		r.changes.Add(uint64(len(changes)))
+	}
+	attrs := []any{"key", key, "trigger", trigger, "duration", dur.Round(time.Microsecond)}
+	if len(changes) > 0 {
+		attrs = append(attrs, "changes", changes)
+	}
+	switch {
+	case err != nil:
+		r.errs.Add(1)
+		attrs = append(attrs, "error", err.Error(), "attempt", r.queue.NumRequeues(key)+1)
+		r.log.Warn("reconcile failed", attrs...)
+	case len(changes) > 0:
+		r.log.Info("reconciled", attrs...)
+	default:
+		r.log.Debug("in sync", attrs...)
+	}
+	return err
+}

@@ -1,0 +1,239 @@
+// Package registry is flannel-registrar's etcd schema: network records, host
+// records and flannel reservations, their keys, codecs and the transactions
+// that write them (create if absent, update only our own, otherwise conflict).
+package registry
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/flannel-registrar/flannel-registrar/pkg/flannel"
+)
+
+// HostsDir is the directory under the config prefix that holds host records.
+// Host names cannot start with "_", so it never collides with a host.
+const HostsDir = "_hosts"
+
+// QuarantineDir holds copies of values we removed but did not write.
+const QuarantineDir = "_quarantine"
+
+// Keys builds and parses the etcd keys of one deployment.
+type Keys struct {
+	FlannelPrefix string // e.g. /coreos.com/network
+	ConfigPrefix  string // e.g. /flannel/network/subnets
+}
+
+// Network is the key of a network record: <ConfigPrefix>/<host>/<network>.
+func (k Keys) Network(host, network string) string {
+	return k.ConfigPrefix + "/" + host + "/" + network
+}
+
+// HostNetworks is the prefix of every network record of host.
+func (k Keys) HostNetworks(host string) string { return k.ConfigPrefix + "/" + host + "/" }
+
+// Host is the key of a host record.
+func (k Keys) Host(host string) string { return k.ConfigPrefix + "/" + HostsDir + "/" + host }
+
+// Records is the prefix under which all our records live.
+func (k Keys) Records() string { return k.ConfigPrefix + "/" }
+
+// Subnets is the prefix of flannel's leases.
+func (k Keys) Subnets() string { return k.FlannelPrefix + "/subnets/" }
+
+// Subnet is the key of flannel's lease (or our reservation) for p.
+func (k Keys) Subnet(p netip.Prefix) string { return k.Subnets() + flannel.SubnetKey(p) }
+
+// FlannelConfig is the key of flannel's network config.
+func (k Keys) FlannelConfig() string { return k.FlannelPrefix + "/config" }
+
+// KeyKind says what a key under one of our prefixes is.
+type KeyKind int
+
+// Kinds of keys.
+const (
+	KindUnknown KeyKind = iota
+	KindNetwork
+	KindHost
+	KindSubnet
+)
+
+// ParsedKey is a key split into its parts.
+type ParsedKey struct {
+	Kind    KeyKind
+	Host    string       // KindNetwork, KindHost
+	Network string       // KindNetwork
+	Subnet  netip.Prefix // KindSubnet
+}
+
+// Parse classifies key. Keys of other shapes (quarantine, garbage) are KindUnknown
+// with an error saying why.
+func (k Keys) Parse(key string) (ParsedKey, error) {
+	if rest, ok := strings.CutPrefix(key, k.Subnets()); ok {
+		p, err := flannel.ParseSubnetKey(rest)
+		if err != nil {
+			return ParsedKey{}, err
+		}
+		return ParsedKey{Kind: KindSubnet, Subnet: p}, nil
+	}
+	rest, ok := strings.CutPrefix(key, k.Records())
+	if !ok {
+		return ParsedKey{}, fmt.Errorf("key %q is outside %s and %s", key, k.Records(), k.Subnets())
+	}
+	parts := strings.Split(rest, "/")
+	if len(parts) != 2 || parts[0] == "" || parts[1] == "" {
+		return ParsedKey{}, fmt.Errorf("key %q: expected %s<host>/<network>", key, k.Records())
+	}
+	switch parts[0] {
+	case HostsDir:
+		return ParsedKey{Kind: KindHost, Host: parts[1]}, nil
+	case QuarantineDir:
+		return ParsedKey{}, fmt.Errorf("key %q is a quarantined copy", key)
+	}
+	if strings.HasPrefix(parts[0], "_") {
+		return ParsedKey{}, fmt.Errorf("key %q: reserved directory %q", key, parts[0])
+	}
+	return ParsedKey{Kind: KindNetwork, Host: parts[0], Network: parts[1]}, nil
+}
+
+// NetworkRecord is the value of a network record (JSON; unknown fields are
+// allowed so that newer versions can add some).
+type NetworkRecord struct {
+	Host      string `json:"Host"`
+	Network   string `json:"Network"`
+	NetworkID string `json:"NetworkID"`
+	Subnet    string `json:"Subnet"`
+	Gateway   string `json:"Gateway"`
+	PublicIP  string `json:"PublicIP"`
+	VtepMAC   string `json:"VtepMAC"`
+	VNI       int    `json:"VNI"`
+}
+
+// Network is a validated network record.
+type Network struct {
+	Host, Network, NetworkID string
+	Subnet                   netip.Prefix
+	Gateway                  netip.Addr // may be invalid (zero) when Docker gave none
+	PublicIP                 netip.Addr
+	VtepMAC                  net.HardwareAddr
+	VNI                      int
+}
+
+// Record renders n as stored.
+func (n Network) Record() NetworkRecord {
+	r := NetworkRecord{
+		Host: n.Host, Network: n.Network, NetworkID: n.NetworkID,
+		Subnet: n.Subnet.String(), PublicIP: n.PublicIP.String(),
+		VtepMAC: n.VtepMAC.String(), VNI: n.VNI,
+	}
+	if n.Gateway.IsValid() {
+		r.Gateway = n.Gateway.String()
+	}
+	return r
+}
+
+// EncodeNetwork validates n and renders its value.
+func EncodeNetwork(n Network) ([]byte, error) {
+	if _, err := n.Record().Validate(); err != nil {
+		return nil, err
+	}
+	return json.Marshal(n.Record())
+}
+
+// DecodeNetwork parses and validates a network record value.
+func DecodeNetwork(b []byte) (Network, error) {
+	var r NetworkRecord
+	if err := json.Unmarshal(b, &r); err != nil {
+		return Network{}, fmt.Errorf("decode network record: %w", err)
+	}
+	return r.Validate()
+}
+
+// Validate checks every field a peer needs to route the network: an IPv4
+// network prefix, a usable PublicIP (not unspecified, loopback or multicast)
+// and a unicast VTEP MAC.
+func (r NetworkRecord) Validate() (Network, error) {
+	var errs []error
+	n := Network{Host: r.Host, Network: r.Network, NetworkID: r.NetworkID, VNI: r.VNI}
+	if r.Host == "" || strings.Contains(r.Host, "/") {
+		errs = append(errs, fmt.Errorf("Host %q is empty or contains '/'", r.Host))
+	}
+	if r.Network == "" || strings.Contains(r.Network, "/") {
+		errs = append(errs, fmt.Errorf("Network %q is empty or contains '/'", r.Network))
+	}
+	p, err := netip.ParsePrefix(r.Subnet)
+	switch {
+	case err != nil || !p.Addr().Is4():
+		errs = append(errs, fmt.Errorf("Subnet %q is not an IPv4 CIDR", r.Subnet))
+	case p.Masked() != p:
+		errs = append(errs, fmt.Errorf("Subnet %q has host bits set", r.Subnet))
+	default:
+		n.Subnet = p
+	}
+	if r.Gateway != "" {
+		if g, err := netip.ParseAddr(r.Gateway); err != nil || !g.Is4() {
+			errs = append(errs, fmt.Errorf("Gateway %q is not an IPv4 address", r.Gateway))
+		} else {
+			n.Gateway = g
+		}
+	}
+	ip, err := ValidPublicIP(r.PublicIP)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	n.PublicIP = ip
+	mac, err := flannel.ParseVtepMAC(r.VtepMAC)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	n.VtepMAC = mac
+	if r.VNI < 0 || r.VNI > 1<<24-1 {
+		errs = append(errs, fmt.Errorf("VNI %d out of range 0-16777215", r.VNI))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return Network{}, fmt.Errorf("invalid network record: %w", err)
+	}
+	return n, nil
+}
+
+// ValidPublicIP parses a peer's PublicIP and refuses addresses that cannot be
+// a VXLAN endpoint (empty, unspecified, loopback, multicast, IPv6).
+func ValidPublicIP(s string) (netip.Addr, error) {
+	a, err := netip.ParseAddr(s)
+	if err != nil || !a.Is4() {
+		return netip.Addr{}, fmt.Errorf("PublicIP %q is not an IPv4 address", s)
+	}
+	if a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		return netip.Addr{}, fmt.Errorf("PublicIP %q cannot be a VXLAN endpoint", s)
+	}
+	return a, nil
+}
+
+// HostRecord is the value of a host record: what a peer and an operator need
+// to know about a running registrar.
+type HostRecord struct {
+	Host      string    `json:"Host"`
+	PublicIP  string    `json:"PublicIP"`
+	VtepMAC   string    `json:"VtepMAC"`
+	VNI       int       `json:"VNI"`
+	Version   string    `json:"Version"`
+	StartTime time.Time `json:"StartTime"`
+	Networks  int       `json:"Networks"`
+	Conflicts int       `json:"Conflicts"`
+}
+
+// DecodeHost parses a host record.
+func DecodeHost(b []byte) (HostRecord, error) {
+	var h HostRecord
+	if err := json.Unmarshal(b, &h); err != nil {
+		return HostRecord{}, fmt.Errorf("decode host record: %w", err)
+	}
+	if h.Host == "" {
+		return HostRecord{}, errors.New("decode host record: empty Host")
+	}
+	return h, nil
+}

@@ -1,0 +1,508 @@
+// Package state holds the daemon's view of the world: this host's Docker
+// networks, every network record and flannel lease in etcd, host records and
+// the VXLAN device's facts.
+//
+// Watchers are the writers (one per source); controllers read by key. Every
+// change is published as an Event to the subscribers (the manager), which map
+// it to the keys of the controllers it concerns. All fields are guarded by mu;
+// subscribers are called after the lock is released, in the writer's
+// goroutine, and must not block.
+package state
+
+import (
+	"maps"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+
+	"github.com/flannel-registrar/flannel-registrar/pkg/flannel"
+	"github.com/flannel-registrar/flannel-registrar/pkg/registry"
+)
+
+// LocalNetwork is an eligible Docker network of this host.
+type LocalNetwork struct {
+	ID, Name string
+	Subnet   netip.Prefix
+	Gateway  netip.Addr // zero when Docker gave none
+	Bridge   string     // the Linux bridge, e.g. br-0123456789ab
+}
+
+// Lease is a valid flannel lease (a vxlan lease of some flanneld, our own
+// reservation, or a lease of another backend).
+type Lease struct {
+	Subnet      netip.Prefix
+	Raw         flannel.Lease
+	PublicIP    netip.Addr
+	VNI         int              // vxlan only
+	VtepMAC     net.HardwareAddr // vxlan only
+	Reservation *flannel.ReservationData
+}
+
+// IsVXLAN says whether flanneld routes this lease.
+func (l Lease) IsVXLAN() bool { return l.Raw.BackendType == flannel.BackendVXLAN }
+
+// Link is what we observed of the VXLAN device.
+type Link struct {
+	Name    string
+	Present bool
+	Up      bool
+	Index   int
+	MAC     net.HardwareAddr
+	Local   netip.Addr // the device's VXLAN source address
+	MTU     int
+	VNI     int
+}
+
+// Kind is what an Event is about.
+type Kind int
+
+// Kinds of events.
+const (
+	KindLocal   Kind = iota + 1 // Key: network name
+	KindNetwork                 // Key: etcd key of a network record
+	KindLease                   // Key: subnet prefix string
+	KindHost                    // Key: host name
+	KindLink                    // Key: interface name
+	KindSynced                  // Key: source name ("docker", "etcd")
+)
+
+// Event describes one change. Old and New are nil when the item was absent
+// before or after the change; otherwise they hold the item by value
+// (LocalNetwork, registry.Network, Lease, registry.HostRecord or Link).
+type Event struct {
+	Kind     Kind
+	Key      string
+	Trigger  string
+	Old, New any
+}
+
+// Store is the snapshot. The zero value is not usable; call New.
+type Store struct {
+	mu       sync.RWMutex
+	local    map[string]LocalNetwork
+	networks map[string]registry.Network // by etcd key
+	bySubnet map[netip.Prefix]map[string]struct{}
+	leases   map[netip.Prefix]Lease
+	hosts    map[string]registry.HostRecord
+	link     Link
+	synced   map[string]bool
+
+	subsMu sync.Mutex // guards subs; separate so subscribers may read the store
+	subs   []func(Event)
+}
+
+// New returns an empty store.
+func New() *Store {
+	return &Store{
+		local:    map[string]LocalNetwork{},
+		networks: map[string]registry.Network{},
+		bySubnet: map[netip.Prefix]map[string]struct{}{},
+		leases:   map[netip.Prefix]Lease{},
+		hosts:    map[string]registry.HostRecord{},
+		synced:   map[string]bool{},
+	}
+}
+
+// Subscribe registers fn for every later change.
+func (s *Store) Subscribe(fn func(Event)) {
+	s.subsMu.Lock()
+	defer s.subsMu.Unlock()
+	s.subs = append(s.subs, fn)
+}
+
+func (s *Store) publish(evs []Event) {
+	if len(evs) == 0 {
+		return
+	}
+	s.subsMu.Lock()
+	subs := slices.Clone(s.subs)
+	s.subsMu.Unlock()
+	for _, ev := range evs {
+		for _, fn := range subs {
+			fn(ev)
+		}
+	}
+}
+
+// ---- writers ----
+
+// ReplaceLocal sets the full list of local networks (after a Docker list).
+func (s *Store) ReplaceLocal(nets []LocalNetwork, trigger string) {
+	want := make(map[string]LocalNetwork, len(nets))
+	for _, n := range nets {
+		want[n.Name] = n
+	}
+	s.mu.Lock()
+	evs := diff(KindLocal, s.local, want, trigger, localEqual)
+	s.local = want
+	s.mu.Unlock()
+	s.publish(evs)
+}
+
+// PutLocal adds or updates one local network.
+func (s *Store) PutLocal(n LocalNetwork, trigger string) {
+	s.mu.Lock()
+	old, had := s.local[n.Name]
+	s.local[n.Name] = n
+	s.mu.Unlock()
+	if had && localEqual(old, n) {
+		return
+	}
+	s.publish([]Event{event(KindLocal, n.Name, trigger, old, had, n, true)})
+}
+
+// DeleteLocal removes one local network by name.
+func (s *Store) DeleteLocal(name, trigger string) {
+	s.mu.Lock()
+	old, had := s.local[name]
+	delete(s.local, name)
+	s.mu.Unlock()
+	if had {
+		s.publish([]Event{event(KindLocal, name, trigger, old, true, nil, false)})
+	}
+}
+
+// EtcdView is the full content of our prefixes after an etcd list.
+type EtcdView struct {
+	Networks map[string]registry.Network
+	Leases   map[netip.Prefix]Lease
+	Hosts    map[string]registry.HostRecord
+}
+
+// ReplaceEtcd sets everything read from etcd at once (after a list or re-list).
+func (s *Store) ReplaceEtcd(v EtcdView, trigger string) {
+	if v.Networks == nil {
+		v.Networks = map[string]registry.Network{}
+	}
+	if v.Leases == nil {
+		v.Leases = map[netip.Prefix]Lease{}
+	}
+	if v.Hosts == nil {
+		v.Hosts = map[string]registry.HostRecord{}
+	}
+	s.mu.Lock()
+	evs := diff(KindNetwork, s.networks, v.Networks, trigger, networkEqual)
+	evs = append(evs, diffLeases(s.leases, v.Leases, trigger)...)
+	evs = append(evs, diff(KindHost, s.hosts, v.Hosts, trigger, func(a, b registry.HostRecord) bool { return a == b })...)
+	s.networks = v.Networks
+	s.bySubnet = map[netip.Prefix]map[string]struct{}{}
+	for k, n := range v.Networks {
+		s.indexNetwork(k, n)
+	}
+	s.leases = v.Leases
+	s.hosts = v.Hosts
+	s.mu.Unlock()
+	s.publish(evs)
+}
+
+// PutNetwork adds or updates a network record.
+func (s *Store) PutNetwork(key string, n registry.Network, trigger string) {
+	s.mu.Lock()
+	old, had := s.networks[key]
+	if had {
+		s.unindexNetwork(key, old)
+	}
+	s.networks[key] = n
+	s.indexNetwork(key, n)
+	s.mu.Unlock()
+	if had && networkEqual(old, n) {
+		return
+	}
+	s.publish([]Event{event(KindNetwork, key, trigger, old, had, n, true)})
+}
+
+// DeleteNetwork removes a network record by etcd key.
+func (s *Store) DeleteNetwork(key, trigger string) {
+	s.mu.Lock()
+	old, had := s.networks[key]
+	if had {
+		s.unindexNetwork(key, old)
+		delete(s.networks, key)
+	}
+	s.mu.Unlock()
+	if had {
+		s.publish([]Event{event(KindNetwork, key, trigger, old, true, nil, false)})
+	}
+}
+
+// PutLease adds or updates a flannel lease.
+func (s *Store) PutLease(l Lease, trigger string) {
+	s.mu.Lock()
+	old, had := s.leases[l.Subnet]
+	s.leases[l.Subnet] = l
+	s.mu.Unlock()
+	if had && leaseEqual(old, l) {
+		return
+	}
+	s.publish([]Event{event(KindLease, l.Subnet.String(), trigger, old, had, l, true)})
+}
+
+// DeleteLease removes the lease of p.
+func (s *Store) DeleteLease(p netip.Prefix, trigger string) {
+	s.mu.Lock()
+	old, had := s.leases[p]
+	delete(s.leases, p)
+	s.mu.Unlock()
+	if had {
+		s.publish([]Event{event(KindLease, p.String(), trigger, old, true, nil, false)})
+	}
+}
+
+// PutHost adds or updates a host record.
+func (s *Store) PutHost(h registry.HostRecord, trigger string) {
+	s.mu.Lock()
+	old, had := s.hosts[h.Host]
+	s.hosts[h.Host] = h
+	s.mu.Unlock()
+	if had && old == h {
+		return
+	}
+	s.publish([]Event{event(KindHost, h.Host, trigger, old, had, h, true)})
+}
+
+// DeleteHost removes a host record.
+func (s *Store) DeleteHost(host, trigger string) {
+	s.mu.Lock()
+	old, had := s.hosts[host]
+	delete(s.hosts, host)
+	s.mu.Unlock()
+	if had {
+		s.publish([]Event{event(KindHost, host, trigger, old, true, nil, false)})
+	}
+}
+
+// SetLink records the VXLAN device's facts.
+func (s *Store) SetLink(l Link, trigger string) {
+	s.mu.Lock()
+	old := s.link
+	s.link = l
+	s.mu.Unlock()
+	if linkEqual(old, l) {
+		return
+	}
+	s.publish([]Event{{Kind: KindLink, Key: l.Name, Trigger: trigger, Old: old, New: l}})
+}
+
+// SetSynced marks a source ("docker", "etcd") as listed at least once.
+func (s *Store) SetSynced(source, trigger string) {
+	s.mu.Lock()
+	was := s.synced[source]
+	s.synced[source] = true
+	s.mu.Unlock()
+	if !was {
+		s.publish([]Event{{Kind: KindSynced, Key: source, Trigger: trigger}})
+	}
+}
+
+// ---- readers ----
+
+// Synced says whether source has been listed at least once.
+func (s *Store) Synced(source string) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.synced[source]
+}
+
+// Local returns the local network called name.
+func (s *Store) Local(name string) (LocalNetwork, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	n, ok := s.local[name]
+	return n, ok
+}
+
+// LocalNetworks returns every local network, sorted by name.
+func (s *Store) LocalNetworks() []LocalNetwork {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := slices.Collect(maps.Values(s.local))
+	slices.SortFunc(out, func(a, b LocalNetwork) int { return cmpString(a.Name, b.Name) })
+	return out
+}
+
+// LocalOverlapping returns the local networks whose subnet overlaps p.
+func (s *Store) LocalOverlapping(p netip.Prefix) []LocalNetwork {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []LocalNetwork
+	for _, n := range s.local {
+		if n.Subnet.Overlaps(p) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// Network returns the network record at key.
+func (s *Store) Network(key string) (registry.Network, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	n, ok := s.networks[key]
+	return n, ok
+}
+
+// KeyedNetwork is a network record with its etcd key.
+type KeyedNetwork struct {
+	Key string
+	registry.Network
+}
+
+// NetworksBySubnet returns every record claiming exactly p, sorted by key.
+func (s *Store) NetworksBySubnet(p netip.Prefix) []KeyedNetwork {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []KeyedNetwork
+	for k := range s.bySubnet[p] {
+		out = append(out, KeyedNetwork{Key: k, Network: s.networks[k]})
+	}
+	slices.SortFunc(out, func(a, b KeyedNetwork) int { return cmpString(a.Key, b.Key) })
+	return out
+}
+
+// Networks returns every network record, sorted by key.
+func (s *Store) Networks() []KeyedNetwork {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]KeyedNetwork, 0, len(s.networks))
+	for k, n := range s.networks {
+		out = append(out, KeyedNetwork{Key: k, Network: n})
+	}
+	slices.SortFunc(out, func(a, b KeyedNetwork) int { return cmpString(a.Key, b.Key) })
+	return out
+}
+
+// Lease returns the flannel lease of p.
+func (s *Store) Lease(p netip.Prefix) (Lease, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	l, ok := s.leases[p]
+	return l, ok
+}
+
+// Leases returns every lease, sorted by subnet.
+func (s *Store) Leases() []Lease {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := slices.Collect(maps.Values(s.leases))
+	slices.SortFunc(out, func(a, b Lease) int { return a.Subnet.Addr().Compare(b.Subnet.Addr()) })
+	return out
+}
+
+// Host returns the host record of host.
+func (s *Store) Host(host string) (registry.HostRecord, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	h, ok := s.hosts[host]
+	return h, ok
+}
+
+// Hosts returns every host record.
+func (s *Store) Hosts() []registry.HostRecord {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := slices.Collect(maps.Values(s.hosts))
+	slices.SortFunc(out, func(a, b registry.HostRecord) int { return cmpString(a.Host, b.Host) })
+	return out
+}
+
+// Link returns the VXLAN device's facts.
+func (s *Store) Link() Link {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.link
+}
+
+// ---- helpers ----
+
+func (s *Store) indexNetwork(key string, n registry.Network) {
+	m := s.bySubnet[n.Subnet]
+	if m == nil {
+		m = map[string]struct{}{}
+		s.bySubnet[n.Subnet] = m
+	}
+	m[key] = struct{}{}
+}
+
+func (s *Store) unindexNetwork(key string, n registry.Network) {
+	if m := s.bySubnet[n.Subnet]; m != nil {
+		delete(m, key)
+		if len(m) == 0 {
+			delete(s.bySubnet, n.Subnet)
+		}
+	}
+}
+
+func event[T any](kind Kind, key, trigger string, old T, had bool, nw any, has bool) Event {
+	ev := Event{Kind: kind, Key: key, Trigger: trigger}
+	if had {
+		ev.Old = old
+	}
+	if has {
+		ev.New = nw
+	}
+	return ev
+}
+
+func diff[T any](kind Kind, old, want map[string]T, trigger string, eq func(a, b T) bool) []Event {
+	var evs []Event
+	for k, o := range old {
+		if n, ok := want[k]; !ok {
+			evs = append(evs, Event{Kind: kind, Key: k, Trigger: trigger, Old: o})
+		} else if !eq(o, n) {
+			evs = append(evs, Event{Kind: kind, Key: k, Trigger: trigger, Old: o, New: n})
+		}
+	}
+	for k, n := range want {
+		if _, ok := old[k]; !ok {
+			evs = append(evs, Event{Kind: kind, Key: k, Trigger: trigger, New: n})
+		}
+	}
+	return evs
+}
+
+func diffLeases(old, want map[netip.Prefix]Lease, trigger string) []Event {
+	var evs []Event
+	for p, o := range old {
+		if n, ok := want[p]; !ok {
+			evs = append(evs, Event{Kind: KindLease, Key: p.String(), Trigger: trigger, Old: o})
+		} else if !leaseEqual(o, n) {
+			evs = append(evs, Event{Kind: KindLease, Key: p.String(), Trigger: trigger, Old: o, New: n})
+		}
+	}
+	for p, n := range want {
+		if _, ok := old[p]; !ok {
+			evs = append(evs, Event{Kind: KindLease, Key: p.String(), Trigger: trigger, New: n})
+		}
+	}
+	return evs
+}
+
+func localEqual(a, b LocalNetwork) bool { return a == b }
+
+func networkEqual(a, b registry.Network) bool {
+	return a.Host == b.Host && a.Network == b.Network && a.NetworkID == b.NetworkID &&
+		a.Subnet == b.Subnet && a.Gateway == b.Gateway && a.PublicIP == b.PublicIP &&
+		a.VtepMAC.String() == b.VtepMAC.String() && a.VNI == b.VNI
+}
+
+func leaseEqual(a, b Lease) bool {
+	return a.Subnet == b.Subnet && a.PublicIP == b.PublicIP && a.VNI == b.VNI &&
+		a.VtepMAC.String() == b.VtepMAC.String() && a.Raw.BackendType == b.Raw.BackendType &&
+		string(a.Raw.BackendData) == string(b.Raw.BackendData)
+}
+
+func linkEqual(a, b Link) bool {
+	return a.Name == b.Name && a.Present == b.Present && a.Up == b.Up && a.Index == b.Index &&
+		a.MAC.String() == b.MAC.String() && a.Local == b.Local && a.MTU == b.MTU && a.VNI == b.VNI
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
