@@ -1,0 +1,182 @@
+package config
+
+import (
+	"fmt"
+	"io"
+	"strings"
+)
+
+// setting is one environment variable and its flag. Values are strings until apply parses them,
+// so env and flags share one parser and one error format.
+type setting struct {
+	env     string
+	flag    string
+	def     string // used when both env and flag are empty
+	metavar string
+	help    string
+	boolean bool // the flag may be given without a value
+	secret  bool // not trimmed; never echoed
+	apply   func(l *loader, c *Config, v string) error
+}
+
+// resolve applies the precedence default < environment < flag; an empty value means the
+// default, so "VAR=" in a compose file behaves like an unset variable.
+func (s setting) resolve(getenv func(string) string, fv *rawValue) string {
+	v := getenv(s.env)
+	if fv != nil && fv.set {
+		v = fv.s
+	}
+	if !s.secret {
+		// Stray spaces around values are a common copy-paste error, never meaningful here.
+		v = strings.TrimSpace(v)
+	}
+	if v == "" {
+		v = s.def
+	}
+	return v
+}
+
+// DefaultEtcdEndpoint is ETCD_ENDPOINT's default. The original defaulted to one lab's address;
+// a local etcd is the only neutral choice.
+const DefaultEtcdEndpoint = "http://127.0.0.1:2379"
+
+var settings = []setting{
+	{env: "ETCD_ENDPOINT", flag: "etcd-endpoint", def: DefaultEtcdEndpoint, metavar: "URLS",
+		help: "etcd client URLs, comma-separated, each http(s)://host:port",
+		apply: func(_ *loader, c *Config, v string) (err error) {
+			c.EtcdEndpoints, err = parseEndpoints(v)
+			return err
+		}},
+	{env: "ETCD_CAFILE", flag: "etcd-cafile", metavar: "FILE",
+		help:  "CA bundle (PEM) to verify etcd's server certificate; system roots when empty",
+		apply: func(l *loader, c *Config, v string) error { return l.file(&c.EtcdCAFile, v) }},
+	{env: "ETCD_CERTFILE", flag: "etcd-certfile", metavar: "FILE",
+		help:  "client certificate (PEM) for etcd; needs ETCD_KEYFILE",
+		apply: func(l *loader, c *Config, v string) error { return l.file(&c.EtcdCertFile, v) }},
+	{env: "ETCD_KEYFILE", flag: "etcd-keyfile", metavar: "FILE",
+		help:  "client private key (PEM) for etcd; needs ETCD_CERTFILE",
+		apply: func(l *loader, c *Config, v string) error { return l.file(&c.EtcdKeyFile, v) }},
+	{env: "ETCD_USERNAME", flag: "etcd-username", metavar: "NAME",
+		help:  "etcd user name (etcd authentication)",
+		apply: func(_ *loader, c *Config, v string) error { c.EtcdUsername = v; return nil }},
+	{env: "ETCD_PASSWORD", flag: "etcd-password", metavar: "PASSWORD", secret: true,
+		help:  "etcd password; needs ETCD_USERNAME (prefer the environment: flags are visible in ps)",
+		apply: func(_ *loader, c *Config, v string) error { c.EtcdPassword = v; return nil }},
+	{env: "FLANNEL_PREFIX", flag: "flannel-prefix", def: "/coreos.com/network", metavar: "PREFIX",
+		help: "flannel's etcd prefix (its config and <prefix>/subnets leases)",
+		apply: func(_ *loader, c *Config, v string) (err error) {
+			c.FlannelPrefix, err = parsePrefix(v)
+			return err
+		}},
+	{env: "FLANNEL_CONFIG_PREFIX", flag: "flannel-config-prefix", def: "/flannel/network/subnets", metavar: "PREFIX",
+		help: "etcd prefix of this tool's records; must not start with FLANNEL_PREFIX/subnets",
+		apply: func(_ *loader, c *Config, v string) (err error) {
+			c.ConfigPrefix, err = parsePrefix(v)
+			return err
+		}},
+	{env: "HOST_NAME", flag: "host-name", def: "auto", metavar: "NAME",
+		help: "this host's name in etcd; auto = first line of /etc/hostname, else the kernel's hostname",
+		apply: func(l *loader, c *Config, v string) (err error) {
+			c.HostName, err = l.hostname(v)
+			return err
+		}},
+	{env: "INTERVAL", flag: "interval", def: "60", metavar: "SECONDS",
+		help: "full resync period (fallback; changes are handled as they happen): seconds or a duration like 90s",
+		apply: func(_ *loader, c *Config, v string) (err error) {
+			c.Interval, err = parseInterval(v)
+			return err
+		}},
+	{env: "REGISTRATION_TTL", flag: "registration-ttl", def: "3600", metavar: "SECONDS",
+		help: "TTL of the etcd lease holding this host's records (kept alive while running): seconds or a duration, >= 10s",
+		apply: func(_ *loader, c *Config, v string) (err error) {
+			c.RegistrationTTL, err = parseTTL(v)
+			return err
+		}},
+	{env: "RUN_AS_ROOT", flag: "run-as-root", def: "false", metavar: "BOOL", boolean: true,
+		help: "stay root; false drops to an unprivileged user keeping only the needed capabilities",
+		apply: func(_ *loader, c *Config, v string) (err error) {
+			c.RunAsRoot, err = parseBool(v)
+			return err
+		}},
+	{env: "FLANNELD_PUBLIC_IP", flag: "flanneld-public-ip", metavar: "IPV4",
+		help: "override this host's public (underlay) IPv4; default: the VXLAN device's local address",
+		apply: func(_ *loader, c *Config, v string) (err error) {
+			c.PublicIP, err = parsePublicIP(v)
+			return err
+		}},
+	{env: "HOST_GATEWAY_MAP", flag: "host-gateway-map", metavar: "LIST",
+		help: "underlay routes to peers not directly reachable: ip|cidr:gateway, comma-separated",
+		apply: func(_ *loader, c *Config, v string) (err error) {
+			c.HostGatewayMap, err = parseGatewayMap(v)
+			return err
+		}},
+	{env: "FLANNEL_ROUTES_EXTRA", flag: "flannel-routes-extra", metavar: "LIST",
+		help: "extra static routes: cidr:gateway[:dev], comma-separated; removed when dropped from the list",
+		apply: func(_ *loader, c *Config, v string) (err error) {
+			c.RoutesExtra, err = parseRoutesExtra(v)
+			return err
+		}},
+	{env: "FLANNEL_CONTAINER_NAME", flag: "flannel-container-name", def: "flannel", metavar: "NAME",
+		help: "name of the Docker container running flanneld (health checks, guarded restarts)",
+		apply: func(_ *loader, c *Config, v string) (err error) {
+			c.FlannelContainerName, err = parseContainerName(v)
+			return err
+		}},
+	{env: "VXLAN_IFACE", flag: "vxlan-iface", def: "flannel.1", metavar: "IFNAME",
+		help: "flannel's VXLAN device",
+		apply: func(_ *loader, c *Config, v string) (err error) {
+			c.VXLANIface, err = parseIfname(v)
+			return err
+		}},
+	{env: "LOG_FORMAT", flag: "log-format", def: LogFormatAuto, metavar: "FORMAT",
+		help: "auto (text on a terminal, JSON otherwise), json or text",
+		apply: func(_ *loader, c *Config, v string) (err error) {
+			c.LogFormat, err = parseLogFormat(v)
+			return err
+		}},
+	{env: "DEBUG", flag: "debug", def: "false", metavar: "BOOL", boolean: true,
+		help: "log at debug level (includes reconciles that changed nothing)",
+		apply: func(_ *loader, c *Config, v string) (err error) {
+			c.Debug, err = parseBool(v)
+			return err
+		}},
+}
+
+// EnvNames lists every environment variable Load reads, in Usage order.
+func EnvNames() []string {
+	out := make([]string, len(settings))
+	for i, s := range settings {
+		out[i] = s.env
+	}
+	return out
+}
+
+// Usage prints the commands and every setting: flag, environment variable, default, meaning.
+func Usage(w io.Writer) {
+	var b strings.Builder
+	b.WriteString(`Usage: flannel-registrar [command] [flags]
+
+Registers this host's Docker networks in etcd and routes other hosts' networks through
+flannel's VXLAN device.
+
+Commands:
+  run        run the daemon (default)
+  once       one full pass, then exit (also --once)
+  diagnose   print this host's network state, then exit (also --diagnose)
+  version    print the version, then exit (also --version)
+  help       print this help (also -h, --help)
+
+Settings: each flag can be given as its environment variable instead; flags override the
+environment, and an empty value means the default. Flags may come before or after the command.
+Boolean values: true/false, 1/0, yes/no; a boolean flag alone means true, else use --flag=value.
+
+`)
+	for _, s := range settings {
+		def := s.def
+		if def == "" {
+			def = "none"
+		}
+		fmt.Fprintf(&b, "  --%s %s\n      env %s, default %s\n      %s\n", s.flag, s.metavar, s.env, def, s.help)
+	}
+	io.WriteString(w, b.String())
+}

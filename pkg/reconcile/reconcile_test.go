@@ -1,0 +1,119 @@
+package reconcile
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeCtrl fails each key a given number of times, then records a change.
+type fakeCtrl struct {
+	mu       sync.Mutex
+	failures map[string]int
+	calls    map[string]int
+	active   map[string]bool
+	overlap  bool
+	done     chan string
+}
+
+func newFake() *fakeCtrl {
+	return &fakeCtrl{failures: map[string]int{}, calls: map[string]int{}, active: map[string]bool{}, done: make(chan string, 100)}
+}
+
+func (f *fakeCtrl) Name() string { return "fake" }
+func (f *fakeCtrl) Keys(context.Context) ([]string, error) {
+	return []string{"a", "b"}, errors.New("partial list")
+}
+
+func (f *fakeCtrl) Reconcile(ctx context.Context, key string) error {
+	f.mu.Lock()
+	if f.active[key] {
+		f.overlap = true
+	}
+	f.active[key] = true
+	f.calls[key]++
+	fail := f.failures[key] > 0
+	if fail {
+		f.failures[key]--
+	}
+	f.mu.Unlock()
+	time.Sleep(time.Millisecond) // widen the window in which a second worker could overlap
+	f.mu.Lock()
+	f.active[key] = false
+	f.mu.Unlock()
+	if fail {
+		return errors.New("boom")
+	}
+	Record(ctx, "did "+key)
+	f.done <- key
+	return nil
+}
+
+func TestRunnerRetriesWithBackoffAndLogsChanges(t *testing.T) {
+	var buf syncBuf
+	log := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	f := newFake()
+	f.failures["a"] = 3
+	r := NewRunner(f, Options{Workers: 4, BaseBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond, Logger: log})
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { r.Run(ctx) })
+	r.Enqueue("a", "test:first")
+	r.Enqueue("a", "test:second") // deduplicated
+	select {
+	case k := <-f.done:
+		if k != "a" {
+			t.Fatalf("got %s", k)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("key a never succeeded")
+	}
+	cancel()
+	wg.Wait()
+	st := r.Stats()
+	if st.Errors != 3 || st.Changed != 1 || st.Changes != 1 {
+		t.Fatalf("stats %+v, want 3 errors then 1 change", st)
+	}
+	out := buf.String()
+	if !strings.Contains(out, `"trigger":"test:first"`) || !strings.Contains(out, `"trigger":"retry"`) ||
+		!strings.Contains(out, `"changes":["did a"]`) || !strings.Contains(out, `"msg":"reconciled"`) {
+		t.Fatalf("log lines missing fields:\n%s", out)
+	}
+	if f.overlap {
+		t.Fatal("one key was reconciled by two workers at once")
+	}
+}
+
+func TestManagerResyncAndOnce(t *testing.T) {
+	m := NewManager(0, slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil)))
+	f := newFake()
+	m.Add(f, Options{})
+	err := m.Resync(context.Background(), "resync")
+	if err == nil || !strings.Contains(err.Error(), "partial list") {
+		t.Fatalf("resync error not reported: %v", err)
+	}
+	if n := m.Runner("fake").Len(); n != 2 {
+		t.Fatalf("queued %d keys, want 2 (listed keys are queued despite the error)", n)
+	}
+	f.failures["b"] = 1
+	err = m.Once(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "fake b: boom") {
+		t.Fatalf("once error: %v", err)
+	}
+	if f.calls["a"] != 1 || f.calls["b"] != 1 {
+		t.Fatalf("once calls %v", f.calls)
+	}
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
