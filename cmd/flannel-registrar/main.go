@@ -1,0 +1,69 @@
+// Command flannel-registrar makes custom Docker networks reachable across
+// hosts that run flannel (VXLAN, etcd v3). One instance runs per host.
+//
+// Usage: flannel-registrar [run|once|version|diagnose] [flags]; every flag is
+// also an environment variable (see --help).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/flannel-registrar/flannel-registrar/pkg/app"
+	"github.com/flannel-registrar/flannel-registrar/pkg/config"
+	"github.com/flannel-registrar/flannel-registrar/pkg/logging"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	cfg, err := config.Load(args, getenv)
+	switch {
+	case errors.Is(err, config.ErrHelp):
+		config.Usage(stdout)
+		return 0
+	case err != nil:
+		for line := range strings.SplitSeq(err.Error(), "\n") {
+			fmt.Fprintf(stderr, "flannel-registrar: invalid setting %s\n", line)
+		}
+		return 2
+	case cfg.Mode == config.ModeVersion:
+		fmt.Fprintf(stdout, "flannel-registrar %s\n", version)
+		return 0
+	}
+
+	log := logging.New(stderr, cfg.LogFormat, cfg.Debug)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	a, err := app.New(cfg, log, version)
+	if err != nil {
+		log.Error("cannot start", "error", err.Error())
+		return 1
+	}
+	defer a.Close()
+	switch cfg.Mode {
+	case config.ModeOnce:
+		err = a.Once(ctx)
+	case config.ModeDiagnose:
+		err = a.Diagnose(ctx, stdout)
+	default:
+		err = a.Run(ctx)
+	}
+	if err != nil && ctx.Err() == nil {
+		log.Error("stopped", "mode", string(cfg.Mode), "error", err.Error())
+		return 1
+	}
+	return 0
+}

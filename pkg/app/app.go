@@ -1,0 +1,443 @@
+// Package app wires the daemon together: clients (etcd, Docker, netlink),
+// the state store, the watchers that feed it, the controllers that converge
+// the host and etcd, and the logging of what they report. It is the layer
+// that decides what to log; the packages it wires only return errors and call
+// hooks.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	dockerclient "github.com/docker/docker/client"
+	"github.com/vishvananda/netns"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/flannel-registrar/flannel-registrar/controllers/fdb"
+	"github.com/flannel-registrar/flannel-registrar/controllers/forwarding"
+	"github.com/flannel-registrar/flannel-registrar/controllers/routes"
+	"github.com/flannel-registrar/flannel-registrar/controllers/subnets"
+	"github.com/flannel-registrar/flannel-registrar/controllers/vxlan"
+	"github.com/flannel-registrar/flannel-registrar/pkg/config"
+	"github.com/flannel-registrar/flannel-registrar/pkg/netlinkx"
+	"github.com/flannel-registrar/flannel-registrar/pkg/reconcile"
+	"github.com/flannel-registrar/flannel-registrar/pkg/registry"
+	"github.com/flannel-registrar/flannel-registrar/pkg/state"
+	dockerwatch "github.com/flannel-registrar/flannel-registrar/watchers/docker"
+	etcdwatch "github.com/flannel-registrar/flannel-registrar/watchers/etcd"
+	nlwatch "github.com/flannel-registrar/flannel-registrar/watchers/netlink"
+)
+
+// controller is what the app needs of every controller.
+type controller interface {
+	reconcile.Controller
+	KeysFor(ev state.Event) []string
+}
+
+// App is one running registrar.
+type App struct {
+	cfg     config.Config
+	log     *slog.Logger
+	version string
+
+	store *state.Store
+	mgr   *reconcile.Manager
+
+	etcd   *clientv3.Client
+	docker *dockerclient.Client
+	nl     *netlinkx.Handle
+	reg    *registry.Registry
+
+	etcdW   *etcdwatch.Watcher
+	dockerW *dockerwatch.Watcher
+	nlW     *nlwatch.Watcher
+
+	vxlan   *vxlan.Controller
+	subnets *subnets.Controller
+	fdb     *fdb.Controller
+	routes  *routes.Controller
+	fwd     *forwarding.Controller
+	ctrls   []controller
+
+	dockerDown *outage
+
+	synced chan struct{} // closed when Docker and etcd have both been listed
+	once   sync.Once
+}
+
+// New builds the app from a validated configuration. It opens clients but
+// does not contact etcd or Docker yet: those may be down at start.
+func New(cfg config.Config, log *slog.Logger, version string) (*App, error) {
+	a := &App{cfg: cfg, log: log, version: version, store: state.New(), synced: make(chan struct{})}
+	a.mgr = reconcile.NewManager(cfg.Interval, log)
+	a.dockerDown = &outage{log: log, msg: "docker unavailable; keeping registrations and routes as they are"}
+	if err := a.openClients(); err != nil {
+		a.Close()
+		return nil, err
+	}
+	if err := a.buildControllers(); err != nil {
+		a.Close()
+		return nil, err
+	}
+	if err := a.buildWatchers(); err != nil {
+		a.Close()
+		return nil, err
+	}
+	a.store.Subscribe(a.route)
+	return a, nil
+}
+
+func (a *App) openClients() error {
+	ec := clientv3.Config{
+		Endpoints:   a.cfg.EtcdEndpoints,
+		DialTimeout: 5 * time.Second,
+		Username:    a.cfg.EtcdUsername,
+		Password:    a.cfg.EtcdPassword,
+		Logger:      zap.NewNop(),
+	}
+	if a.cfg.EtcdCAFile != "" || a.cfg.EtcdCertFile != "" {
+		tlsInfo := transport.TLSInfo{CertFile: a.cfg.EtcdCertFile, KeyFile: a.cfg.EtcdKeyFile, TrustedCAFile: a.cfg.EtcdCAFile}
+		tc, err := tlsInfo.ClientConfig()
+		if err != nil {
+			return fmt.Errorf("etcd TLS (ETCD_CAFILE/ETCD_CERTFILE/ETCD_KEYFILE): %w", err)
+		}
+		ec.TLS = tc
+	}
+	var err error
+	if a.etcd, err = clientv3.New(ec); err != nil {
+		return fmt.Errorf("etcd client for %v: %w", a.cfg.EtcdEndpoints, err)
+	}
+	if a.docker, err = dockerwatch.NewClient(); err != nil {
+		return fmt.Errorf("docker client (DOCKER_HOST): %w", err)
+	}
+	if a.nl, err = netlinkx.Open(netns.None()); err != nil {
+		return fmt.Errorf("netlink: %w", err)
+	}
+	a.reg, err = registry.New(registry.Config{
+		Client:          a.etcd,
+		Keys:            a.keys(),
+		Host:            a.cfg.HostName,
+		RegistrationTTL: a.cfg.RegistrationTTL,
+		HostLivenessTTL: a.cfg.HostLivenessTTL,
+		OnLeaseLost: func() {
+			a.log.Warn("registration lease lost; re-registering every network", "host", a.cfg.HostName)
+			a.resyncOne(subnets.Name, "lease-lost")
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("registry: %w", err)
+	}
+	return nil
+}
+
+func (a *App) keys() registry.Keys {
+	return registry.Keys{FlannelPrefix: a.cfg.FlannelPrefix, ConfigPrefix: a.cfg.ConfigPrefix}
+}
+
+func (a *App) buildControllers() error {
+	var err error
+	a.vxlan = vxlan.New(a.nl, a.store, a.cfg.VXLANIface)
+	a.subnets, err = subnets.New(subnets.Options{
+		Store:     a.store,
+		Registry:  a.reg,
+		PublicIP:  a.cfg.PublicIP,
+		Version:   a.version,
+		StartTime: time.Now(),
+		Enqueuer:  a.mgr,
+		OnConflict: func(c registry.ConflictError) {
+			a.log.Error("network not registered: subnet already claimed",
+				"network", c.Network, "subnet", c.Subnet.String(), "claimant", c.Claimant, "key", c.Key, "withdrawn", c.Withdrawn)
+		},
+		OnConflictCleared: func(c registry.ConflictError) {
+			a.log.Info("subnet conflict cleared", "network", c.Network, "subnet", c.Subnet.String())
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("subnets controller: %w", err)
+	}
+	a.fdb = fdb.New(a.nl, a.store, fdb.Options{Host: a.cfg.HostName, PublicIP: a.cfg.PublicIP})
+	a.routes = routes.New(a.nl, a.store, routes.Options{
+		Host: a.cfg.HostName, PublicIP: a.cfg.PublicIP,
+		Gateways: a.cfg.HostGatewayMap, Extra: a.cfg.RoutesExtra,
+		OnConflict: func(c routes.Conflict) {
+			if c.Active {
+				a.log.Error("subnet not routed into the tunnel: it is local to this host",
+					"subnet", c.Prefix.String(), "reason", c.Reason, "claimants", c.Claimants, "local", c.Local)
+			} else {
+				a.log.Info("routing conflict cleared", "subnet", c.Prefix.String())
+			}
+		},
+	})
+	a.fwd, err = forwarding.New(a.store, forwarding.Options{
+		VXLAN:  a.cfg.VXLANIface,
+		Filter: a.registered,
+	})
+	if err != nil {
+		return fmt.Errorf("forwarding controller: %w", err)
+	}
+	// Order matters for one-shot mode: observe the device, then register,
+	// then program peers, then forwarding.
+	a.ctrls = []controller{a.vxlan, a.subnets, a.fdb, a.routes, a.fwd}
+	for _, c := range a.ctrls {
+		a.mgr.Add(c, reconcile.Options{Workers: workers(c.Name())})
+	}
+	return nil
+}
+
+// registered says whether a local network is registered without conflict:
+// only those get forwarding rules.
+func (a *App) registered(n state.LocalNetwork) bool {
+	for _, c := range a.subnets.Conflicts() {
+		if c.Network == n.Name {
+			return false
+		}
+	}
+	return true
+}
+
+// workers per controller: kernel writers are cheap and parallel-safe per key;
+// etcd writes wait on the network, so more of them overlap better.
+func workers(name string) int {
+	switch name {
+	case subnets.Name:
+		return 4
+	case routes.Name, fdb.Name:
+		return 2
+	}
+	return 1
+}
+
+func (a *App) buildWatchers() error {
+	var err error
+	a.etcdW, err = etcdwatch.New(etcdwatch.Options{
+		Client: a.etcd, Keys: a.keys(), Store: a.store,
+		OnInvalid: func(key string, rev int64, err error) {
+			a.log.Warn("skipped invalid etcd item", "key", key, "revision", rev, "error", err.Error())
+		},
+		OnRelist: func(reason string) { a.log.Info("re-listing etcd", "reason", reason) },
+	})
+	if err != nil {
+		return fmt.Errorf("etcd watcher: %w", err)
+	}
+	a.dockerW = dockerwatch.New(a.docker, a.store, dockerwatch.Options{
+		Enqueuer: a.mgr,
+		OnSkip: func(name, reason string) {
+			a.log.Debug("docker network not registered", "network", name, "reason", reason)
+		},
+		OnInvalid: func(name, reason string) {
+			a.log.Warn("docker network not usable", "network", name, "reason", reason)
+		},
+		OnConnected: func(v string) {
+			a.dockerDown.reset()
+			a.log.Info("connected to docker", "version", v)
+			if w := forwarding.DirectRoutingWarning(v, a.cfg.VXLANIface); w != "" {
+				a.log.Warn(w)
+			}
+		},
+		OnDisconnected: a.dockerDown.report,
+	})
+	a.nlW = nlwatch.New(a.nl, nlwatch.Options{
+		Iface:     a.cfg.VXLANIface,
+		Enqueuer:  a.mgr,
+		Resync:    func() { a.resyncAll("netlink-resubscribed") },
+		NeighKeys: a.fdb.KeysForIP,
+		Logger:    a.log,
+	})
+	return nil
+}
+
+// route maps a state change to the keys of every controller it concerns and
+// logs the changes an operator wants to see.
+func (a *App) route(ev state.Event) {
+	switch ev.Kind {
+	case state.KindLink:
+		a.logLink(ev)
+	case state.KindSynced:
+		if a.store.Synced("docker") && a.store.Synced("etcd") {
+			a.once.Do(func() { close(a.synced) })
+		}
+	}
+	for _, c := range a.ctrls {
+		for _, k := range c.KeysFor(ev) {
+			a.mgr.Enqueue(c.Name(), k, ev.Trigger)
+		}
+	}
+}
+
+func (a *App) logLink(ev state.Event) {
+	nw, _ := ev.New.(state.Link)
+	old, _ := ev.Old.(state.Link)
+	switch {
+	case nw.Present && (!old.Present || old.MAC.String() != nw.MAC.String()):
+		a.log.Info("VXLAN device ready", "iface", nw.Name, "mac", nw.MAC.String(), "local", nw.Local.String(), "vni", nw.VNI, "mtu", nw.MTU, "up", nw.Up)
+	case !nw.Present:
+		a.log.Warn("waiting for the VXLAN device: nothing is published until flanneld creates it", "iface", a.cfg.VXLANIface)
+	}
+}
+
+func (a *App) resyncAll(trigger string) {
+	select {
+	case <-a.synced:
+	default:
+		return // the manager resyncs everything when it starts
+	}
+	if err := a.mgr.Resync(context.Background(), trigger); err != nil {
+		a.log.Warn("resync incomplete", "trigger", trigger, "error", err.Error())
+	}
+}
+
+func (a *App) resyncOne(controller, trigger string) {
+	select {
+	case <-a.synced:
+	default:
+		return
+	}
+	if err := a.mgr.ResyncOne(context.Background(), controller, trigger); err != nil {
+		a.log.Warn("resync incomplete", "controller", controller, "trigger", trigger, "error", err.Error())
+	}
+}
+
+// startSources runs the registry's lease keeper and every watcher until ctx
+// ends; wait joins them.
+func (a *App) startSources(ctx context.Context) (wait func()) {
+	var wg sync.WaitGroup
+	run := func(name string, fn func(context.Context) error) {
+		wg.Go(func() {
+			if err := fn(ctx); err != nil && ctx.Err() == nil {
+				a.log.Error("component stopped", "component", name, "error", err.Error())
+			}
+		})
+	}
+	run("registry", a.reg.Run)
+	run("etcd watcher", a.etcdW.Run)
+	run("docker watcher", a.dockerW.Run)
+	run("netlink watcher", a.nlW.Run)
+	return wg.Wait
+}
+
+// waitSynced blocks until Docker and etcd were both listed, saying every
+// few seconds what it waits for.
+func (a *App) waitSynced(ctx context.Context) error {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-a.synced:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+			var missing []string
+			if !a.store.Synced("docker") {
+				missing = append(missing, "docker")
+			}
+			if !a.store.Synced("etcd") {
+				missing = append(missing, "etcd")
+			}
+			a.log.Warn("waiting for the first listing before changing anything", "waiting_for", missing, "etcd", a.cfg.EtcdEndpoints)
+		}
+	}
+}
+
+// Run is the daemon: it returns when ctx ends.
+func (a *App) Run(ctx context.Context) error {
+	a.log.Info("starting", "version", a.version, "config", a.cfg)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wait := a.startSources(ctx)
+	defer wait()
+	// The device is observed right away so that waiting for it is reported
+	// even while etcd or Docker are still down.
+	a.observeLink(ctx)
+	if err := a.waitSynced(ctx); err != nil {
+		return nil //nolint:nilerr // stopped while waiting: a clean exit
+	}
+	a.log.Info("sources listed; reconciling", "local_networks", len(a.store.LocalNetworks()), "records", len(a.store.Networks()), "leases", len(a.store.Leases()))
+	a.mgr.Run(ctx)
+	a.log.Info("stopped")
+	return nil
+}
+
+func (a *App) observeLink(ctx context.Context) {
+	if err := a.mgr.Runner(vxlan.Name).ReconcileNow(ctx, a.cfg.VXLANIface, "start"); err != nil {
+		a.log.Warn("cannot read the VXLAN device", "iface", a.cfg.VXLANIface, "error", err.Error())
+	}
+}
+
+// OnceTimeout bounds how long one-shot mode waits for etcd and Docker.
+const OnceTimeout = 60 * time.Second
+
+// Once lists the sources, runs every controller over every key once, and
+// returns the joined errors.
+func (a *App) Once(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	wait := a.startSources(ctx)
+	defer func() { cancel(); wait() }()
+	a.observeLink(ctx)
+	wctx, wcancel := context.WithTimeout(ctx, OnceTimeout)
+	defer wcancel()
+	if err := a.waitSynced(wctx); err != nil {
+		return fmt.Errorf("docker and etcd not both listed within %s: %w", OnceTimeout, err)
+	}
+	err := a.mgr.Once(ctx)
+	if err == nil {
+		a.log.Info("one pass done", "stats", a.mgr.Stats())
+	}
+	return err
+}
+
+// Close releases the clients.
+func (a *App) Close() {
+	var errs []error
+	if a.nl != nil {
+		a.nl.Close()
+	}
+	if a.docker != nil {
+		errs = append(errs, a.docker.Close())
+	}
+	if a.etcd != nil {
+		errs = append(errs, a.etcd.Close())
+	}
+	if err := errors.Join(errs...); err != nil {
+		a.log.Debug("close", "error", err.Error())
+	}
+}
+
+// outage logs the first failure of a dependency at warning level and the
+// repeats at debug, so a long outage does not flood the log.
+type outage struct {
+	log *slog.Logger
+	msg string
+
+	mu    sync.Mutex // guards down, count
+	down  bool
+	count int
+}
+
+func (o *outage) report(err error) {
+	o.mu.Lock()
+	first := !o.down
+	o.down = true
+	o.count++
+	o.mu.Unlock()
+	if first {
+		o.log.Warn(o.msg, "error", err.Error())
+	} else {
+		o.log.Debug(o.msg, "error", err.Error())
+	}
+}
+
+func (o *outage) reset() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.down {
+		o.log.Info("dependency back", "failed_attempts", o.count)
+	}
+	o.down, o.count = false, 0
+}
