@@ -318,4 +318,3 @@ func BenchmarkCreateToReservation(b *testing.B) {
 	b.ReportMetric(float64(total.Microseconds())/float64(b.N)/1000, "ms/create-to-etcd")
 	b.ReportMetric(float64(worst.Microseconds())/1000, "ms-worst")
 }
-

@@ -76,13 +76,11 @@ func ParseSubnetKey(s string) (netip.Prefix, error) {
 // Decode parses a lease value. It rejects values flanneld could not use:
 // unknown JSON shape, a missing backend type, or a PublicIP that is not IPv4.
 func Decode(b []byte) (Lease, error) {
+	// json.Unmarshal, as flanneld uses: it rejects any trailing data (a
+	// json.Decoder with More() let "{...}]" through).
 	var l Lease
-	dec := json.NewDecoder(bytes.NewReader(b))
-	if err := dec.Decode(&l); err != nil {
+	if err := json.Unmarshal(b, &l); err != nil {
 		return Lease{}, fmt.Errorf("decode lease: %w", err)
-	}
-	if dec.More() {
-		return Lease{}, errors.New("decode lease: trailing data after JSON value")
 	}
 	if l.BackendType == "" {
 		return Lease{}, errors.New("decode lease: empty BackendType")

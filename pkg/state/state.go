@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/flannel-registrar/flannel-registrar/pkg/flannel"
 	"github.com/flannel-registrar/flannel-registrar/pkg/registry"
@@ -90,6 +91,11 @@ type Store struct {
 
 	subsMu sync.Mutex // guards subs; separate so subscribers may read the store
 	subs   []func(Event)
+
+	// version counts published changes; bumped before subscribers run, so a
+	// reader that sees an unchanged Version after an event's keys were
+	// enqueued has not missed that event.
+	version atomic.Uint64
 }
 
 // New returns an empty store.
@@ -115,6 +121,7 @@ func (s *Store) publish(evs []Event) {
 	if len(evs) == 0 {
 		return
 	}
+	s.version.Add(1)
 	s.subsMu.Lock()
 	subs := slices.Clone(s.subs)
 	s.subsMu.Unlock()
@@ -296,6 +303,11 @@ func (s *Store) SetSynced(source, trigger string) {
 }
 
 // ---- readers ----
+
+// Version changes whenever the store publishes a change. Readers use it to
+// cache what they derive from the whole snapshot (read Version first, then
+// the data, and label the result with that version).
+func (s *Store) Version() uint64 { return s.version.Load() }
 
 // Synced says whether source has been listed at least once.
 func (s *Store) Synced(source string) bool {
