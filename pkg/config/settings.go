@@ -93,7 +93,7 @@ var settings = []setting{
 			return err
 		}},
 	{env: "RUN_AS_ROOT", flag: "run-as-root", def: "false", metavar: "BOOL", boolean: true,
-		help: "stay root; false drops to an unprivileged user keeping only the needed capabilities",
+		help: "validated; the privilege drop it will control (false: unprivileged user with only the needed capabilities) is not implemented yet, so the daemon keeps the privileges it is started with",
 		apply: func(_ *loader, c *Config, v string) (err error) {
 			c.RunAsRoot, err = parseBool(v)
 			return err
@@ -117,7 +117,7 @@ var settings = []setting{
 			return err
 		}},
 	{env: "FLANNEL_CONTAINER_NAME", flag: "flannel-container-name", def: "flannel", metavar: "NAME",
-		help: "name of the Docker container running flanneld (health checks, guarded restarts)",
+		help: "name of the Docker container running flanneld; validated, reserved for the planned health checks and guarded restarts",
 		apply: func(_ *loader, c *Config, v string) (err error) {
 			c.FlannelContainerName, err = parseContainerName(v)
 			return err

@@ -1,0 +1,389 @@
+// Package subnets is the controller that publishes this host's Docker
+// networks in etcd: per local network, a network record and a flannel
+// reservation on the registration lease (pkg/registry), and the host record
+// on its liveness lease.
+//
+// Keys are local Docker network names, plus HostKey for the host record.
+// Nothing is published until the VXLAN device gives this host's identity
+// (PublicIP, VtepMAC); until then Reconcile is a no-op and Waiting says why.
+// A subnet claimed by someone else is a conflict: never overwritten, reported
+// once through OnConflict, listed by Conflicts, and retried on every change
+// of that subnet's lease and on resync.
+package subnets
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/flannel-registrar/flannel-registrar/pkg/flannel"
+	"github.com/flannel-registrar/flannel-registrar/pkg/reconcile"
+	"github.com/flannel-registrar/flannel-registrar/pkg/registry"
+	"github.com/flannel-registrar/flannel-registrar/pkg/state"
+)
+
+// Name is the controller's name.
+const Name = "subnets"
+
+// HostKey is the key of the host record. Docker network names start with an
+// alphanumeric character, so it never collides with one.
+const HostKey = "_host"
+
+// Enqueuer queues a key of a controller (*reconcile.Manager satisfies it).
+type Enqueuer interface {
+	Enqueue(controller, key, trigger string)
+}
+
+// Options configure the controller.
+type Options struct {
+	Store    *state.Store
+	Registry *registry.Registry
+	// PublicIP overrides the VXLAN device's local address (FLANNELD_PUBLIC_IP);
+	// zero: use the device's.
+	PublicIP  netip.Addr
+	Version   string    // written to the host record
+	StartTime time.Time // written to the host record; zero: time of New
+	// OnConflict is called once when a network's conflict appears (or its
+	// claimant changes), from a reconcile worker; it must not block.
+	OnConflict func(registry.ConflictError)
+	// OnConflictCleared is called when a reported conflict is gone.
+	OnConflictCleared func(registry.ConflictError)
+	// Enqueuer, when set, is poked to refresh the host record when the
+	// counts it carries change.
+	Enqueuer Enqueuer
+}
+
+// Controller is the subnets controller.
+type Controller struct {
+	o    Options
+	host string
+	keys registry.Keys
+
+	mu         sync.Mutex // guards conflicts and registered
+	conflicts  map[string]registry.ConflictError
+	registered map[string]netip.Prefix
+}
+
+// New returns the controller.
+func New(o Options) (*Controller, error) {
+	if o.Store == nil || o.Registry == nil {
+		return nil, errors.New("subnets: Store and Registry are required")
+	}
+	if o.StartTime.IsZero() {
+		o.StartTime = time.Now().UTC().Truncate(time.Second)
+	}
+	return &Controller{
+		o: o, host: o.Registry.Host(), keys: o.Registry.Keys(),
+		conflicts:  map[string]registry.ConflictError{},
+		registered: map[string]netip.Prefix{},
+	}, nil
+}
+
+// Name implements reconcile.Controller.
+func (c *Controller) Name() string { return Name }
+
+// identity is what this host publishes about itself.
+type identity struct {
+	ip  netip.Addr
+	mac net.HardwareAddr
+	vni int
+}
+
+// identity returns this host's identity, or why it is not known yet.
+func (c *Controller) identity() (identity, string) {
+	l := c.o.Store.Link()
+	name := l.Name
+	if name == "" {
+		name = "VXLAN device"
+	}
+	if !l.Present {
+		return identity{}, fmt.Sprintf("waiting for %s: not present", name)
+	}
+	mac, err := flannel.ParseVtepMAC(l.MAC.String())
+	if err != nil {
+		return identity{}, fmt.Sprintf("waiting for %s: no usable MAC (%v)", name, err)
+	}
+	ip := c.o.PublicIP
+	if !ip.IsValid() {
+		ip = l.Local
+	}
+	if _, err := registry.ValidPublicIP(ip.String()); err != nil || !ip.IsValid() {
+		return identity{}, fmt.Sprintf("waiting for %s: no usable local address (%q); set FLANNELD_PUBLIC_IP or give the device a local address", name, ip)
+	}
+	return identity{ip: ip, mac: mac, vni: l.VNI}, ""
+}
+
+// Waiting says why nothing is published yet; "" when this host's identity
+// is known.
+func (c *Controller) Waiting() string {
+	_, why := c.identity()
+	return why
+}
+
+// Reconcile converges one key: a local network name or HostKey.
+func (c *Controller) Reconcile(ctx context.Context, key string) error {
+	if key == HostKey {
+		return c.reconcileHost(ctx)
+	}
+	local, ok := c.o.Store.Local(key)
+	if !ok {
+		return c.unregister(ctx, key)
+	}
+	id, why := c.identity()
+	if why != "" {
+		return nil
+	}
+	return c.register(ctx, local, id)
+}
+
+func (c *Controller) register(ctx context.Context, local state.LocalNetwork, id identity) error {
+	n := registry.Network{
+		Host: c.host, Network: local.Name, NetworkID: local.ID,
+		Subnet: local.Subnet, Gateway: local.Gateway,
+		PublicIP: id.ip, VtepMAC: id.mac, VNI: id.vni,
+	}
+	res, err := c.o.Registry.PutNetwork(ctx, n)
+	var ce *registry.ConflictError
+	if errors.As(err, &ce) {
+		if ce.Withdrawn {
+			reconcile.Record(ctx, fmt.Sprintf("withdraw network %s %s: subnet held by %s", local.Name, local.Subnet, ce.Claimant))
+		}
+		c.setConflict(local.Name, *ce)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("register network %s %s: %w", local.Name, local.Subnet, err)
+	}
+	c.clearConflict(local.Name)
+	c.setRegistered(local.Name, local.Subnet)
+	what := fmt.Sprintf("network %s %s", local.Name, local.Subnet)
+	switch res.Change {
+	case registry.Created:
+		reconcile.Record(ctx, "register "+what)
+	case registry.Updated:
+		reconcile.Record(ctx, "update "+what+" ("+strings.Join(res.Fields, ", ")+")")
+	case registry.Reattached:
+		reconcile.Record(ctx, fmt.Sprintf("re-attach %s to lease %x", what, int64(c.o.Registry.Lease())))
+	}
+	return nil
+}
+
+func (c *Controller) unregister(ctx context.Context, name string) error {
+	res, err := c.o.Registry.DeleteNetwork(ctx, name, c.ownSubnets(name)...)
+	if err != nil {
+		return fmt.Errorf("unregister network %s: %w", name, err)
+	}
+	c.clearConflict(name)
+	c.setRegistered(name, netip.Prefix{})
+	if res.Deleted() {
+		reconcile.Record(ctx, fmt.Sprintf("unregister network %s %s", name, res.Subnet()))
+	}
+	return nil
+}
+
+// ownSubnets are the subnets where the snapshot shows a record or a
+// reservation of ours for network name: the registry checks each.
+func (c *Controller) ownSubnets(name string) []netip.Prefix {
+	var out []netip.Prefix
+	if n, ok := c.o.Store.Network(c.keys.Network(c.host, name)); ok {
+		out = append(out, n.Subnet)
+	}
+	for _, l := range c.o.Store.Leases() {
+		if r := l.Reservation; r != nil && r.Host == c.host && r.Network == name {
+			out = append(out, l.Subnet)
+		}
+	}
+	c.mu.Lock()
+	if p, ok := c.registered[name]; ok {
+		out = append(out, p)
+	}
+	c.mu.Unlock()
+	return out
+}
+
+func (c *Controller) reconcileHost(ctx context.Context) error {
+	id, why := c.identity()
+	if why != "" {
+		return nil
+	}
+	c.mu.Lock()
+	nets, conflicts := len(c.registered), len(c.conflicts)
+	c.mu.Unlock()
+	h := registry.HostRecord{
+		Host: c.host, PublicIP: id.ip.String(), VtepMAC: id.mac.String(), VNI: id.vni,
+		Version: c.o.Version, StartTime: c.o.StartTime, Networks: nets, Conflicts: conflicts,
+	}
+	wrote, err := c.o.Registry.PutHost(ctx, h)
+	if err != nil {
+		return fmt.Errorf("host record: %w", err)
+	}
+	if wrote {
+		reconcile.Record(ctx, fmt.Sprintf("update host record %s (PublicIP %s, VtepMAC %s, %d networks, %d conflicts)",
+			c.host, h.PublicIP, h.VtepMAC, nets, conflicts))
+	}
+	return nil
+}
+
+// ---- conflicts and counts ----
+
+func (c *Controller) setConflict(name string, ce registry.ConflictError) {
+	ce.Withdrawn = false // a fact of one reconcile, not of the conflict
+	c.mu.Lock()
+	old, had := c.conflicts[name]
+	c.conflicts[name] = ce
+	delete(c.registered, name)
+	c.mu.Unlock()
+	if had && old == ce {
+		return
+	}
+	if c.o.OnConflict != nil {
+		c.o.OnConflict(ce)
+	}
+	c.pokeHost("conflict " + name)
+}
+
+func (c *Controller) clearConflict(name string) {
+	c.mu.Lock()
+	old, had := c.conflicts[name]
+	delete(c.conflicts, name)
+	c.mu.Unlock()
+	if !had {
+		return
+	}
+	if c.o.OnConflictCleared != nil {
+		c.o.OnConflictCleared(old)
+	}
+	c.pokeHost("conflict cleared " + name)
+}
+
+// setRegistered records name as registered at p (invalid p: not registered).
+func (c *Controller) setRegistered(name string, p netip.Prefix) {
+	c.mu.Lock()
+	_, had := c.registered[name]
+	if p.IsValid() {
+		c.registered[name] = p
+	} else {
+		delete(c.registered, name)
+	}
+	c.mu.Unlock()
+	if had != p.IsValid() { // the count in the host record changed
+		c.pokeHost("networks " + name)
+	}
+}
+
+func (c *Controller) pokeHost(why string) {
+	if c.o.Enqueuer != nil {
+		c.o.Enqueuer.Enqueue(Name, HostKey, "subnets:"+why)
+	}
+}
+
+// Conflicts returns the current conflicts, sorted by network name.
+func (c *Controller) Conflicts() []registry.ConflictError {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]registry.ConflictError, 0, len(c.conflicts))
+	for _, ce := range c.conflicts {
+		out = append(out, ce)
+	}
+	slices.SortFunc(out, func(a, b registry.ConflictError) int { return strings.Compare(a.Network, b.Network) })
+	return out
+}
+
+// ConflictCount returns how many networks are in conflict now.
+func (c *Controller) ConflictCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.conflicts)
+}
+
+// Registered returns the networks registered by this process, by name.
+func (c *Controller) Registered() map[string]netip.Prefix {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]netip.Prefix, len(c.registered))
+	for k, v := range c.registered {
+		out[k] = v
+	}
+	return out
+}
+
+// ---- keys ----
+
+// Keys returns every local network, every network of ours in etcd (records
+// and reservations, so that leftovers are removed) and HostKey.
+func (c *Controller) Keys(ctx context.Context) ([]string, error) {
+	keys := []string{HostKey}
+	for _, n := range c.o.Store.LocalNetworks() {
+		keys = append(keys, n.Name)
+	}
+	own, err := c.o.Registry.OwnNetworks(ctx)
+	keys = append(keys, own...)
+	slices.Sort(keys)
+	keys = slices.Compact(keys)
+	if err != nil {
+		return keys, fmt.Errorf("list own networks: %w", err)
+	}
+	return keys, nil
+}
+
+// KeysFor maps a store change to the keys it concerns.
+func (c *Controller) KeysFor(ev state.Event) []string {
+	switch ev.Kind {
+	case state.KindLocal:
+		return []string{ev.Key, HostKey}
+	case state.KindLink:
+		if !identityChanged(ev) {
+			return nil
+		}
+		keys := []string{HostKey}
+		for _, n := range c.o.Store.LocalNetworks() {
+			keys = append(keys, n.Name)
+		}
+		return keys
+	case state.KindNetwork:
+		// Our records: a hand edit or deletion is repaired at once.
+		if pk, err := c.keys.Parse(ev.Key); err == nil && pk.Kind == registry.KindNetwork && pk.Host == c.host {
+			return []string{pk.Network}
+		}
+	case state.KindLease:
+		return c.leaseKeys(ev)
+	case state.KindHost:
+		if ev.Key == c.host {
+			return []string{HostKey}
+		}
+	}
+	return nil
+}
+
+// leaseKeys: our reservations (repair), and the local network with that
+// subnet (a conflict may have appeared or cleared).
+func (c *Controller) leaseKeys(ev state.Event) []string {
+	var keys []string
+	for _, v := range []any{ev.Old, ev.New} {
+		if l, ok := v.(state.Lease); ok && l.Reservation != nil && l.Reservation.Host == c.host {
+			keys = append(keys, l.Reservation.Network)
+		}
+	}
+	if p, err := netip.ParsePrefix(ev.Key); err == nil {
+		for _, n := range c.o.Store.LocalOverlapping(p) {
+			if n.Subnet == p {
+				keys = append(keys, n.Name)
+			}
+		}
+	}
+	slices.Sort(keys)
+	return slices.Compact(keys)
+}
+
+// identityChanged says whether a link event changes what we publish.
+func identityChanged(ev state.Event) bool {
+	o, _ := ev.Old.(state.Link)
+	n, _ := ev.New.(state.Link)
+	return o.Present != n.Present || o.MAC.String() != n.MAC.String() || o.Local != n.Local || o.VNI != n.VNI
+}

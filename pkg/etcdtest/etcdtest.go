@@ -1,0 +1,245 @@
+// Package etcdtest runs a real, single-member etcd server in-process
+// (go.etcd.io/etcd/server/v3/embed) for tests and for the lab.
+//
+// Start(t) gives a server on 127.0.0.1 with free ports and a data dir in
+// t.TempDir(), stopped when the test ends. Stop and Restart keep the data dir
+// and the ports, so a client created before Stop reconnects by itself after
+// Restart, as a daemon's client does when a real etcd comes back.
+//
+// Programs that are not tests (the lab) use StartServer with explicit options.
+package etcdtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+)
+
+// startTimeout bounds how long a member may take to become ready.
+const startTimeout = 30 * time.Second
+
+// portAttempts is how often Start picks new free ports when another process
+// took one between picking and binding.
+const portAttempts = 5
+
+// Options configure StartServer.
+type Options struct {
+	Dir        string // data dir (required)
+	Host       string // listen address, default 127.0.0.1
+	ClientPort int    // 0: pick a free port
+	PeerPort   int    // 0: pick a free port
+	Name       string // member name, default "default"
+}
+
+// Server is one embedded etcd member. Its methods are safe for concurrent use.
+type Server struct {
+	mu   sync.Mutex // guards etcd
+	opts Options
+	etcd *embed.Etcd
+}
+
+// Start starts a server for t and stops it when t ends.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	var lastErr error
+	for range portAttempts {
+		s, err := StartServer(Options{Dir: t.TempDir()})
+		if err == nil {
+			t.Cleanup(s.Stop)
+			return s
+		}
+		lastErr = err
+		if !isAddrInUse(err) {
+			break
+		}
+	}
+	t.Fatalf("start embedded etcd: %v", lastErr)
+	return nil
+}
+
+// StartServer starts a member with opts; free ports are picked for zero ports.
+// The caller must call Stop.
+func StartServer(opts Options) (*Server, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("etcdtest: Options.Dir is required")
+	}
+	if opts.Host == "" {
+		opts.Host = "127.0.0.1"
+	}
+	if opts.Name == "" {
+		opts.Name = "default"
+	}
+	var err error
+	if opts.ClientPort == 0 {
+		if opts.ClientPort, err = freePort(opts.Host); err != nil {
+			return nil, err
+		}
+	}
+	if opts.PeerPort == 0 {
+		if opts.PeerPort, err = freePort(opts.Host); err != nil {
+			return nil, err
+		}
+	}
+	s := &Server{opts: opts}
+	if err := s.start(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Server) start() error {
+	cfg := embed.NewConfig()
+	cfg.Name = s.opts.Name
+	cfg.Dir = s.opts.Dir
+	cu := s.url(s.opts.ClientPort)
+	pu := s.url(s.opts.PeerPort)
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
+	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	// Silent: errors that matter come back from StartEtcd or Err; the rest
+	// is shutdown noise ("use of closed network connection").
+	cfg.LogLevel = "error"
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return fmt.Errorf("start etcd on %s: %w", cu.Host, err)
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+	case err := <-e.Err():
+		e.Close()
+		return fmt.Errorf("etcd on %s failed while starting: %w", cu.Host, err)
+	case <-time.After(startTimeout):
+		e.Close()
+		return fmt.Errorf("etcd on %s not ready after %s", cu.Host, startTimeout)
+	}
+	s.mu.Lock()
+	s.etcd = e
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *Server) url(port int) url.URL {
+	return url.URL{Scheme: "http", Host: net.JoinHostPort(s.opts.Host, strconv.Itoa(port))}
+}
+
+// Endpoints returns the client URLs, e.g. ["http://127.0.0.1:40123"]. They do
+// not change across Restart.
+func (s *Server) Endpoints() []string {
+	u := s.url(s.opts.ClientPort)
+	return []string{u.String()}
+}
+
+// Dir returns the data dir.
+func (s *Server) Dir() string { return s.opts.Dir }
+
+// Client returns a client of this server, closed when t ends. It logs nothing
+// (its retries while the server is stopped are expected in tests).
+func (s *Server) Client(t testing.TB) *clientv3.Client {
+	t.Helper()
+	cli, err := s.NewClient()
+	if err != nil {
+		t.Fatalf("etcd client: %v", err)
+	}
+	t.Cleanup(func() { _ = cli.Close() })
+	return cli
+}
+
+// NewClient returns a quiet client of this server; the caller closes it.
+func (s *Server) NewClient() (*clientv3.Client, error) {
+	return clientv3.New(clientv3.Config{
+		Endpoints:   s.Endpoints(),
+		DialTimeout: 5 * time.Second,
+		Logger:      zap.NewNop(),
+	})
+}
+
+// Stop stops the server and keeps its data; calling it twice is fine. With
+// open watch streams it takes etcd's graceful-stop timeout (about 7s) before
+// it closes them, as a real etcd does.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	e := s.etcd
+	s.etcd = nil
+	s.mu.Unlock()
+	if e != nil {
+		e.Close()
+	}
+}
+
+// Running says whether the server is started.
+func (s *Server) Running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.etcd != nil
+}
+
+// Restart stops the server if it runs and starts it again on the same data
+// dir and ports (listeners use SO_REUSEADDR, so the ports are free again at
+// once unless another process took them).
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	s.Stop()
+	if err := s.start(); err != nil {
+		t.Fatalf("restart embedded etcd: %v", err)
+	}
+}
+
+// Compact compacts the key-value history up to rev (physically, so that
+// watches from older revisions fail with ErrCompacted at once).
+func (s *Server) Compact(t testing.TB, rev int64) {
+	t.Helper()
+	cli, err := s.NewClient()
+	if err != nil {
+		t.Fatalf("etcd client: %v", err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := cli.Compact(ctx, rev, clientv3.WithCompactPhysical()); err != nil {
+		t.Fatalf("compact to revision %d: %v", rev, err)
+	}
+}
+
+// Revision returns the current revision of the store.
+func (s *Server) Revision(t testing.TB) int64 {
+	t.Helper()
+	cli, err := s.NewClient()
+	if err != nil {
+		t.Fatalf("etcd client: %v", err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := cli.Get(ctx, "\x00", clientv3.WithCountOnly())
+	if err != nil {
+		t.Fatalf("read revision: %v", err)
+	}
+	return resp.Header.Revision
+}
+
+// freePort asks the kernel for a free TCP port on host. Another process may
+// take it before etcd binds it; Start retries in that case.
+func freePort(host string) (int, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return 0, fmt.Errorf("pick a free port on %s: %w", host, err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func isAddrInUse(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "address already in use")
+}
