@@ -1,0 +1,161 @@
+package forwarding
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// fakeIPT is an in-memory iptables: tables of chains of rule specs. It
+// prints rules with their options in another order than they were given,
+// as iptables -S does.
+type fakeIPT struct {
+	tables map[string]map[string][][]string
+	user   map[string][]string // user chains per table, in creation order
+	writes int
+}
+
+var builtin = map[string][]string{
+	"filter": {"INPUT", "FORWARD", "OUTPUT"},
+	"nat":    {"PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"},
+}
+
+func newFake() *fakeIPT {
+	f := &fakeIPT{tables: map[string]map[string][][]string{}, user: map[string][]string{}}
+	for t, chains := range builtin {
+		f.tables[t] = map[string][][]string{}
+		for _, c := range chains {
+			f.tables[t][c] = nil
+		}
+	}
+	return f
+}
+
+func (f *fakeIPT) chain(table, chain string) ([][]string, error) {
+	rules, ok := f.tables[table][chain]
+	if !ok {
+		return nil, fmt.Errorf("chain %s in table %s is incompatible", chain, table)
+	}
+	return rules, nil
+}
+
+func (f *fakeIPT) ListTable(table string) ([]string, error) {
+	var out []string
+	for _, c := range builtin[table] {
+		out = append(out, "-P "+c+" ACCEPT")
+	}
+	for _, c := range f.user[table] {
+		out = append(out, "-N "+c)
+	}
+	for _, c := range append(slices.Clone(builtin[table]), f.user[table]...) {
+		for _, r := range f.tables[table][c] {
+			out = append(out, "-A "+c+" "+strings.Join(reorder(r), " "))
+		}
+	}
+	return out, nil
+}
+
+// reorder prints options in reverse order, the target last.
+func reorder(spec []string) []string {
+	var groups [][]string
+	for _, tok := range spec {
+		if strings.HasPrefix(tok, "-") || tok == "!" {
+			if len(groups) > 0 && len(groups[len(groups)-1]) == 1 && groups[len(groups)-1][0] == "!" {
+				groups[len(groups)-1] = append(groups[len(groups)-1], tok)
+				continue
+			}
+			groups = append(groups, []string{tok})
+			continue
+		}
+		groups[len(groups)-1] = append(groups[len(groups)-1], tok)
+	}
+	var target []string
+	var out []string
+	for _, g := range slices.Backward(groups) {
+		if g[0] == "-j" {
+			target = g
+			continue
+		}
+		out = append(out, g...)
+	}
+	return append(out, target...)
+}
+
+func (f *fakeIPT) NewChain(table, chain string) error {
+	if _, ok := f.tables[table][chain]; ok {
+		return fmt.Errorf("chain %s exists", chain)
+	}
+	f.writes++
+	f.tables[table][chain] = nil
+	f.user[table] = append(f.user[table], chain)
+	return nil
+}
+
+func (f *fakeIPT) Insert(table, chain string, pos int, spec ...string) error {
+	rules, err := f.chain(table, chain)
+	if err != nil {
+		return err
+	}
+	if pos < 1 || pos > len(rules)+1 {
+		return fmt.Errorf("index of insertion too big")
+	}
+	f.writes++
+	f.tables[table][chain] = slices.Insert(rules, pos-1, slices.Clone(spec))
+	return nil
+}
+
+func (f *fakeIPT) Append(table, chain string, spec ...string) error {
+	rules, err := f.chain(table, chain)
+	if err != nil {
+		return err
+	}
+	f.writes++
+	f.tables[table][chain] = append(rules, slices.Clone(spec))
+	return nil
+}
+
+func (f *fakeIPT) DeleteById(table, chain string, id int) error {
+	rules, err := f.chain(table, chain)
+	if err != nil {
+		return err
+	}
+	if id < 1 || id > len(rules) {
+		return fmt.Errorf("index of deletion too big")
+	}
+	f.writes++
+	f.tables[table][chain] = slices.Delete(rules, id-1, id)
+	return nil
+}
+
+func (f *fakeIPT) ClearAndDeleteChain(table, chain string) error {
+	if _, err := f.chain(table, chain); err != nil {
+		return err
+	}
+	f.writes++
+	delete(f.tables[table], chain)
+	f.user[table] = slices.DeleteFunc(f.user[table], func(c string) bool { return c == chain })
+	return nil
+}
+
+// dump prints one chain as "spec; spec; …" with the given specs' order.
+func (f *fakeIPT) dump(table, chain string) string {
+	rules, ok := f.tables[table][chain]
+	if !ok {
+		return "<absent>"
+	}
+	var s []string
+	for _, r := range rules {
+		s = append(s, strings.Join(r, " "))
+	}
+	return strings.Join(s, "; ")
+}
+
+// set returns the rules of a chain as a sorted set of canonical keys.
+func (f *fakeIPT) set(table, chain string) []string {
+	var out []string
+	for _, r := range f.tables[table][chain] {
+		out = append(out, strings.Join(r, " "))
+	}
+	slices.Sort(out)
+	return out
+}

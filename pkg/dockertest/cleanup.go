@@ -1,0 +1,221 @@
+package dockertest
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/flannel-registrar/flannel-registrar/pkg/testutil"
+)
+
+// cleanup removes everything the daemon made, in dependency order: its
+// containers, dockerd, stray processes, cgroups, mounts, then D.
+func (d *Daemon) cleanup() {
+	if d.t.Failed() {
+		d.t.Logf("dockerd log (%s), last lines:\n%s", d.Dir, d.LogTail(30))
+	}
+	if d.Running() {
+		d.removeContainers()
+	}
+	var errs []error
+	if err := d.stop(); err != nil {
+		errs = append(errs, err)
+	}
+	errs = append(errs, killMatching(d.Dir))
+	errs = append(errs, removeCgroups(filepath.Base(d.Dir)))
+	errs = append(errs, unmountUnder(d.Dir))
+	if err := os.RemoveAll(d.Dir); err != nil {
+		errs = append(errs, fmt.Errorf("remove %s: %w", d.Dir, err))
+	}
+	if err := errors.Join(errs...); err != nil {
+		d.t.Errorf("dockertest cleanup: %v", err)
+	}
+}
+
+// removeContainers kills containers first: dockerd's own shutdown waits for
+// each one's stop timeout.
+func (d *Daemon) removeContainers() {
+	ids, err := d.TryDocker("ps", "-aq")
+	if err != nil || ids == "" {
+		return
+	}
+	_, _ = d.TryDocker(append([]string{"rm", "-f"}, strings.Fields(ids)...)...)
+}
+
+// killMatching SIGKILLs every process whose command line mentions dir (the
+// daemon's containerd and shims, if dockerd left them) and waits for them.
+func killMatching(dir string) error {
+	pids := pidsMatching(dir)
+	for _, pid := range pids {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	if len(pids) == 0 {
+		return nil
+	}
+	return testutil.Poll(10*time.Second, func() error {
+		if left := pidsMatching(dir); len(left) > 0 {
+			return fmt.Errorf("processes of %s still running: %v", dir, left)
+		}
+		return nil
+	})
+}
+
+func pidsMatching(dir string) []int {
+	entries, _ := os.ReadDir("/proc")
+	var pids []int
+	self := os.Getpid()
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || len(b) == 0 {
+			continue // gone, or a zombie
+		}
+		if strings.Contains(string(b), dir) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// removeCgroups kills what is left in the daemon's cgroup parent (container
+// processes whose shim died) and removes its cgroup directories in every
+// hierarchy (runc leaves the parent behind).
+func removeCgroups(parent string) error {
+	roots, _ := filepath.Glob("/sys/fs/cgroup/*/" + parent)
+	if fi, err := os.Stat("/sys/fs/cgroup/" + parent); err == nil && fi.IsDir() {
+		roots = append(roots, "/sys/fs/cgroup/"+parent) // cgroup v2
+	}
+	var errs []error
+	for _, root := range roots {
+		for _, pid := range cgroupPids(root) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	for _, root := range roots {
+		err := testutil.Poll(10*time.Second, func() error { return rmdirTree(root) })
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func cgroupPids(root string) []int {
+	var pids []int
+	_ = filepath.WalkDir(root, func(p string, de fs.DirEntry, err error) error {
+		if err != nil || de.IsDir() || de.Name() != "cgroup.procs" {
+			return nil
+		}
+		b, _ := os.ReadFile(p)
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				pids = append(pids, pid)
+			}
+		}
+		return nil
+	})
+	return pids
+}
+
+// rmdirTree removes cgroup directories bottom-up (cgroupfs only allows rmdir).
+func rmdirTree(root string) error {
+	var dirs []string
+	_ = filepath.WalkDir(root, func(p string, de fs.DirEntry, err error) error {
+		if err == nil && de.IsDir() {
+			dirs = append(dirs, p)
+		}
+		return nil
+	})
+	slices.Reverse(dirs)
+	for _, dir := range dirs {
+		if err := syscall.Rmdir(dir); err != nil && !errors.Is(err, syscall.ENOENT) {
+			return fmt.Errorf("rmdir %s: %w", dir, err)
+		}
+	}
+	return nil
+}
+
+// unmountUnder lazily unmounts every mount at or below dir, deepest first
+// (dockerd runs in the root mount namespace: its overlay, shm and netns
+// mounts are visible here).
+func unmountUnder(dir string) error {
+	var errs []error
+	for range 5 { // mounts may be stacked; repeat until none is left
+		mps, err := mountsUnder(dir)
+		if err != nil {
+			return err
+		}
+		if len(mps) == 0 {
+			return nil
+		}
+		errs = errs[:0]
+		for _, mp := range mps {
+			if err := syscall.Unmount(mp, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
+				errs = append(errs, fmt.Errorf("umount %s: %w", mp, err))
+			}
+		}
+	}
+	if mps, _ := mountsUnder(dir); len(mps) > 0 {
+		errs = append(errs, fmt.Errorf("still mounted: %v", mps))
+	}
+	return errors.Join(errs...)
+}
+
+// mountsUnder lists mount points at or below dir from /proc/self/mountinfo,
+// deepest (and latest) first.
+func mountsUnder(dir string) ([]string, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var mps []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		mp := unescapeMountinfo(fields[4])
+		if mp == dir || strings.HasPrefix(mp, dir+"/") {
+			mps = append(mps, mp)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read mountinfo: %w", err)
+	}
+	slices.Reverse(mps)
+	slices.SortStableFunc(mps, func(a, b string) int { return strings.Count(b, "/") - strings.Count(a, "/") })
+	return mps, nil
+}
+
+// unescapeMountinfo decodes the octal escapes (\040 for a space) of mountinfo.
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 <= len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
