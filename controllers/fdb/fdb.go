@@ -1,0 +1,380 @@
+// Package fdb is the controller of the VXLAN device's link-layer entries, per
+// remote VTEP (key: its MAC, lowercase): the bridge FDB entry
+// "<MAC> dst <PublicIP> self permanent" and, for every remote subnet behind
+// that VTEP, the neighbour "<subnet address> lladdr <MAC> nud permanent" —
+// exactly what flanneld programs for a lease.
+//
+// Only flannel-shaped entries on the VXLAN device are swept: permanent
+// neighbours whose address is no wanted subnet's, and permanent self FDB
+// entries whose MAC is no wanted VTEP's (a peer's old MAC after its device
+// was recreated). Reads are point lookups, so a reconcile costs O(entries of
+// its VTEP), not O(table).
+package fdb
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/flannel-registrar/flannel-registrar/controllers/routes/remote"
+	"github.com/flannel-registrar/flannel-registrar/pkg/netlinkx"
+	"github.com/flannel-registrar/flannel-registrar/pkg/reconcile"
+	"github.com/flannel-registrar/flannel-registrar/pkg/registry"
+	"github.com/flannel-registrar/flannel-registrar/pkg/state"
+)
+
+// Name is the controller's name.
+const Name = "fdb"
+
+// Options configure the controller.
+type Options struct {
+	Host     string     // this host's name (HOST_NAME)
+	PublicIP netip.Addr // FLANNELD_PUBLIC_IP; zero: the VXLAN device's local address
+}
+
+// Controller converges FDB entries and neighbours.
+type Controller struct {
+	h     *netlinkx.Handle
+	store *state.Store
+	opts  Options
+
+	mu   sync.Mutex // guards plan, seen and byMAC
+	plan *plan
+	// seen remembers the lladdr each neighbour address was last found with
+	// (by Keys' dumps and our own writes), byMAC the reverse. They only
+	// nominate candidates for sweeping and keys for notifications; every
+	// candidate is re-read before it is deleted.
+	seen  map[netip.Addr]string
+	byMAC map[string]map[netip.Addr]struct{}
+}
+
+// plan is the desired state derived from one version of the store.
+type plan struct {
+	version uint64
+	link    state.Link
+	self    remote.Self
+	l2      remote.L2
+}
+
+// New returns the fdb controller.
+func New(h *netlinkx.Handle, store *state.Store, o Options) *Controller {
+	return &Controller{h: h, store: store, opts: o, seen: map[netip.Addr]string{}, byMAC: map[string]map[netip.Addr]struct{}{}}
+}
+
+// Name implements reconcile.Controller.
+func (c *Controller) Name() string { return Name }
+
+// desired returns the desired state, recomputed only when the store changed.
+func (c *Controller) desired() *plan {
+	v := c.store.Version() // read before the data: the plan is at least this new
+	c.mu.Lock()
+	p := c.plan
+	c.mu.Unlock()
+	if p != nil && p.version == v {
+		return p
+	}
+	link := c.store.Link()
+	self := remote.Self{Host: c.opts.Host, PublicIP: c.opts.PublicIP}
+	if !self.PublicIP.IsValid() {
+		self.PublicIP = link.Local
+	}
+	p = &plan{version: v, link: link, self: self}
+	if self.Known() {
+		subnets, _ := remote.All(self, c.store.Networks(), c.store.Leases())
+		p.l2 = remote.L2Of(subnets)
+	}
+	c.mu.Lock()
+	c.plan = p
+	c.mu.Unlock()
+	return p
+}
+
+// Reconcile converges the entries of the VTEP MAC key.
+func (c *Controller) Reconcile(ctx context.Context, key string) error {
+	mac, err := net.ParseMAC(key)
+	if err != nil || len(mac) != 6 {
+		return nil // a malformed key never becomes valid: nothing to retry
+	}
+	p := c.desired()
+	if !p.link.Present || p.link.Index <= 0 || !p.self.Known() {
+		return nil // no device (or identity) yet: the link event enqueues every key
+	}
+	key = mac.String()
+	dev := p.link.Name
+	var errs []error
+	// Add before delete.
+	if dst, ok := p.l2.FDB[key]; ok {
+		errs = append(errs, c.ensureFDB(ctx, p.link.Index, dev, mac, dst))
+	}
+	for _, ip := range p.l2.ByMAC[key] {
+		errs = append(errs, c.ensureNeigh(ctx, p.link.Index, dev, mac, ip))
+	}
+	errs = append(errs, c.sweepNeighs(ctx, p, dev, key))
+	if _, ok := p.l2.FDB[key]; !ok {
+		errs = append(errs, c.sweepFDB(ctx, p.link.Index, dev, mac))
+	}
+	return errors.Join(errs...)
+}
+
+// FDBEntry is flannel's FDB entry for a VTEP.
+func FDBEntry(linkIndex int, mac net.HardwareAddr, dst netip.Addr) *netlink.Neigh {
+	return &netlink.Neigh{LinkIndex: linkIndex, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF,
+		State: netlink.NUD_PERMANENT, IP: dst.AsSlice(), HardwareAddr: mac}
+}
+
+// Neighbour is flannel's ARP neighbour for a subnet gateway.
+func Neighbour(linkIndex int, mac net.HardwareAddr, ip netip.Addr) *netlink.Neigh {
+	return &netlink.Neigh{LinkIndex: linkIndex, Family: unix.AF_INET, State: netlink.NUD_PERMANENT,
+		Type: unix.RTN_UNICAST, IP: ip.AsSlice(), HardwareAddr: mac}
+}
+
+func (c *Controller) ensureFDB(ctx context.Context, index int, dev string, mac net.HardwareAddr, dst netip.Addr) error {
+	cur, err := c.h.FDBEntry(index, mac)
+	if err != nil {
+		return err
+	}
+	if cur != nil && netlinkx.Addr(cur.IP) == dst && cur.State&netlink.NUD_PERMANENT != 0 && cur.VNI == 0 {
+		return nil
+	}
+	want := FDBEntry(index, mac, dst)
+	if err := c.h.NeighSet(want); err != nil {
+		return err
+	}
+	reconcile.Record(ctx, "fdb set "+netlinkx.FormatNeigh(*want, dev))
+	return nil
+}
+
+func (c *Controller) ensureNeigh(ctx context.Context, index int, dev string, mac net.HardwareAddr, ip netip.Addr) error {
+	cur, err := c.h.Neigh(index, ip)
+	if err != nil {
+		return err
+	}
+	c.remember(mac.String(), ip)
+	if cur != nil && cur.HardwareAddr.String() == mac.String() && cur.State&netlink.NUD_PERMANENT != 0 {
+		return nil
+	}
+	want := Neighbour(index, mac, ip)
+	if err := c.h.NeighSet(want); err != nil {
+		return err
+	}
+	reconcile.Record(ctx, "neigh set "+netlinkx.FormatNeigh(*want, dev))
+	return nil
+}
+
+// sweepNeighs deletes the permanent neighbours last seen with lladdr key
+// whose address no VTEP wants. An address wanted by another VTEP is left to
+// that VTEP's reconcile, which replaces it.
+func (c *Controller) sweepNeighs(ctx context.Context, p *plan, dev, key string) error {
+	var errs []error
+	for _, ip := range c.candidates(key) {
+		if _, wanted := p.l2.Neigh[ip]; wanted {
+			if p.l2.Neigh[ip] != key {
+				c.forget(key, ip)
+			}
+			continue
+		}
+		cur, err := c.h.Neigh(p.link.Index, ip)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if cur == nil || cur.HardwareAddr.String() != key || !permanentNeigh(*cur) {
+			c.forget(key, ip)
+			continue
+		}
+		if err := c.h.NeighDel(cur); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		c.forget(key, ip)
+		reconcile.Record(ctx, "neigh del "+netlinkx.FormatNeigh(*cur, dev))
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Controller) sweepFDB(ctx context.Context, index int, dev string, mac net.HardwareAddr) error {
+	cur, err := c.h.FDBEntry(index, mac)
+	if err != nil || cur == nil || !flannelFDB(*cur) {
+		return err
+	}
+	if err := c.h.NeighDel(cur); err != nil {
+		return err
+	}
+	reconcile.Record(ctx, "fdb del "+netlinkx.FormatNeigh(*cur, dev))
+	return nil
+}
+
+// flannelFDB says whether an FDB entry looks like one flanneld (or we)
+// program: the device's own, permanent, for a unicast VTEP MAC, not owned by
+// a bridge master or an external control plane.
+func flannelFDB(n netlink.Neigh) bool {
+	mac := n.HardwareAddr
+	return n.Flags&netlink.NTF_SELF != 0 && n.Flags&(netlink.NTF_MASTER|netlink.NTF_EXT_LEARNED) == 0 &&
+		n.State&netlink.NUD_PERMANENT != 0 && len(mac) == 6 && mac[0]&1 == 0 && !slices.Equal(mac, make(net.HardwareAddr, 6))
+}
+
+// permanentNeigh says whether a neighbour looks like one flanneld (or we)
+// program: permanent, with a unicast MAC.
+func permanentNeigh(n netlink.Neigh) bool {
+	return n.State&netlink.NUD_PERMANENT != 0 && len(n.HardwareAddr) == 6 && n.HardwareAddr[0]&1 == 0
+}
+
+func (c *Controller) remember(mac string, ip netip.Addr) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old, ok := c.seen[ip]; ok && old != mac {
+		c.dropLocked(old, ip)
+	}
+	c.seen[ip] = mac
+	m := c.byMAC[mac]
+	if m == nil {
+		m = map[netip.Addr]struct{}{}
+		c.byMAC[mac] = m
+	}
+	m[ip] = struct{}{}
+}
+
+func (c *Controller) forget(mac string, ip netip.Addr) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.seen[ip] == mac {
+		delete(c.seen, ip)
+	}
+	c.dropLocked(mac, ip)
+}
+
+func (c *Controller) dropLocked(mac string, ip netip.Addr) {
+	delete(c.byMAC[mac], ip)
+	if len(c.byMAC[mac]) == 0 {
+		delete(c.byMAC, mac)
+	}
+}
+
+func (c *Controller) candidates(mac string) []netip.Addr {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]netip.Addr, 0, len(c.byMAC[mac]))
+	for ip := range c.byMAC[mac] {
+		out = append(out, ip)
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
+}
+
+func (c *Controller) seenWith(ip netip.Addr) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if mac, ok := c.seen[ip]; ok {
+		return []string{mac}
+	}
+	return nil
+}
+
+// Keys returns every wanted VTEP MAC and every MAC of a flannel-shaped FDB
+// entry or permanent neighbour on the device (dumped; this also refreshes
+// the sweep candidates).
+func (c *Controller) Keys(context.Context) ([]string, error) {
+	p := c.desired()
+	keys := make([]string, 0, len(p.l2.FDB))
+	for mac := range p.l2.FDB {
+		keys = append(keys, mac)
+	}
+	if !p.link.Present || p.link.Index <= 0 {
+		slices.Sort(keys)
+		return keys, nil
+	}
+	var errs []error
+	fdb, err := c.h.FDB(p.link.Index)
+	errs = append(errs, err)
+	for _, n := range fdb {
+		if n.LinkIndex == p.link.Index && flannelFDB(n) {
+			keys = append(keys, n.HardwareAddr.String())
+		}
+	}
+	neighs, err := c.h.Neighs(p.link.Index)
+	errs = append(errs, err)
+	for _, n := range neighs {
+		if n.LinkIndex == p.link.Index && permanentNeigh(n) {
+			keys = append(keys, n.HardwareAddr.String())
+			if ip := netlinkx.Addr(n.IP); ip.IsValid() {
+				c.remember(n.HardwareAddr.String(), ip)
+			}
+		}
+	}
+	slices.Sort(keys)
+	return slices.Compact(keys), errors.Join(errs...)
+}
+
+// KeysFor maps a store change to the VTEPs it concerns: for a record or
+// lease, the MACs before and after and every VTEP that claims or held the
+// subnet's gateway; every key when the VXLAN device changed.
+func (c *Controller) KeysFor(ev state.Event) []string {
+	var keys []string
+	var subnets []netip.Prefix
+	switch ev.Kind {
+	case state.KindNetwork:
+		for _, v := range []any{ev.Old, ev.New} {
+			if n, ok := v.(registry.Network); ok {
+				keys = append(keys, n.VtepMAC.String())
+				subnets = append(subnets, n.Subnet)
+			}
+		}
+	case state.KindLease:
+		for _, v := range []any{ev.Old, ev.New} {
+			if l, ok := v.(state.Lease); ok {
+				if l.VtepMAC != nil {
+					keys = append(keys, l.VtepMAC.String())
+				}
+				subnets = append(subnets, l.Subnet)
+			}
+		}
+	case state.KindLink:
+		p := c.desired()
+		for mac := range p.l2.FDB {
+			keys = append(keys, mac)
+		}
+		c.mu.Lock()
+		for mac := range c.byMAC {
+			keys = append(keys, mac)
+		}
+		c.mu.Unlock()
+	}
+	for _, s := range subnets {
+		keys = append(keys, c.claimants(s)...)
+	}
+	keys = slices.DeleteFunc(keys, func(k string) bool { return k == "" })
+	slices.Sort(keys)
+	return slices.Compact(keys)
+}
+
+// claimants are the VTEPs that claim subnet s now (records, lease) or were
+// last seen holding its gateway.
+func (c *Controller) claimants(s netip.Prefix) []string {
+	var keys []string
+	for _, n := range c.store.NetworksBySubnet(s) {
+		keys = append(keys, n.VtepMAC.String())
+	}
+	if l, ok := c.store.Lease(s); ok && l.VtepMAC != nil {
+		keys = append(keys, l.VtepMAC.String())
+	}
+	return append(keys, c.seenWith(s.Addr())...)
+}
+
+// KeysForIP returns the VTEPs concerned by a change of the neighbour ip on
+// the device: the one that wants it and those last seen holding it. The
+// netlink watcher uses it for deleted neighbours, whose notification no
+// longer carries the MAC.
+func (c *Controller) KeysForIP(ip netip.Addr) []string {
+	keys := c.seenWith(ip)
+	if mac, ok := c.desired().l2.Neigh[ip]; ok {
+		keys = append(keys, mac)
+	}
+	slices.Sort(keys)
+	return slices.Compact(keys)
+}

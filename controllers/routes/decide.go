@@ -1,0 +1,255 @@
+package routes
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/flannel-registrar/flannel-registrar/controllers/routes/remote"
+	"github.com/flannel-registrar/flannel-registrar/pkg/config"
+	"github.com/flannel-registrar/flannel-registrar/pkg/netlinkx"
+	"github.com/flannel-registrar/flannel-registrar/pkg/state"
+)
+
+// Input is everything the desired state of one destination depends on.
+type Input struct {
+	Dst     netip.Prefix
+	Self    remote.Self
+	Link    state.Link           // the VXLAN device
+	Records []state.KeyedNetwork // records claiming exactly Dst
+	Lease   *state.Lease         // Dst's flannel lease
+	Locals  []state.LocalNetwork // local Docker networks overlapping Dst
+	Gateway *config.GatewayRoute // HOST_GATEWAY_MAP entry for Dst
+	Extra   *config.ExtraRoute   // FLANNEL_ROUTES_EXTRA entry for Dst
+	// Links resolves device names (Extra.Dev, local bridges) to indexes;
+	// a missing name has no entry.
+	Links map[string]int
+}
+
+// Decision is the desired state of one destination.
+type Decision struct {
+	Dst  netip.Prefix
+	Want *netlink.Route // the route Dst must have; nil: none of ours
+	// KeepFlannel: a remote flannel lease for Dst is alive, so a
+	// flannel-shaped route may stay even though we want none.
+	KeepFlannel bool
+	// Local: Dst overlaps a local network, so no tunnel route may exist.
+	Local bool
+	// Claimed: a lease or record claims Dst (with Local: a conflict).
+	Claimed bool
+	// Restore holds the connected routes of local networks whose subnet is
+	// exactly Dst, put back when missing after a claim or a tunnel route.
+	Restore  []netlink.Route
+	Conflict *Conflict
+	// Skip: the tunnel's state is unknown (no device or identity yet) and
+	// nothing is configured for Dst: touch nothing.
+	Skip bool
+}
+
+// Decide computes the desired state of in.Dst. Configured routes
+// (FLANNEL_ROUTES_EXTRA, then HOST_GATEWAY_MAP) take precedence over tunnel
+// routes; a subnet overlapping a local network is never routed into the tunnel.
+func Decide(in Input) (Decision, error) {
+	d := Decision{Dst: in.Dst}
+	switch {
+	case in.Extra != nil:
+		r := &netlink.Route{Dst: netlinkx.IPNet(in.Dst), Gw: in.Extra.Gateway.AsSlice(), Protocol: netlinkx.RouteProtocol}
+		if in.Extra.Dev != "" {
+			idx, ok := in.Links[in.Extra.Dev]
+			if !ok {
+				return d, fmt.Errorf("device %s of FLANNEL_ROUTES_EXTRA entry %s not found", in.Extra.Dev, in.Extra)
+			}
+			r.LinkIndex = idx
+		}
+		d.Want = r
+	case in.Gateway != nil:
+		d.Want = &netlink.Route{Dst: netlinkx.IPNet(in.Dst), Gw: in.Gateway.Gateway.AsSlice(), Protocol: netlinkx.RouteProtocol}
+	}
+	if !in.Link.Present || in.Link.Index <= 0 || !in.Self.Known() {
+		d.Skip = d.Want == nil
+		return d, nil
+	}
+	s, ok, c := remote.Resolve(in.Self, in.Dst, in.Records, in.Lease)
+	vxlanLease := in.Lease != nil && in.Lease.IsVXLAN()
+	d.Claimed = ok || c != nil || vxlanLease
+	if len(in.Locals) > 0 {
+		d.Local = true
+		if d.Claimed {
+			d.Conflict = localConflict(in, s, ok, c)
+		}
+		if d.Want == nil {
+			d.Restore = connected(in)
+		}
+		return d, nil
+	}
+	if c != nil {
+		d.Conflict = &Conflict{Prefix: c.Prefix, Reason: c.Reason, Claimants: c.Claimants}
+	}
+	if d.Want == nil && ok {
+		d.Want = TunnelRoute(s, in.Link.Index)
+	}
+	d.KeepFlannel = d.Want == nil && vxlanLease && in.Lease.PublicIP != in.Self.PublicIP
+	return d, nil
+}
+
+// TunnelRoute is flannel's route for a remote subnet:
+// <subnet> via <subnet address> dev <vxlan> onlink, in the main table. A
+// lease's route carries flannel's protocol, a record's ours.
+func TunnelRoute(s remote.Subnet, vxlanIndex int) *netlink.Route {
+	proto := netlinkx.RouteProtocol
+	if s.Source == remote.FromLease {
+		proto = netlinkx.FlannelRouteProtocol
+	}
+	return &netlink.Route{
+		LinkIndex: vxlanIndex,
+		Scope:     netlink.SCOPE_UNIVERSE,
+		Dst:       netlinkx.IPNet(s.Prefix),
+		Gw:        s.Gateway().AsSlice(),
+		Flags:     unix.RTNH_F_ONLINK,
+		Protocol:  proto,
+	}
+}
+
+func connected(in Input) []netlink.Route {
+	var out []netlink.Route
+	for _, l := range in.Locals {
+		idx, ok := in.Links[l.Bridge]
+		if l.Subnet != in.Dst || l.Bridge == "" || !ok {
+			continue
+		}
+		r := netlink.Route{LinkIndex: idx, Dst: netlinkx.IPNet(l.Subnet), Scope: netlink.SCOPE_LINK, Protocol: netlinkx.KernelRouteProtocol}
+		if l.Gateway.IsValid() {
+			r.Src = l.Gateway.AsSlice()
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func localConflict(in Input, s remote.Subnet, ok bool, c *remote.Conflict) *Conflict {
+	out := &Conflict{Prefix: in.Dst}
+	var names []string
+	for _, l := range in.Locals {
+		names = append(names, fmt.Sprintf("%s (%s on %s)", l.Name, l.Subnet, l.Bridge))
+		out.Local = append(out.Local, l.Name)
+	}
+	out.Reason = "overlaps local network " + strings.Join(names, ", ") + ": not routed into the tunnel"
+	switch {
+	case ok:
+		out.Claimants = []string{fmt.Sprintf("%s (%s, %s)", s.Owner, s.PublicIP, s.VtepMAC)}
+	case c != nil:
+		out.Claimants = c.Claimants
+	}
+	if in.Lease != nil && in.Lease.IsVXLAN() && (!ok || s.Source != remote.FromLease) {
+		out.Claimants = append(out.Claimants, fmt.Sprintf("lease %s (%s, %s)", in.Lease.Subnet, in.Lease.PublicIP, in.Lease.VtepMAC))
+	}
+	return out
+}
+
+// Step is one kernel change of a plan.
+type Step struct {
+	Del   bool
+	Route netlink.Route
+}
+
+// Plan compares the desired state with the main table's routes to d.Dst and
+// returns the changes in order, and a conflict when a foreign route holds
+// the place of the wanted one. Adds come first and use replace, so a route
+// that takes the place of another (ours over flannel's, a bridge's connected
+// route over a tunnel route) does so atomically; deletes follow. Only our
+// routes and flannel-shaped routes on the VXLAN device are ever deleted or
+// replaced.
+func Plan(d Decision, actual []netlink.Route, vxlanIndex int) ([]Step, *Conflict) {
+	if d.Skip {
+		return nil, nil
+	}
+	doomed := func(r netlink.Route) bool {
+		if d.Want != nil && matches(r, *d.Want) {
+			return false
+		}
+		return r.Protocol == netlinkx.RouteProtocol || flannelShaped(r, vxlanIndex) && (d.Local || !d.KeepFlannel)
+	}
+	var adds, dels []netlink.Route
+	var conflict *Conflict
+	if d.Want != nil && !slices.ContainsFunc(actual, func(r netlink.Route) bool { return matches(r, *d.Want) }) {
+		if occ := foreignHolder(actual, *d.Want, vxlanIndex); occ != nil {
+			conflict = &Conflict{Prefix: d.Dst, Reason: "held by a foreign route: " + netlinkx.FormatRoute(*occ, ""),
+				Claimants: []string{netlinkx.FormatRoute(*d.Want, "")}}
+		} else {
+			adds = append(adds, *d.Want)
+		}
+	}
+	tunnelDeleted := false
+	for _, r := range actual {
+		if doomed(r) {
+			dels = append(dels, r)
+			tunnelDeleted = tunnelDeleted || r.LinkIndex == vxlanIndex
+		}
+	}
+	if d.Local && (d.Claimed || tunnelDeleted) {
+		for _, w := range d.Restore {
+			present := slices.ContainsFunc(actual, func(r netlink.Route) bool { return r.LinkIndex == w.LinkIndex && !doomed(r) })
+			held := slices.ContainsFunc(actual, func(r netlink.Route) bool { return sameKey(r, w) && !doomed(r) })
+			if present || held {
+				continue // in place, or a foreign route holds the key: never replace it
+			}
+			adds = append(adds, w)
+		}
+	}
+	steps := make([]Step, 0, len(adds)+len(dels))
+	for _, a := range adds {
+		steps = append(steps, Step{Route: a})
+	}
+	for _, r := range dels {
+		if !slices.ContainsFunc(adds, func(a netlink.Route) bool { return sameKey(r, a) }) {
+			steps = append(steps, Step{Del: true, Route: r})
+		}
+	}
+	return steps, conflict
+}
+
+// matches says whether the kernel route r is the wanted route w.
+func matches(r, w netlink.Route) bool {
+	return sameKey(r, w) && r.Protocol == w.Protocol && r.Type == unix.RTN_UNICAST &&
+		(w.LinkIndex == 0 || r.LinkIndex == w.LinkIndex) && r.Gw.Equal(w.Gw) &&
+		r.Flags&unix.RTNH_F_ONLINK == w.Flags&unix.RTNH_F_ONLINK &&
+		r.Scope == w.Scope && r.Src.Equal(w.Src) && len(r.MultiPath) == 0
+}
+
+// sameKey says whether r and w share the kernel's route key in the main
+// table (destination, TOS, metric): replacing w overwrites r.
+func sameKey(r, w netlink.Route) bool {
+	return netlinkx.Prefix(r.Dst) == netlinkx.Prefix(w.Dst) && r.Tos == w.Tos && r.Priority == w.Priority &&
+		(r.Table == 0 || r.Table == unix.RT_TABLE_MAIN)
+}
+
+// foreignHolder returns a route holding w's key that must not be
+// overwritten, if any (the kernel allows several with `ip route append`).
+func foreignHolder(rs []netlink.Route, w netlink.Route, vxlanIndex int) *netlink.Route {
+	for i := range rs {
+		if sameKey(rs[i], w) && !replaceable(rs[i], vxlanIndex) {
+			return &rs[i]
+		}
+	}
+	return nil
+}
+
+// replaceable says whether a route holding the wanted route's key may be
+// overwritten: ours, or flannel's (its protocol on the VXLAN device).
+func replaceable(r netlink.Route, vxlanIndex int) bool {
+	return r.Protocol == netlinkx.RouteProtocol ||
+		(r.LinkIndex == vxlanIndex && r.Protocol == netlinkx.FlannelRouteProtocol)
+}
+
+// flannelShaped says whether r looks like a route flanneld installs: on the
+// VXLAN device, flannel's protocol, via the destination's own network
+// address, onlink.
+func flannelShaped(r netlink.Route, vxlanIndex int) bool {
+	dst := netlinkx.Prefix(r.Dst)
+	return r.LinkIndex == vxlanIndex && vxlanIndex > 0 && r.Protocol == netlinkx.FlannelRouteProtocol &&
+		r.Flags&unix.RTNH_F_ONLINK != 0 && dst.IsValid() && netlinkx.Addr(r.Gw) == dst.Addr()
+}

@@ -1,0 +1,190 @@
+// Package remote decides, from the snapshot, which subnets this host reaches
+// through the VXLAN device and behind which VTEP: the desired state that the
+// fdb and routes controllers converge. Everything here is a pure function of
+// its arguments, so the decisions are table-tested without a kernel and do
+// not depend on the order in which records and leases arrived.
+package remote
+
+import (
+	"cmp"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+
+	"github.com/flannel-registrar/flannel-registrar/pkg/flannel"
+	"github.com/flannel-registrar/flannel-registrar/pkg/registry"
+	"github.com/flannel-registrar/flannel-registrar/pkg/state"
+)
+
+// Self is this host's identity.
+type Self struct {
+	Host     string
+	PublicIP netip.Addr // FLANNELD_PUBLIC_IP, else the VXLAN device's local address
+}
+
+// Known says whether the identity is complete enough to tell remote from local.
+func (s Self) Known() bool { return s.Host != "" && s.PublicIP.IsValid() }
+
+// Source says who asked for a remote subnet; it decides the route's protocol.
+type Source int
+
+// Sources.
+const (
+	FromRecord Source = iota + 1 // a network record of a registrar: our protocol
+	FromLease                    // a flanneld vxlan lease: flannel's exact values
+)
+
+func (s Source) String() string {
+	switch s {
+	case FromRecord:
+		return "record"
+	case FromLease:
+		return "lease"
+	}
+	return fmt.Sprintf("source(%d)", int(s))
+}
+
+// Subnet is a remote subnet and the VTEP behind it.
+type Subnet struct {
+	Prefix   netip.Prefix
+	PublicIP netip.Addr
+	VtepMAC  net.HardwareAddr
+	Source   Source
+	Owner    string // the record's etcd key, or "lease <prefix>"
+}
+
+// Gateway is the neighbour address flannel routes the subnet through: its
+// network address.
+func (s Subnet) Gateway() netip.Addr { return s.Prefix.Addr() }
+
+// MAC is the VTEP MAC in the key form of the fdb controller (lowercase).
+func (s Subnet) MAC() string { return s.VtepMAC.String() }
+
+// Conflict is a subnet claimed in ways that cannot all be honoured; nothing
+// is routed for it.
+type Conflict struct {
+	Prefix    netip.Prefix
+	Reason    string
+	Claimants []string
+}
+
+func (c Conflict) String() string {
+	return fmt.Sprintf("%s: %s (%v)", c.Prefix, c.Reason, c.Claimants)
+}
+
+// Resolve decides how p is reached. records are the records claiming exactly
+// p (any order); lease is p's flannel lease, if any. It returns the remote
+// subnet, or ok false when p is not routed through the tunnel, and a
+// conflict when claims disagree.
+//
+// Rules: a subnet claimed by this host (a record of ours, or a lease with our
+// PublicIP) is local. Remote records win over a lease; among several remote
+// records, the one of the host holding p's reservation wins, else they must
+// agree on the VTEP. A remote, valid vxlan lease is used when no record claims p.
+func Resolve(self Self, p netip.Prefix, records []state.KeyedNetwork, lease *state.Lease) (Subnet, bool, *Conflict) {
+	recs := slices.Clone(records)
+	slices.SortFunc(recs, func(a, b state.KeyedNetwork) int { return cmp.Compare(a.Key, b.Key) })
+	var remote, mine []state.KeyedNetwork
+	for _, r := range recs {
+		if r.Subnet != p {
+			continue
+		}
+		if r.Host == self.Host || r.PublicIP == self.PublicIP {
+			mine = append(mine, r)
+		} else {
+			remote = append(remote, r)
+		}
+	}
+	ourLease := lease != nil && lease.IsVXLAN() && lease.PublicIP == self.PublicIP
+	switch {
+	case len(remote) > 0 && (len(mine) > 0 || ourLease):
+		c := conflict(p, "claimed by this host and by remote records", remote)
+		if ourLease {
+			c.Claimants = append(c.Claimants, "lease of this host")
+		}
+		return Subnet{}, false, c
+	case len(remote) > 0:
+		return fromRecords(p, remote, lease)
+	case lease != nil:
+		s, ok := fromLease(self, *lease)
+		return s, ok, nil
+	}
+	return Subnet{}, false, nil
+}
+
+func fromRecords(p netip.Prefix, remote []state.KeyedNetwork, lease *state.Lease) (Subnet, bool, *Conflict) {
+	pick := remote[0]
+	if lease != nil && lease.Reservation != nil {
+		i := slices.IndexFunc(remote, func(r state.KeyedNetwork) bool { return r.Host == lease.Reservation.Host })
+		if i < 0 {
+			return Subnet{}, false, conflict(p, "reserved for host "+lease.Reservation.Host+", claimed by others", remote)
+		}
+		pick = remote[i]
+	} else {
+		for _, r := range remote[1:] {
+			if r.PublicIP != pick.PublicIP || r.VtepMAC.String() != pick.VtepMAC.String() {
+				return Subnet{}, false, conflict(p, "claimed by several hosts", remote)
+			}
+		}
+	}
+	return Subnet{Prefix: p, PublicIP: pick.PublicIP, VtepMAC: pick.VtepMAC, Source: FromRecord, Owner: pick.Key}, true, nil
+}
+
+func fromLease(self Self, l state.Lease) (Subnet, bool) {
+	if !l.IsVXLAN() || l.PublicIP == self.PublicIP || len(l.VtepMAC) != 6 {
+		return Subnet{}, false
+	}
+	if _, err := registry.ValidPublicIP(l.PublicIP.String()); err != nil {
+		return Subnet{}, false
+	}
+	if _, err := flannel.ParseVtepMAC(l.VtepMAC.String()); err != nil {
+		return Subnet{}, false
+	}
+	return Subnet{Prefix: l.Subnet, PublicIP: l.PublicIP, VtepMAC: l.VtepMAC, Source: FromLease, Owner: "lease " + l.Subnet.String()}, true
+}
+
+func conflict(p netip.Prefix, reason string, recs []state.KeyedNetwork) *Conflict {
+	c := &Conflict{Prefix: p, Reason: reason}
+	for _, r := range recs {
+		c.Claimants = append(c.Claimants, fmt.Sprintf("%s (%s, %s)", r.Key, r.PublicIP, r.VtepMAC))
+	}
+	return c
+}
+
+// All resolves every subnet named by records or leases (any order) and
+// returns the remote ones by prefix and the conflicts sorted by prefix.
+func All(self Self, records []state.KeyedNetwork, leases []state.Lease) (map[netip.Prefix]Subnet, []Conflict) {
+	bySubnet := map[netip.Prefix][]state.KeyedNetwork{}
+	for _, r := range records {
+		bySubnet[r.Subnet] = append(bySubnet[r.Subnet], r)
+	}
+	leaseOf := map[netip.Prefix]*state.Lease{}
+	for i := range leases {
+		leaseOf[leases[i].Subnet] = &leases[i]
+		if _, ok := bySubnet[leases[i].Subnet]; !ok {
+			bySubnet[leases[i].Subnet] = nil
+		}
+	}
+	out := map[netip.Prefix]Subnet{}
+	var conflicts []Conflict
+	for p, recs := range bySubnet {
+		s, ok, c := Resolve(self, p, recs, leaseOf[p])
+		if ok {
+			out[p] = s
+		}
+		if c != nil {
+			conflicts = append(conflicts, *c)
+		}
+	}
+	slices.SortFunc(conflicts, func(a, b Conflict) int { return ComparePrefix(a.Prefix, b.Prefix) })
+	return out, conflicts
+}
+
+// ComparePrefix orders prefixes by address, then length.
+func ComparePrefix(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Bits(), b.Bits())
+}

@@ -1,0 +1,339 @@
+// Package routes is the controller of the main table's routes this host
+// needs: per remote subnet, flannel's onlink route via the VXLAN device
+// (ours for network records; flannel's exact values to repair a flanneld
+// lease's route), and the configured HOST_GATEWAY_MAP and
+// FLANNEL_ROUTES_EXTRA routes.
+//
+// Keys: "<cidr>" for a remote subnet, "gw:<cidr>" and "extra:<cidr>" for the
+// configured routes. A key names a destination; whatever its prefix, a
+// reconcile converges everything of that destination, so a destination
+// reached under several keys is never fought over. Routes we create carry
+// netlinkx.RouteProtocol; only those, and flannel-shaped routes on the VXLAN
+// device whose lease and record are gone, are ever deleted. A subnet that
+// overlaps a local Docker network is never routed into the tunnel: a tunnel
+// route for it is deleted, the bridge's connected route restored, and the
+// conflict reported.
+package routes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/flannel-registrar/flannel-registrar/controllers/routes/remote"
+	"github.com/flannel-registrar/flannel-registrar/pkg/config"
+	"github.com/flannel-registrar/flannel-registrar/pkg/netlinkx"
+	"github.com/flannel-registrar/flannel-registrar/pkg/reconcile"
+	"github.com/flannel-registrar/flannel-registrar/pkg/registry"
+	"github.com/flannel-registrar/flannel-registrar/pkg/state"
+)
+
+// Name is the controller's name.
+const Name = "routes"
+
+// Key prefixes of configured routes.
+const (
+	GatewayPrefix = "gw:"
+	ExtraPrefix   = "extra:"
+)
+
+// Options configure the controller.
+type Options struct {
+	Host     string     // this host's name (HOST_NAME)
+	PublicIP netip.Addr // FLANNELD_PUBLIC_IP; zero: the VXLAN device's local address
+	Gateways []config.GatewayRoute
+	Extra    []config.ExtraRoute
+	// OnConflict is called when a destination's conflict appears, changes or
+	// (Active false) clears. It runs in the reconcile and must not block.
+	OnConflict func(Conflict)
+}
+
+// Conflict is a destination not routed as its claimants ask.
+type Conflict struct {
+	Prefix    netip.Prefix
+	Reason    string
+	Claimants []string
+	Local     []string // local networks involved, by name
+	Active    bool     // false when reported cleared
+}
+
+func (c Conflict) String() string {
+	return fmt.Sprintf("%s: %s; claimed by %s", c.Prefix, c.Reason, strings.Join(c.Claimants, ", "))
+}
+
+func sameConflict(a, b Conflict) bool {
+	return a.Prefix == b.Prefix && a.Reason == b.Reason && slices.Equal(a.Claimants, b.Claimants) && slices.Equal(a.Local, b.Local)
+}
+
+// Controller converges routes.
+type Controller struct {
+	h     *netlinkx.Handle
+	store *state.Store
+	opts  Options
+	gw    map[netip.Prefix]config.GatewayRoute
+	extra map[netip.Prefix]config.ExtraRoute
+
+	mu        sync.Mutex // guards conflicts
+	conflicts map[netip.Prefix]Conflict
+}
+
+// New returns the routes controller.
+func New(h *netlinkx.Handle, store *state.Store, o Options) *Controller {
+	c := &Controller{h: h, store: store, opts: o, gw: map[netip.Prefix]config.GatewayRoute{},
+		extra: map[netip.Prefix]config.ExtraRoute{}, conflicts: map[netip.Prefix]Conflict{}}
+	for _, g := range o.Gateways {
+		c.gw[g.Dst.Masked()] = g
+	}
+	for _, e := range o.Extra {
+		c.extra[e.Dst.Masked()] = e
+	}
+	return c
+}
+
+// Name implements reconcile.Controller.
+func (c *Controller) Name() string { return Name }
+
+// Conflicts returns the active conflicts, sorted by destination.
+func (c *Controller) Conflicts() []Conflict {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]Conflict, 0, len(c.conflicts))
+	for _, x := range c.conflicts {
+		out = append(out, x)
+	}
+	slices.SortFunc(out, func(a, b Conflict) int { return remote.ComparePrefix(a.Prefix, b.Prefix) })
+	return out
+}
+
+// ParseKey returns the destination a key names.
+func ParseKey(key string) (netip.Prefix, error) {
+	s := strings.TrimPrefix(strings.TrimPrefix(key, GatewayPrefix), ExtraPrefix)
+	p, err := netip.ParsePrefix(s)
+	if err != nil || !p.Addr().Is4() {
+		return netip.Prefix{}, fmt.Errorf("routes key %q: not an IPv4 CIDR", key)
+	}
+	return p.Masked(), nil
+}
+
+func (c *Controller) self(l state.Link) remote.Self {
+	s := remote.Self{Host: c.opts.Host, PublicIP: c.opts.PublicIP}
+	if !s.PublicIP.IsValid() {
+		s.PublicIP = l.Local
+	}
+	return s
+}
+
+// Reconcile converges the destination key names.
+func (c *Controller) Reconcile(ctx context.Context, key string) error {
+	dst, err := ParseKey(key)
+	if err != nil {
+		return nil // a malformed key never becomes valid: nothing to retry
+	}
+	in, err := c.input(dst)
+	if err != nil {
+		return err
+	}
+	d, err := Decide(in)
+	if err != nil {
+		return err
+	}
+	if d.Skip {
+		return nil
+	}
+	actual, err := c.h.RoutesTo(dst)
+	if err != nil {
+		return fmt.Errorf("read routes to %s: %w", dst, err)
+	}
+	steps, held := Plan(d, actual, in.Link.Index)
+	switch {
+	case held != nil:
+		c.report(dst, held)
+	default:
+		c.report(dst, d.Conflict)
+	}
+	return c.apply(ctx, steps, in)
+}
+
+func (c *Controller) input(dst netip.Prefix) (Input, error) {
+	link := c.store.Link()
+	in := Input{Dst: dst, Link: link, Self: c.self(link), Records: c.store.NetworksBySubnet(dst),
+		Locals: c.store.LocalOverlapping(dst), Links: map[string]int{}}
+	if l, ok := c.store.Lease(dst); ok {
+		in.Lease = &l
+	}
+	if g, ok := c.gw[dst]; ok {
+		in.Gateway = &g
+	}
+	if e, ok := c.extra[dst]; ok {
+		in.Extra = &e
+	}
+	var names []string
+	if in.Extra != nil && in.Extra.Dev != "" {
+		names = append(names, in.Extra.Dev)
+	}
+	for _, l := range in.Locals {
+		if l.Subnet == dst && l.Bridge != "" {
+			names = append(names, l.Bridge)
+		}
+	}
+	for _, n := range names {
+		l, err := c.h.LinkByName(n)
+		switch {
+		case netlinkx.IsNotFound(err):
+		case err != nil:
+			return in, err
+		default:
+			in.Links[n] = l.Attrs().Index
+		}
+	}
+	return in, nil
+}
+
+func (c *Controller) apply(ctx context.Context, steps []Step, in Input) error {
+	var errs []error
+	for _, s := range steps {
+		r := s.Route
+		verb, err := "route add ", c.h.RouteReplace(&r)
+		if s.Del {
+			verb, err = "route del ", c.h.RouteDel(&r)
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		reconcile.Record(ctx, verb+netlinkx.FormatRoute(r, c.devName(r.LinkIndex, in)))
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Controller) devName(index int, in Input) string {
+	if index == 0 {
+		return ""
+	}
+	if index == in.Link.Index {
+		return in.Link.Name
+	}
+	for name, i := range in.Links {
+		if i == index {
+			return name
+		}
+	}
+	if l, err := c.h.LinkByIndex(index); err == nil {
+		return l.Attrs().Name
+	}
+	return ""
+}
+
+func (c *Controller) report(dst netip.Prefix, x *Conflict) {
+	c.mu.Lock()
+	old, had := c.conflicts[dst]
+	var note *Conflict
+	switch {
+	case x == nil && had:
+		delete(c.conflicts, dst)
+		old.Active = false
+		note = &old
+	case x != nil && (!had || !sameConflict(old, *x)):
+		n := *x
+		n.Active = true
+		c.conflicts[dst] = n
+		note = &n
+	}
+	c.mu.Unlock()
+	if note != nil && c.opts.OnConflict != nil {
+		c.opts.OnConflict(*note)
+	}
+}
+
+// Keys returns every wanted destination (remote subnets, configured routes,
+// conflicting subnets, local networks' subnets) and every owned one: routes
+// with our protocol in the main table and flannel-shaped routes on the VXLAN
+// device.
+func (c *Controller) Keys(context.Context) ([]string, error) {
+	keys := c.wantedKeys()
+	link := c.store.Link()
+	rs, err := c.h.Routes(&netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return keys, fmt.Errorf("list routes: %w", err)
+	}
+	for _, r := range rs {
+		if r.Protocol == netlinkx.RouteProtocol || (link.Present && flannelShaped(r, link.Index)) {
+			keys = append(keys, netlinkx.Prefix(r.Dst).String())
+		}
+	}
+	slices.Sort(keys)
+	return slices.Compact(keys), nil
+}
+
+func (c *Controller) wantedKeys() []string {
+	var keys []string
+	for p := range c.gw {
+		keys = append(keys, GatewayPrefix+p.String())
+	}
+	for p := range c.extra {
+		keys = append(keys, ExtraPrefix+p.String())
+	}
+	for _, l := range c.store.LocalNetworks() {
+		keys = append(keys, l.Subnet.String())
+	}
+	link := c.store.Link()
+	subnets, conflicts := remote.All(c.self(link), c.store.Networks(), c.store.Leases())
+	for p := range subnets {
+		keys = append(keys, p.String())
+	}
+	for _, x := range conflicts {
+		keys = append(keys, x.Prefix.String())
+	}
+	c.mu.Lock()
+	for p := range c.conflicts {
+		keys = append(keys, p.String()) // so a cleared conflict is reported cleared
+	}
+	c.mu.Unlock()
+	slices.Sort(keys)
+	return slices.Compact(keys)
+}
+
+// KeysFor maps a store change to the destinations it concerns: the subnets
+// of a record, lease or local network before and after; every key when the
+// VXLAN device changed (its index, or this host's identity, changed).
+func (c *Controller) KeysFor(ev state.Event) []string {
+	var ps []netip.Prefix
+	switch ev.Kind {
+	case state.KindNetwork:
+		for _, v := range []any{ev.Old, ev.New} {
+			if n, ok := v.(registry.Network); ok {
+				ps = append(ps, n.Subnet)
+			}
+		}
+	case state.KindLease:
+		for _, v := range []any{ev.Old, ev.New} {
+			if l, ok := v.(state.Lease); ok {
+				ps = append(ps, l.Subnet)
+			}
+		}
+	case state.KindLocal:
+		for _, v := range []any{ev.Old, ev.New} {
+			if l, ok := v.(state.LocalNetwork); ok {
+				ps = append(ps, l.Subnet)
+			}
+		}
+	case state.KindLink:
+		keys, _ := c.Keys(context.Background()) // a failed dump still yields the wanted keys
+		return keys
+	}
+	var keys []string
+	for _, p := range ps {
+		if p.IsValid() {
+			keys = append(keys, p.Masked().String())
+		}
+	}
+	slices.Sort(keys)
+	return slices.Compact(keys)
+}

@@ -1,0 +1,59 @@
+package netlinkx
+
+import (
+	"fmt"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// RouteReplace creates r or replaces the route with r's key (table, dst,
+// TOS, metric), like `ip route replace`.
+func (h *Handle) RouteReplace(r *netlink.Route) error {
+	h.writes[VerbRouteReplace].Add(1)
+	if err := h.nl.RouteReplace(r); err != nil {
+		return fmt.Errorf("replace route %s: %w", FormatRoute(*r, ""), err)
+	}
+	return nil
+}
+
+// RouteDel deletes r; a route that is already gone is not an error.
+func (h *Handle) RouteDel(r *netlink.Route) error {
+	h.writes[VerbRouteDel].Add(1)
+	if err := h.nl.RouteDel(r); err != nil && !IsNotFound(err) {
+		return fmt.Errorf("delete route %s: %w", FormatRoute(*r, ""), err)
+	}
+	return nil
+}
+
+// NeighSet creates or replaces a neighbour, or an FDB entry when n's family
+// is AF_BRIDGE (`ip neigh replace`, `bridge fdb replace`).
+func (h *Handle) NeighSet(n *netlink.Neigh) error {
+	what := "neighbour"
+	if n.Family == unix.AF_BRIDGE {
+		what = "fdb entry"
+		h.writes[VerbFDBSet].Add(1)
+	} else {
+		h.writes[VerbNeighSet].Add(1)
+	}
+	if err := h.nl.NeighSet(n); err != nil {
+		return fmt.Errorf("set %s %s: %w", what, FormatNeigh(*n, ""), err)
+	}
+	return nil
+}
+
+// NeighDel deletes a neighbour or, for AF_BRIDGE, an FDB entry; one that is
+// already gone is not an error.
+func (h *Handle) NeighDel(n *netlink.Neigh) error {
+	what := "neighbour"
+	if n.Family == unix.AF_BRIDGE {
+		what = "fdb entry"
+		h.writes[VerbFDBDel].Add(1)
+	} else {
+		h.writes[VerbNeighDel].Add(1)
+	}
+	if err := h.nl.NeighDel(n); err != nil && !IsNotFound(err) {
+		return fmt.Errorf("delete %s %s: %w", what, FormatNeigh(*n, ""), err)
+	}
+	return nil
+}

@@ -1,0 +1,202 @@
+package netlink_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	vnl "github.com/vishvananda/netlink"
+
+	"github.com/flannel-registrar/flannel-registrar/pkg/netlinkx"
+	"github.com/flannel-registrar/flannel-registrar/pkg/netlinkx/netlinkxtest"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testutil"
+	nlwatch "github.com/flannel-registrar/flannel-registrar/watchers/netlink"
+)
+
+var local = netip.MustParseAddr("198.51.100.1")
+
+func testLogger() *slog.Logger {
+	if os.Getenv("FRDP_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// recorder is an Enqueuer that remembers "controller key trigger" lines.
+type recorder struct {
+	mu    sync.Mutex
+	items []string
+	gate  chan struct{} // when non-nil, Enqueue blocks until it is closed
+}
+
+func (r *recorder) Enqueue(controller, key, trigger string) {
+	r.mu.Lock()
+	gate := r.gate
+	r.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.items = append(r.items, controller+" "+key+" "+trigger)
+	if os.Getenv("FRDP_LOG") != "" {
+		fmt.Println("ENQ", controller, key, trigger)
+	}
+}
+
+// wait polls until a line with every part has been enqueued, and forgets
+// what came before it.
+func (r *recorder) wait(t *testing.T, parts ...string) {
+	t.Helper()
+	testutil.Eventually(t, 2*time.Second, func() error {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for i, it := range r.items {
+			if all(it, parts) {
+				r.items = r.items[i+1:]
+				return nil
+			}
+		}
+		return fmt.Errorf("no %q among %q", parts, r.items)
+	})
+}
+
+// none fails if a line with every part was enqueued.
+func (r *recorder) none(t *testing.T, parts ...string) {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, it := range r.items {
+		if all(it, parts) {
+			t.Errorf("unexpected %q", it)
+		}
+	}
+}
+
+func all(s string, parts []string) bool {
+	for _, p := range parts {
+		if !strings.Contains(s, p) {
+			return false
+		}
+	}
+	return true
+}
+
+func start(t *testing.T, w *nlwatch.Watcher) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = w.Run(ctx); close(done) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Error("watcher did not stop")
+		}
+	})
+}
+
+func TestNotificationsToKeys(t *testing.T) {
+	ns := testutil.NewNetns(t, "frdp-nlw")
+	h := netlinkxtest.Handle(t, ns)
+	ul := netlinkxtest.Underlay(t, ns, local)
+	netlinkxtest.VXLAN(t, ns, "flannel.1", ul, local, nil)
+	rec := &recorder{}
+	var resyncs atomic.Int32
+	var asked sync.Map
+	w := nlwatch.New(h, nlwatch.Options{Iface: "flannel.1", Enqueuer: rec, Logger: testLogger(),
+		Resync:    func() { resyncs.Add(1) },
+		NeighKeys: func(ip netip.Addr) []string { asked.Store(ip, true); return []string{"aa:bb:cc:00:00:02"} }})
+	start(t, w)
+	rec.wait(t, "vxlan flannel.1 netlink:subscribed")
+	if resyncs.Load() != 1 {
+		t.Errorf("%d resyncs after subscribing, want 1", resyncs.Load())
+	}
+	run := func(args ...string) { ns.Run(t, args[0], args[1:]...) }
+
+	run("ip", "route", "add", "198.18.2.0/24", "via", "198.18.2.0", "dev", "flannel.1", "onlink")
+	rec.wait(t, "routes 198.18.2.0/24 netlink:route-new")
+	run("ip", "route", "del", "198.18.2.0/24")
+	rec.wait(t, "routes 198.18.2.0/24 netlink:route-del")
+	run("ip", "route", "add", "10.30.0.0/16", "via", "198.51.100.253", "proto", "76")
+	rec.wait(t, "routes 10.30.0.0/16 netlink:route-new")
+	run("ip", "route", "add", "10.31.0.0/16", "via", "198.51.100.253", "proto", "static")
+
+	run("bridge", "fdb", "append", "aa:bb:cc:00:00:03", "dev", "flannel.1", "dst", "198.51.100.3", "self", "permanent")
+	rec.wait(t, "fdb aa:bb:cc:00:00:03 netlink:fdb-new")
+	run("bridge", "fdb", "del", "aa:bb:cc:00:00:03", "dev", "flannel.1", "self")
+	rec.wait(t, "fdb aa:bb:cc:00:00:03 netlink:fdb-del")
+
+	run("ip", "neigh", "replace", "198.18.4.0", "lladdr", "aa:bb:cc:00:00:04", "dev", "flannel.1", "nud", "permanent")
+	rec.wait(t, "fdb aa:bb:cc:00:00:04 netlink:neigh-new 198.18.4.0")
+	run("ip", "neigh", "del", "198.18.4.0", "dev", "flannel.1")
+	rec.wait(t, "fdb aa:bb:cc:00:00:02 netlink:neigh-del 198.18.4.0") // the MAC comes from NeighKeys
+	if _, ok := asked.Load(netip.MustParseAddr("198.18.4.0")); !ok {
+		t.Error("NeighKeys not asked about the deleted neighbour")
+	}
+	run("ip", "neigh", "replace", "198.51.100.9", "lladdr", "aa:bb:cc:00:00:09", "dev", "ul0", "nud", "permanent")
+
+	run("ip", "link", "set", "flannel.1", "address", "02:00:00:00:00:01")
+	rec.wait(t, "vxlan flannel.1 netlink:link-new")
+	run("ip", "link", "del", "flannel.1")
+	rec.wait(t, "vxlan flannel.1 netlink:link-del")
+	netlinkxtest.VXLAN(t, ns, "flannel.1", ul, local, nil)
+	rec.wait(t, "vxlan flannel.1 netlink:link-new")
+	// Routes on the recreated device (new index) are still followed.
+	run("ip", "route", "add", "198.18.5.0/24", "via", "198.18.5.0", "dev", "flannel.1", "onlink")
+	rec.wait(t, "routes 198.18.5.0/24 netlink:route-new")
+
+	rec.none(t, "10.31.0.0/16")
+	rec.none(t, "aa:bb:cc:00:00:09")
+	rec.none(t, "198.51.100.9")
+}
+
+// When the kernel overflows a subscription's buffer (ENOBUFS) the watcher
+// re-subscribes and asks for a resync, since notifications were lost.
+func TestResubscribesAfterOverflow(t *testing.T) {
+	ns := testutil.NewNetns(t, "frdp-nlw")
+	h := netlinkxtest.Handle(t, ns)
+	ul := netlinkxtest.Underlay(t, ns, local)
+	vx := netlinkxtest.VXLAN(t, ns, "flannel.1", ul, local, nil)
+	rec := &recorder{}
+	var resyncs atomic.Int32
+	subscribed := make(chan struct{}, 8)
+	w := nlwatch.New(h, nlwatch.Options{Iface: "flannel.1", Enqueuer: rec, ReceiveBuffer: 4096, Logger: testLogger(),
+		MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond,
+		Resync: func() { resyncs.Add(1); subscribed <- struct{}{} }})
+	start(t, w)
+	<-subscribed
+	// Stall the dispatcher, then flood: its channels fill, then the socket.
+	gate := make(chan struct{})
+	rec.mu.Lock()
+	rec.gate = gate
+	rec.mu.Unlock()
+	for i := range 3000 {
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}), 32)
+		r := &vnl.Route{LinkIndex: vx.Index, Dst: netlinkx.IPNet(p), Gw: p.Addr().AsSlice(), Flags: 4 /* onlink */}
+		if err := h.RouteReplace(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(gate)
+	select {
+	case <-subscribed:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no re-subscription after an overflow; stats %+v", w.Stats())
+	}
+	if s := w.Stats(); s.Subscriptions < 2 || resyncs.Load() < 2 {
+		t.Errorf("stats %+v, %d resyncs; want a second subscription and resync", s, resyncs.Load())
+	}
+	rec.wait(t, "vxlan flannel.1 netlink:subscribed")
+	run := []string{"ip", "route", "add", "198.19.0.0/24", "via", "198.19.0.0", "dev", "flannel.1", "onlink"}
+	ns.Run(t, run[0], run[1:]...)
+	rec.wait(t, "routes 198.19.0.0/24 netlink:route-new")
+}
