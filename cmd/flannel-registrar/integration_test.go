@@ -43,7 +43,7 @@ func daemonBinary(t testing.TB) string {
 		binPath = filepath.Join(dir, "flannel-registrar")
 		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
 		if err != nil {
-			binErr = fmt.Errorf("go build: %v: %s", err, out)
+			binErr = fmt.Errorf("go build: %w: %s", err, out)
 		}
 	})
 	if binErr != nil {
@@ -172,8 +172,11 @@ func (n *node) registered(network, subnet string) error {
 		return err
 	}
 	res, err := l.Reservation()
-	if err != nil || l.PublicIP != "0.0.0.0" || res.Host != n.host || res.Network != network {
-		return fmt.Errorf("reservation %s = %s (%v)", keys.Subnet(p), lv, err)
+	if err != nil {
+		return fmt.Errorf("reservation %s = %s: %w", keys.Subnet(p), lv, err)
+	}
+	if l.PublicIP != "0.0.0.0" || res.Host != n.host || res.Network != network {
+		return fmt.Errorf("reservation %s = %s", keys.Subnet(p), lv)
 	}
 	return nil
 }

@@ -34,12 +34,14 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		config.Usage(stdout)
 		return 0
 	case err != nil:
+		// Writes to stdout/stderr are unchecked: a broken terminal has nobody
+		// to report to, and the exit code already says what happened.
 		for line := range strings.SplitSeq(err.Error(), "\n") {
-			fmt.Fprintf(stderr, "flannel-registrar: invalid setting %s\n", line)
+			_, _ = fmt.Fprintf(stderr, "flannel-registrar: invalid setting %s\n", line)
 		}
 		return 2
 	case cfg.Mode == config.ModeVersion:
-		fmt.Fprintf(stdout, "flannel-registrar %s\n", version)
+		_, _ = fmt.Fprintf(stdout, "flannel-registrar %s\n", version)
 		return 0
 	}
 

@@ -108,7 +108,7 @@ func (c *Controller) Reconcile(ctx context.Context, key string) error {
 	key = mac.String()
 	dev := p.link.Name
 	var errs []error
-	// Add before delete.
+	// Add before delete, so a VTEP whose entries move is never left without one.
 	if dst, ok := p.l2.FDB[key]; ok {
 		errs = append(errs, c.ensureFDB(ctx, p.link.Index, dev, mac, dst))
 	}

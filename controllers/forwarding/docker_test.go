@@ -19,7 +19,7 @@ import (
 func rulesOf(ns *testutil.Netns, table, chain string) ([]string, error) {
 	out, err := ns.Try("iptables", "-t", table, "-S", chain)
 	if err != nil {
-		return nil, fmt.Errorf("iptables -t %s -S %s: %v: %s", table, chain, err, out)
+		return nil, fmt.Errorf("iptables -t %s -S %s: %w: %s", table, chain, err, out)
 	}
 	var rules []string
 	for _, l := range strings.Split(out, "\n") {

@@ -60,7 +60,7 @@ func newTrafficLab(t *testing.T) *trafficLab {
 func ping(ns *testutil.Netns, dst string) error {
 	out, err := ns.Try("busybox", "ping", "-c", "1", "-W", "1", dst)
 	if err != nil {
-		return fmt.Errorf("ping %s from %s: %v: %s", dst, ns.Name, err, out)
+		return fmt.Errorf("ping %s from %s: %w: %s", dst, ns.Name, err, out)
 	}
 	return nil
 }

@@ -143,7 +143,7 @@ func (x *host) run(args ...string) string {
 func (x *host) has(cmd []string, absent bool, want ...string) error {
 	out, err := x.ns.Try(cmd[0], cmd[1:]...)
 	if err != nil {
-		return fmt.Errorf("%s: %v: %s", strings.Join(cmd, " "), err, out)
+		return fmt.Errorf("%s: %w: %s", strings.Join(cmd, " "), err, out)
 	}
 	for _, w := range want {
 		if strings.Contains(out, w) == absent {

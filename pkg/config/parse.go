@@ -29,7 +29,7 @@ func (l *loader) file(dst *string, v string) error {
 	*dst = v // even when invalid, so the cert/key pairing check does not add a second error
 	fi, err := l.opts.Stat(v)
 	if err != nil {
-		return fmt.Errorf("expected an existing file (%v)", err)
+		return fmt.Errorf("expected an existing file (%w)", err)
 	}
 	if fi.IsDir() {
 		return errors.New("expected a file, not a directory")
@@ -71,7 +71,9 @@ func (l *loader) autoHostname() (name, source string, err error) {
 	if herr == nil {
 		herr = errors.New("empty")
 	}
-	return "", "", fmt.Errorf("cannot determine the host name (%s: %v; hostname: %v): expected HOST_NAME set to this host's name, e.g. node-1", HostnameFile, ferr, herr)
+	// Not %w: an error wrapping two is taken by settingErrors for a list of
+	// problems and split into lines, while this is one problem.
+	return "", "", fmt.Errorf("cannot determine the host name (%s: %v; hostname: %v): expected HOST_NAME set to this host's name, e.g. node-1", HostnameFile, ferr, herr) //nolint:errorlint // one problem, not a list (see above)
 }
 
 // firstHostnameLine skips blank lines and comments, which hostname(5) allows.
@@ -98,12 +100,18 @@ func checkHostname(s string) error {
 			return errors.New(hostnameExpected)
 		}
 		for _, r := range label {
-			if !(r < unicode.MaxASCII && (r == '-' || unicode.IsLetter(r) || unicode.IsDigit(r))) {
+			if !isHostnameRune(r) {
 				return errors.New(hostnameExpected)
 			}
 		}
 	}
 	return nil
+}
+
+// isHostnameRune is ASCII only: the unicode classes alone would admit
+// letters and digits of other scripts.
+func isHostnameRune(r rune) bool {
+	return r < unicode.MaxASCII && (r == '-' || unicode.IsLetter(r) || unicode.IsDigit(r))
 }
 
 func parseEndpoints(v string) ([]string, error) {
@@ -242,25 +250,7 @@ const gatewayMapExpected = "expected ip|cidr:gateway with IPv4 addresses, e.g. 1
 
 // parseGatewayMap parses HOST_GATEWAY_MAP; a bare IP is a /32.
 func parseGatewayMap(v string) ([]GatewayRoute, error) {
-	var out []GatewayRoute
-	var errs []error
-	seen := map[netip.Prefix]bool{}
-	for _, e := range splitList(v) {
-		r, err := parseGatewayEntry(e)
-		if err == nil && seen[r.Dst] {
-			err = fmt.Errorf("destination %s is listed twice; expected one gateway per destination", r.Dst)
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("entry %q: %w", e, err))
-			continue
-		}
-		seen[r.Dst] = true
-		out = append(out, r)
-	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
-	return out, nil
+	return parseRouteList(v, "gateway", parseGatewayEntry, func(r GatewayRoute) netip.Prefix { return r.Dst })
 }
 
 func parseGatewayEntry(e string) (GatewayRoute, error) {
@@ -283,19 +273,26 @@ const routesExtraExpected = "expected cidr:gateway[:dev] with IPv4 addresses, e.
 
 // parseRoutesExtra parses FLANNEL_ROUTES_EXTRA.
 func parseRoutesExtra(v string) ([]ExtraRoute, error) {
-	var out []ExtraRoute
+	return parseRouteList(v, "route", parseExtraEntry, func(r ExtraRoute) netip.Prefix { return r.Dst })
+}
+
+// parseRouteList parses a comma-separated list of routes, at most one per
+// destination (what names the one thing a destination may have). Every bad
+// entry is reported, so one run shows all that needs fixing.
+func parseRouteList[R any](v, what string, parse func(string) (R, error), dst func(R) netip.Prefix) ([]R, error) {
+	var out []R
 	var errs []error
 	seen := map[netip.Prefix]bool{}
 	for _, e := range splitList(v) {
-		r, err := parseExtraEntry(e)
-		if err == nil && seen[r.Dst] {
-			err = fmt.Errorf("destination %s is listed twice; expected one route per destination", r.Dst)
+		r, err := parse(e)
+		if err == nil && seen[dst(r)] {
+			err = fmt.Errorf("destination %s is listed twice; expected one %s per destination", dst(r), what)
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("entry %q: %w", e, err))
 			continue
 		}
-		seen[r.Dst] = true
+		seen[dst(r)] = true
 		out = append(out, r)
 	}
 	if len(errs) > 0 {

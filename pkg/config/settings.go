@@ -178,5 +178,6 @@ Boolean values: true/false, 1/0, yes/no; a boolean flag alone means true, else u
 		}
 		fmt.Fprintf(&b, "  --%s %s\n      env %s, default %s\n      %s\n", s.flag, s.metavar, s.env, def, s.help)
 	}
-	io.WriteString(w, b.String())
+	// Help goes to the terminal; there is nobody to tell if that fails.
+	_, _ = io.WriteString(w, b.String())
 }

@@ -52,7 +52,7 @@ func staticBusybox() (string, error) {
 				dynamic = true
 			}
 		}
-		f.Close()
+		_ = f.Close() // opened read-only: nothing written could be lost
 		if !dynamic {
 			return p, nil
 		}

@@ -15,6 +15,7 @@ package dockertest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -178,7 +179,10 @@ func (d *Daemon) start() {
 func (d *Daemon) waitReady() error {
 	return testutil.Poll(startTimeout, func() error {
 		if d.proc.exited() {
-			return fmt.Errorf("dockerd exited: %v", d.proc.err)
+			if d.proc.err == nil {
+				return errors.New("dockerd exited with status 0")
+			}
+			return fmt.Errorf("dockerd exited: %w", d.proc.err)
 		}
 		_, err := d.TryDocker("version", "--format", "{{.Server.Version}}")
 		return err

@@ -200,14 +200,11 @@ func (s *Server) Restart(t testing.TB) {
 // watches from older revisions fail with ErrCompacted at once).
 func (s *Server) Compact(t testing.TB, rev int64) {
 	t.Helper()
-	cli, err := s.NewClient()
+	err := s.call(t, func(ctx context.Context, cli *clientv3.Client) error {
+		_, err := cli.Compact(ctx, rev, clientv3.WithCompactPhysical())
+		return err
+	})
 	if err != nil {
-		t.Fatalf("etcd client: %v", err)
-	}
-	defer cli.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := cli.Compact(ctx, rev, clientv3.WithCompactPhysical()); err != nil {
 		t.Fatalf("compact to revision %d: %v", rev, err)
 	}
 }
@@ -215,18 +212,32 @@ func (s *Server) Compact(t testing.TB, rev int64) {
 // Revision returns the current revision of the store.
 func (s *Server) Revision(t testing.TB) int64 {
 	t.Helper()
+	var rev int64
+	err := s.call(t, func(ctx context.Context, cli *clientv3.Client) error {
+		resp, err := cli.Get(ctx, "\x00", clientv3.WithCountOnly())
+		if err == nil {
+			rev = resp.Header.Revision
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatalf("read revision: %v", err)
+	}
+	return rev
+}
+
+// call runs fn with a client of its own, closed right after, so that it does
+// not depend on the state of the test's clients, and a 10s deadline.
+func (s *Server) call(t testing.TB, fn func(context.Context, *clientv3.Client) error) error {
+	t.Helper()
 	cli, err := s.NewClient()
 	if err != nil {
 		t.Fatalf("etcd client: %v", err)
 	}
-	defer cli.Close()
+	defer func() { _ = cli.Close() }()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	resp, err := cli.Get(ctx, "\x00", clientv3.WithCountOnly())
-	if err != nil {
-		t.Fatalf("read revision: %v", err)
-	}
-	return resp.Header.Revision
+	return fn(ctx, cli)
 }
 
 // freePort asks the kernel for a free TCP port on host. Another process may

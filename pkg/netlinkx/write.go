@@ -29,13 +29,7 @@ func (h *Handle) RouteDel(r *netlink.Route) error {
 // NeighSet creates or replaces a neighbour, or an FDB entry when n's family
 // is AF_BRIDGE (`ip neigh replace`, `bridge fdb replace`).
 func (h *Handle) NeighSet(n *netlink.Neigh) error {
-	what := "neighbour"
-	if n.Family == unix.AF_BRIDGE {
-		what = "fdb entry"
-		h.writes[VerbFDBSet].Add(1)
-	} else {
-		h.writes[VerbNeighSet].Add(1)
-	}
+	what := h.countNeigh(n, VerbNeighSet, VerbFDBSet)
 	if err := h.nl.NeighSet(n); err != nil {
 		return fmt.Errorf("set %s %s: %w", what, FormatNeigh(*n, ""), err)
 	}
@@ -45,15 +39,21 @@ func (h *Handle) NeighSet(n *netlink.Neigh) error {
 // NeighDel deletes a neighbour or, for AF_BRIDGE, an FDB entry; one that is
 // already gone is not an error.
 func (h *Handle) NeighDel(n *netlink.Neigh) error {
-	what := "neighbour"
-	if n.Family == unix.AF_BRIDGE {
-		what = "fdb entry"
-		h.writes[VerbFDBDel].Add(1)
-	} else {
-		h.writes[VerbNeighDel].Add(1)
-	}
+	what := h.countNeigh(n, VerbNeighDel, VerbFDBDel)
 	if err := h.nl.NeighDel(n); err != nil && !IsNotFound(err) {
 		return fmt.Errorf("delete %s %s: %w", what, FormatNeigh(*n, ""), err)
 	}
 	return nil
+}
+
+// countNeigh counts a write of n under the verb of its kind (one netlink
+// call serves both neighbours and, with AF_BRIDGE, FDB entries) and names
+// that kind for errors.
+func (h *Handle) countNeigh(n *netlink.Neigh, neigh, fdb Verb) string {
+	if n.Family == unix.AF_BRIDGE {
+		h.writes[fdb].Add(1)
+		return "fdb entry"
+	}
+	h.writes[neigh].Add(1)
+	return "neighbour"
 }

@@ -467,7 +467,9 @@ func (r *Registry) conflict(ctx context.Context, n Network, st netState, resKey,
 		Then(clientv3.OpDelete(recKey)).Commit()
 	switch {
 	case err != nil:
-		return fmt.Errorf("withdraw %s after conflict (%v): %w", recKey, ce, err)
+		// ce is context, not the cause: wrapping it would let errors.As
+		// report a conflict although the withdrawal itself failed.
+		return fmt.Errorf("withdraw %s after conflict (%v): %w", recKey, ce, err) //nolint:errorlint // ce deliberately not wrapped
 	case !resp.Succeeded:
 		return errRetry
 	}

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -141,7 +142,7 @@ func (s *Store) ReplaceLocal(nets []LocalNetwork, trigger string) {
 		want[n.Name] = n
 	}
 	s.mu.Lock()
-	evs := diff(KindLocal, s.local, want, trigger, localEqual)
+	evs := diff(KindLocal, s.local, want, trigger, localEqual, sameKey)
 	s.local = want
 	s.mu.Unlock()
 	s.publish(evs)
@@ -149,25 +150,12 @@ func (s *Store) ReplaceLocal(nets []LocalNetwork, trigger string) {
 
 // PutLocal adds or updates one local network.
 func (s *Store) PutLocal(n LocalNetwork, trigger string) {
-	s.mu.Lock()
-	old, had := s.local[n.Name]
-	s.local[n.Name] = n
-	s.mu.Unlock()
-	if had && localEqual(old, n) {
-		return
-	}
-	s.publish([]Event{event(KindLocal, n.Name, trigger, old, had, n, true)})
+	put(s, &s.local, KindLocal, n.Name, n.Name, n, localEqual, trigger)
 }
 
 // DeleteLocal removes one local network by name.
 func (s *Store) DeleteLocal(name, trigger string) {
-	s.mu.Lock()
-	old, had := s.local[name]
-	delete(s.local, name)
-	s.mu.Unlock()
-	if had {
-		s.publish([]Event{event(KindLocal, name, trigger, old, true, nil, false)})
-	}
+	remove(s, &s.local, KindLocal, name, name, trigger)
 }
 
 // EtcdView is the full content of our prefixes after an etcd list.
@@ -189,9 +177,9 @@ func (s *Store) ReplaceEtcd(v EtcdView, trigger string) {
 		v.Hosts = map[string]registry.HostRecord{}
 	}
 	s.mu.Lock()
-	evs := diff(KindNetwork, s.networks, v.Networks, trigger, networkEqual)
-	evs = append(evs, diffLeases(s.leases, v.Leases, trigger)...)
-	evs = append(evs, diff(KindHost, s.hosts, v.Hosts, trigger, func(a, b registry.HostRecord) bool { return a == b })...)
+	evs := diff(KindNetwork, s.networks, v.Networks, trigger, networkEqual, sameKey)
+	evs = append(evs, diff(KindLease, s.leases, v.Leases, trigger, leaseEqual, netip.Prefix.String)...)
+	evs = append(evs, diff(KindHost, s.hosts, v.Hosts, trigger, hostEqual, sameKey)...)
 	s.networks = v.Networks
 	s.bySubnet = map[netip.Prefix]map[string]struct{}{}
 	for k, n := range v.Networks {
@@ -235,47 +223,46 @@ func (s *Store) DeleteNetwork(key, trigger string) {
 
 // PutLease adds or updates a flannel lease.
 func (s *Store) PutLease(l Lease, trigger string) {
-	s.mu.Lock()
-	old, had := s.leases[l.Subnet]
-	s.leases[l.Subnet] = l
-	s.mu.Unlock()
-	if had && leaseEqual(old, l) {
-		return
-	}
-	s.publish([]Event{event(KindLease, l.Subnet.String(), trigger, old, had, l, true)})
+	put(s, &s.leases, KindLease, l.Subnet, l.Subnet.String(), l, leaseEqual, trigger)
 }
 
 // DeleteLease removes the lease of p.
 func (s *Store) DeleteLease(p netip.Prefix, trigger string) {
-	s.mu.Lock()
-	old, had := s.leases[p]
-	delete(s.leases, p)
-	s.mu.Unlock()
-	if had {
-		s.publish([]Event{event(KindLease, p.String(), trigger, old, true, nil, false)})
-	}
+	remove(s, &s.leases, KindLease, p, p.String(), trigger)
 }
 
 // PutHost adds or updates a host record.
 func (s *Store) PutHost(h registry.HostRecord, trigger string) {
-	s.mu.Lock()
-	old, had := s.hosts[h.Host]
-	s.hosts[h.Host] = h
-	s.mu.Unlock()
-	if had && old == h {
-		return
-	}
-	s.publish([]Event{event(KindHost, h.Host, trigger, old, had, h, true)})
+	put(s, &s.hosts, KindHost, h.Host, h.Host, h, hostEqual, trigger)
 }
 
 // DeleteHost removes a host record.
 func (s *Store) DeleteHost(host, trigger string) {
+	remove(s, &s.hosts, KindHost, host, host, trigger)
+}
+
+// put sets m[k] = v and publishes the change, if any, as key. m points at
+// the field rather than holding the map because the Replace methods swap the
+// maps: it is read under s.mu only.
+func put[K comparable, V any](s *Store, m *map[K]V, kind Kind, k K, key string, v V, eq func(a, b V) bool, trigger string) {
 	s.mu.Lock()
-	old, had := s.hosts[host]
-	delete(s.hosts, host)
+	old, had := (*m)[k]
+	(*m)[k] = v
+	s.mu.Unlock()
+	if had && eq(old, v) {
+		return
+	}
+	s.publish([]Event{event(kind, key, trigger, old, had, v, true)})
+}
+
+// remove deletes m[k] and publishes the removal, if any, as key (see put).
+func remove[K comparable, V any](s *Store, m *map[K]V, kind Kind, k K, key, trigger string) {
+	s.mu.Lock()
+	old, had := (*m)[k]
+	delete(*m, k)
 	s.mu.Unlock()
 	if had {
-		s.publish([]Event{event(KindHost, host, trigger, old, true, nil, false)})
+		s.publish([]Event{event(kind, key, trigger, old, true, nil, false)})
 	}
 }
 
@@ -329,7 +316,7 @@ func (s *Store) LocalNetworks() []LocalNetwork {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	out := slices.Collect(maps.Values(s.local))
-	slices.SortFunc(out, func(a, b LocalNetwork) int { return cmpString(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b LocalNetwork) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 
@@ -368,7 +355,7 @@ func (s *Store) NetworksBySubnet(p netip.Prefix) []KeyedNetwork {
 	for k := range s.bySubnet[p] {
 		out = append(out, KeyedNetwork{Key: k, Network: s.networks[k]})
 	}
-	slices.SortFunc(out, func(a, b KeyedNetwork) int { return cmpString(a.Key, b.Key) })
+	slices.SortFunc(out, func(a, b KeyedNetwork) int { return strings.Compare(a.Key, b.Key) })
 	return out
 }
 
@@ -380,7 +367,7 @@ func (s *Store) Networks() []KeyedNetwork {
 	for k, n := range s.networks {
 		out = append(out, KeyedNetwork{Key: k, Network: n})
 	}
-	slices.SortFunc(out, func(a, b KeyedNetwork) int { return cmpString(a.Key, b.Key) })
+	slices.SortFunc(out, func(a, b KeyedNetwork) int { return strings.Compare(a.Key, b.Key) })
 	return out
 }
 
@@ -414,7 +401,7 @@ func (s *Store) Hosts() []registry.HostRecord {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	out := slices.Collect(maps.Values(s.hosts))
-	slices.SortFunc(out, func(a, b registry.HostRecord) int { return cmpString(a.Host, b.Host) })
+	slices.SortFunc(out, func(a, b registry.HostRecord) int { return strings.Compare(a.Host, b.Host) })
 	return out
 }
 
@@ -456,41 +443,30 @@ func event[T any](kind Kind, key, trigger string, old T, had bool, nw any, has b
 	return ev
 }
 
-func diff[T any](kind Kind, old, want map[string]T, trigger string, eq func(a, b T) bool) []Event {
+// diff returns the events that turn old into want; key names a map key in
+// an Event.
+func diff[K comparable, T any](kind Kind, old, want map[K]T, trigger string, eq func(a, b T) bool, key func(K) string) []Event {
 	var evs []Event
 	for k, o := range old {
 		if n, ok := want[k]; !ok {
-			evs = append(evs, Event{Kind: kind, Key: k, Trigger: trigger, Old: o})
+			evs = append(evs, Event{Kind: kind, Key: key(k), Trigger: trigger, Old: o})
 		} else if !eq(o, n) {
-			evs = append(evs, Event{Kind: kind, Key: k, Trigger: trigger, Old: o, New: n})
+			evs = append(evs, Event{Kind: kind, Key: key(k), Trigger: trigger, Old: o, New: n})
 		}
 	}
 	for k, n := range want {
 		if _, ok := old[k]; !ok {
-			evs = append(evs, Event{Kind: kind, Key: k, Trigger: trigger, New: n})
+			evs = append(evs, Event{Kind: kind, Key: key(k), Trigger: trigger, New: n})
 		}
 	}
 	return evs
 }
 
-func diffLeases(old, want map[netip.Prefix]Lease, trigger string) []Event {
-	var evs []Event
-	for p, o := range old {
-		if n, ok := want[p]; !ok {
-			evs = append(evs, Event{Kind: KindLease, Key: p.String(), Trigger: trigger, Old: o})
-		} else if !leaseEqual(o, n) {
-			evs = append(evs, Event{Kind: KindLease, Key: p.String(), Trigger: trigger, Old: o, New: n})
-		}
-	}
-	for p, n := range want {
-		if _, ok := old[p]; !ok {
-			evs = append(evs, Event{Kind: KindLease, Key: p.String(), Trigger: trigger, New: n})
-		}
-	}
-	return evs
-}
+func sameKey(k string) string { return k }
 
 func localEqual(a, b LocalNetwork) bool { return a == b }
+
+func hostEqual(a, b registry.HostRecord) bool { return a == b }
 
 func networkEqual(a, b registry.Network) bool {
 	return a.Host == b.Host && a.Network == b.Network && a.NetworkID == b.NetworkID &&
@@ -507,14 +483,4 @@ func leaseEqual(a, b Lease) bool {
 func linkEqual(a, b Link) bool {
 	return a.Name == b.Name && a.Present == b.Present && a.Up == b.Up && a.Index == b.Index &&
 		a.MAC.String() == b.MAC.String() && a.Local == b.Local && a.MTU == b.MTU && a.VNI == b.VNI
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
