@@ -100,7 +100,7 @@ func testLogger() *slog.Logger {
 func (x *host) start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	w := nlwatch.New(x.h, nlwatch.Options{Iface: iface, Enqueuer: x.mgr, NeighKeys: x.fdb.KeysForIP, Logger: x.log,
+	w := nlwatch.New(x.h, nlwatch.Options{Iface: iface, Enqueuer: x.mgr, NeighKeys: x.fdb.KeysForIP,
 		Resync: func() { _ = x.mgr.Resync(ctx, "netlink:subscribed") }})
 	wg.Go(func() { x.mgr.Run(ctx) })
 	wg.Go(func() { _ = w.Run(ctx) })

@@ -133,7 +133,7 @@ func measure(ctx context.Context, n, perVTEP int, watch bool) (string, error) {
 	wg.Go(func() { b.mgr.Run(rctx) })
 	if watch {
 		w := nlwatch.New(b.h, nlwatch.Options{Iface: iface, Enqueuer: b.mgr, NeighKeys: b.fdb.KeysForIP,
-			Logger: quiet(), Resync: func() { _ = b.mgr.Resync(rctx, "netlink:subscribed") }})
+			Resync: func() { _ = b.mgr.Resync(rctx, "netlink:subscribed") }})
 		wg.Go(func() { _ = w.Run(rctx) })
 	}
 	if err := b.waitWrites(ctx, n, vteps); err != nil {

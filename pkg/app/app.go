@@ -247,7 +247,10 @@ func (a *App) buildWatchers() error {
 		Enqueuer:  a.mgr,
 		Resync:    func() { a.resyncAll("netlink-resubscribed") },
 		NeighKeys: a.fdb.KeysForIP,
-		Logger:    a.log,
+		OnBroken: func(err error, retryIn time.Duration) {
+			a.log.Warn("netlink subscription broken; re-subscribing", "error", err.Error(), "retry_in", retryIn)
+		},
+		OnError: func(err error) { a.log.Debug("netlink subscription error", "error", err.Error()) },
 	})
 	return nil
 }

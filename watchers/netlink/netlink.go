@@ -20,7 +20,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/netip"
 	"sync/atomic"
 	"time"
@@ -55,7 +54,12 @@ type Options struct {
 	// (fdb.Controller.KeysForIP). May be nil: deleted neighbours are then
 	// left to the resync.
 	NeighKeys func(ip netip.Addr) []string
-	Logger    *slog.Logger // default slog.Default()
+	// OnBroken reports a broken subscription and the delay before the next
+	// attempt (the app logs it). May be nil.
+	OnBroken func(err error, retryIn time.Duration)
+	// OnError reports a non-fatal subscription error (the app logs it at
+	// debug). May be nil.
+	OnError func(err error)
 	// MinBackoff and MaxBackoff bound the delay before re-subscribing
 	// (defaults 100ms and 30s).
 	MinBackoff, MaxBackoff time.Duration
@@ -75,7 +79,6 @@ type Stats struct {
 type Watcher struct {
 	h    *netlinkx.Handle
 	o    Options
-	log  *slog.Logger
 	vxlx atomic.Int64 // the VXLAN device's index; 0 when absent
 
 	subs, notes, enqueued atomic.Uint64
@@ -83,9 +86,6 @@ type Watcher struct {
 
 // New returns a watcher of h's namespace.
 func New(h *netlinkx.Handle, o Options) *Watcher {
-	if o.Logger == nil {
-		o.Logger = slog.Default()
-	}
 	if o.MinBackoff <= 0 {
 		o.MinBackoff = 100 * time.Millisecond
 	}
@@ -95,7 +95,7 @@ func New(h *netlinkx.Handle, o Options) *Watcher {
 	if o.ReceiveBuffer <= 0 {
 		o.ReceiveBuffer = 4 << 20
 	}
-	return &Watcher{h: h, o: o, log: o.Logger.With("watcher", "netlink")}
+	return &Watcher{h: h, o: o}
 }
 
 // Stats returns the watcher's counters.
@@ -122,7 +122,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 			b.Reset() // it ran long enough: a break is news, not a loop
 		}
 		delay := b.NextBackOff()
-		w.log.Warn("netlink subscription broken; re-subscribing", "error", err.Error(), "after", delay)
+		if w.o.OnBroken != nil {
+			w.o.OnBroken(err, delay)
+		}
 		timer.Reset(delay)
 		select {
 		case <-ctx.Done():
@@ -173,7 +175,9 @@ func (w *Watcher) session(ctx context.Context) error {
 			// Fatal errors also close the subscription's channel; others
 			// (an interrupted dump, a stray sender) are only worth a line.
 			last = err
-			w.log.Debug("netlink subscription error", "error", err.Error())
+			if w.o.OnError != nil {
+				w.o.OnError(err)
+			}
 		case u, ok := <-s.links:
 			if !ok {
 				return closed("link")

@@ -3,8 +3,6 @@ package netlink_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/netip"
 	"os"
 	"strings"
@@ -22,13 +20,6 @@ import (
 )
 
 var local = netip.MustParseAddr("198.51.100.1")
-
-func testLogger() *slog.Logger {
-	if os.Getenv("FRDP_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
 
 // recorder is an Enqueuer that remembers "controller key trigger" lines.
 type recorder struct {
@@ -112,7 +103,7 @@ func TestNotificationsToKeys(t *testing.T) {
 	rec := &recorder{}
 	var resyncs atomic.Int32
 	var asked sync.Map
-	w := nlwatch.New(h, nlwatch.Options{Iface: "flannel.1", Enqueuer: rec, Logger: testLogger(),
+	w := nlwatch.New(h, nlwatch.Options{Iface: "flannel.1", Enqueuer: rec,
 		Resync:    func() { resyncs.Add(1) },
 		NeighKeys: func(ip netip.Addr) []string { asked.Store(ip, true); return []string{"aa:bb:cc:00:00:02"} }})
 	start(t, w)
@@ -169,7 +160,7 @@ func TestResubscribesAfterOverflow(t *testing.T) {
 	rec := &recorder{}
 	var resyncs atomic.Int32
 	subscribed := make(chan struct{}, 8)
-	w := nlwatch.New(h, nlwatch.Options{Iface: "flannel.1", Enqueuer: rec, ReceiveBuffer: 4096, Logger: testLogger(),
+	w := nlwatch.New(h, nlwatch.Options{Iface: "flannel.1", Enqueuer: rec, ReceiveBuffer: 4096,
 		MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond,
 		Resync: func() { resyncs.Add(1); subscribed <- struct{}{} }})
 	start(t, w)
