@@ -40,7 +40,7 @@ func startDaemon(t *testing.T, srv *etcdtest.Server, host string, store *state.S
 	reg, err := registry.New(registry.Config{
 		Client: cli, Keys: keys, Host: host,
 		RegistrationTTL: time.Hour, HostLivenessTTL: 15 * time.Second,
-		OnLeaseLost: func() { _ = mgr.ResyncOne(ctx, subnets.Name, "etcd:lease-lost") },
+		OnLeaseLost: func(string) { _ = mgr.ResyncOne(ctx, subnets.Name, "etcd:lease-lost") },
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -18,6 +18,8 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	grpcbackoff "google.golang.org/grpc/backoff"
 
 	"github.com/flannel-registrar/flannel-registrar/controllers/fdb"
 	"github.com/flannel-registrar/flannel-registrar/controllers/forwarding"
@@ -33,6 +35,11 @@ import (
 	etcdwatch "github.com/flannel-registrar/flannel-registrar/watchers/etcd"
 	nlwatch "github.com/flannel-registrar/flannel-registrar/watchers/netlink"
 )
+
+// etcdRequestTimeout bounds one etcd operation: short enough that a request
+// caught by an outage fails (and is retried with backoff) soon after etcd is
+// back.
+const etcdRequestTimeout = 5 * time.Second
 
 // controller is what the app needs of every controller.
 type controller interface {
@@ -95,11 +102,19 @@ func New(cfg config.Config, log *slog.Logger, version string) (*App, error) {
 
 func (a *App) openClients() error {
 	ec := clientv3.Config{
-		Endpoints:   a.cfg.EtcdEndpoints,
-		DialTimeout: 5 * time.Second,
-		Username:    a.cfg.EtcdUsername,
-		Password:    a.cfg.EtcdPassword,
-		Logger:      zap.NewNop(),
+		Endpoints:            a.cfg.EtcdEndpoints,
+		DialTimeout:          5 * time.Second,
+		DialKeepAliveTime:    10 * time.Second,
+		DialKeepAliveTimeout: 3 * time.Second,
+		// gRPC's default reconnect backoff grows to 2 minutes: after a long
+		// etcd outage the daemon would notice etcd's return that late.
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           grpcbackoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+			MinConnectTimeout: 2 * time.Second,
+		})},
+		Username: a.cfg.EtcdUsername,
+		Password: a.cfg.EtcdPassword,
+		Logger:   zap.NewNop(),
 	}
 	if a.cfg.EtcdCAFile != "" || a.cfg.EtcdCertFile != "" {
 		tlsInfo := transport.TLSInfo{CertFile: a.cfg.EtcdCertFile, KeyFile: a.cfg.EtcdKeyFile, TrustedCAFile: a.cfg.EtcdCAFile}
@@ -125,9 +140,10 @@ func (a *App) openClients() error {
 		Host:            a.cfg.HostName,
 		RegistrationTTL: a.cfg.RegistrationTTL,
 		HostLivenessTTL: a.cfg.HostLivenessTTL,
-		OnLeaseLost: func() {
-			a.log.Warn("registration lease lost; re-registering every network", "host", a.cfg.HostName)
-			a.resyncOne(subnets.Name, "lease-lost")
+		RequestTimeout:  etcdRequestTimeout,
+		OnLeaseLost: func(which string) {
+			a.log.Warn("etcd lease lost (etcd unreachable for longer than its TTL, or revoked); writing again on a new lease", "lease", which)
+			a.resyncOne(subnets.Name, "etcd:lease-lost")
 		},
 	})
 	if err != nil {

@@ -37,8 +37,10 @@ type Config struct {
 	// OnLeaseLost is called (from Run or from the failing operation's
 	// goroutine, never with a lock held) when a lease expired or its
 	// keep-alive ended: the records attached to it may be gone, so the caller
-	// re-enqueues every subnets key. It must not block.
-	OnLeaseLost func()
+	// re-enqueues the keys that write them (every network for the
+	// registration lease, the host record for the liveness lease). which is
+	// "registration lease" or "host liveness lease". It must not block.
+	OnLeaseLost func(which string)
 }
 
 // Registry writes this host's network records, reservations and host record.
@@ -138,7 +140,7 @@ func (r *Registry) dropLease(kind leaseKind, id clientv3.LeaseID) {
 	}
 	r.mu.Unlock()
 	if dropped && r.cfg.OnLeaseLost != nil {
-		r.cfg.OnLeaseLost()
+		r.cfg.OnLeaseLost(kind.String())
 	}
 }
 

@@ -30,7 +30,7 @@ func newRegistry(t *testing.T, cli *clientv3.Client, host string) (*registry.Reg
 	r, err := registry.New(registry.Config{
 		Client: cli, Keys: keys, Host: host,
 		RegistrationTTL: time.Hour, HostLivenessTTL: 15 * time.Second,
-		OnLeaseLost: func() { h.lost.Add(1) },
+		OnLeaseLost: func(string) { h.lost.Add(1) },
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -374,7 +374,7 @@ func TestLeaseLostViaKeepAlive(t *testing.T) {
 	r, err := registry.New(registry.Config{
 		Client: srv.Client(t), Keys: keys, Host: "h1",
 		RegistrationTTL: 3 * time.Second, HostLivenessTTL: 3 * time.Second,
-		OnLeaseLost: func() { h.lost.Add(1) },
+		OnLeaseLost: func(string) { h.lost.Add(1) },
 	})
 	if err != nil {
 		t.Fatal(err)
