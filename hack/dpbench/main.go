@@ -84,7 +84,7 @@ func main() {
 
 func run(ctx context.Context, sizes string, perVTEP int, watch bool) error {
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "subnets\tVTEPs\tcold converge\troutes\tneighs\tfdb\twrites\tresync (runners)\tresync writes\tresync (one pass)\tone-pass writes\t")
+	_, _ = fmt.Fprintln(tw, "subnets\tVTEPs\tcold converge\troutes\tneighs\tfdb\twrites\tresync (runners)\tresync writes\tresync (one pass)\tone-pass writes\t")
 	for _, s := range strings.Split(sizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n <= 0 {
@@ -94,7 +94,7 @@ func run(ctx context.Context, sizes string, perVTEP int, watch bool) error {
 		if err != nil {
 			return fmt.Errorf("%d subnets: %w", n, err)
 		}
-		fmt.Fprintln(tw, row)
+		_, _ = fmt.Fprintln(tw, row)
 	}
 	return tw.Flush()
 }
@@ -181,7 +181,7 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 func newBench() (*bench, error) {
 	b := &bench{name: fmt.Sprintf("frdp-bench-%d", os.Getpid())}
 	if out, err := exec.Command("ip", "netns", "add", b.name).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("ip netns add: %v: %s", err, out)
+		return nil, fmt.Errorf("ip netns add: %w: %s", err, out)
 	}
 	ok := false
 	defer func() {

@@ -56,8 +56,12 @@ func TestNetworkCreatedAtRuntime(t *testing.T) {
 	removed := time.Now()
 	eventually(t, 30*time.Second, "routes removed", func() error {
 		for _, h := range l.Hosts {
-			if r, err := routeTo(h, n.Subnet); err != nil || r != "" {
-				return fmt.Errorf("%s still routes %s: %s (err %v)", h.Name, n.Subnet, r, err)
+			r, err := routeTo(h, n.Subnet)
+			if err != nil {
+				return fmt.Errorf("%s: read routes: %w", h.Name, err)
+			}
+			if r != "" {
+				return fmt.Errorf("%s still routes %s: %s", h.Name, n.Subnet, r)
 			}
 		}
 		return nil

@@ -1,18 +1,18 @@
 package lab
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/flannel-registrar/flannel-registrar/pkg/mountinfo"
 )
 
 // Down removes the lab in stateDir, also one left by a crash or by an Up
@@ -39,7 +39,7 @@ func Down(ctx context.Context, stateDir string) error {
 	if err := killLabProcesses(ctx, stateDir, prefix); err != nil {
 		errs = append(errs, err)
 	}
-	if err := unmountUnder(stateDir); err != nil {
+	if err := mountinfo.UnmountUnder(stateDir); err != nil {
 		errs = append(errs, err)
 	}
 	if err := deleteNamespaces(ctx, prefix); err != nil {
@@ -141,9 +141,10 @@ func labNetnsInodes(stateDir, prefix string) map[uint64]bool {
 	for _, n := range names {
 		paths = append(paths, NetnsPath(n))
 	}
-	for _, m := range mountsUnder(stateDir) {
-		if m.fstype == "nsfs" {
-			paths = append(paths, m.point)
+	mounts, _ := mountinfo.Under(stateDir) // best effort, like the rest of the sweep
+	for _, m := range mounts {
+		if m.FSType == "nsfs" {
+			paths = append(paths, m.Point)
 		}
 	}
 	inodes := map[uint64]bool{}
@@ -171,76 +172,6 @@ func ancestors() map[int]bool {
 		pid, _ = strconv.Atoi(f[1])
 	}
 	return spare
-}
-
-type mount struct{ point, fstype string }
-
-// mountsUnder lists the mounts at or below dir, from /proc/self/mountinfo.
-func mountsUnder(dir string) []mount {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	var ms []mount
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		point := unescapeMount(fields[4])
-		fstype := ""
-		for i, x := range fields {
-			if x == "-" && i+1 < len(fields) {
-				fstype = fields[i+1]
-				break
-			}
-		}
-		if underDir(point, dir) {
-			ms = append(ms, mount{point, fstype})
-		}
-	}
-	return ms
-}
-
-// unescapeMount undoes mountinfo's octal escapes (\040 for space, ...).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-// unmountUnder lazily unmounts everything under dir, deepest first
-// (Docker leaves overlay, shm and netns mounts behind when it is killed).
-func unmountUnder(dir string) error {
-	for round := 0; round < 5; round++ {
-		ms := mountsUnder(dir)
-		if len(ms) == 0 {
-			return nil
-		}
-		sort.Slice(ms, func(i, j int) bool { return len(ms[i].point) > len(ms[j].point) })
-		for _, m := range ms {
-			_ = syscall.Unmount(m.point, syscall.MNT_DETACH)
-		}
-	}
-	if ms := mountsUnder(dir); len(ms) > 0 {
-		return fmt.Errorf("mounts left under %s: %v", dir, ms)
-	}
-	return nil
 }
 
 func deleteNamespaces(ctx context.Context, prefix string) error {

@@ -42,12 +42,6 @@ func TestIsLabNamespace(t *testing.T) {
 	}
 }
 
-func TestUnescapeMount(t *testing.T) {
-	if got := unescapeMount(`/run/frlab/a\040b\011c`); got != "/run/frlab/a b\tc" {
-		t.Fatalf("unescapeMount = %q", got)
-	}
-}
-
 func TestStatFields(t *testing.T) {
 	stat := "1234 (my (odd) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 10"
 	f := statFields(stat)

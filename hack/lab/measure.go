@@ -183,7 +183,10 @@ func (p Probe) firstReply(ctx context.Context, target string, timeout time.Durat
 	}
 	werr := cmd.Wait()
 	if at.IsZero() {
-		return at, fmt.Errorf("no reply: %v", werr)
+		if werr == nil {
+			return at, errors.New("no reply")
+		}
+		return at, fmt.Errorf("no reply: %w", werr)
 	}
 	return at, nil
 }

@@ -32,7 +32,7 @@ func startDaemon(pf pidfile, logPath string, env []string, argv ...string) (int,
 		return 0, fmt.Errorf("open log %s: %w", logPath, err)
 	}
 	defer logf.Close()
-	fmt.Fprintf(logf, "=== frlab: %s start: %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(argv, " "))
+	_, _ = fmt.Fprintf(logf, "=== frlab: %s start: %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(argv, " "))
 
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = env
@@ -182,7 +182,7 @@ func poll(ctx context.Context, timeout, interval time.Duration, check func() err
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%w (last: %v)", ctx.Err(), err)
+			return fmt.Errorf("%w (last: %w)", ctx.Err(), err)
 		case <-deadline.C:
 			return fmt.Errorf("after %s: %w", timeout, err)
 		case <-tick.C:

@@ -1,7 +1,6 @@
 package dockertest
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -13,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/flannel-registrar/flannel-registrar/pkg/mountinfo"
 	"github.com/flannel-registrar/flannel-registrar/pkg/testutil"
 )
 
@@ -31,7 +31,7 @@ func (d *Daemon) cleanup() {
 	}
 	errs = append(errs, killMatching(d.Dir))
 	errs = append(errs, removeCgroups(filepath.Base(d.Dir)))
-	errs = append(errs, unmountUnder(d.Dir))
+	errs = append(errs, mountinfo.UnmountUnder(d.Dir))
 	if err := os.RemoveAll(d.Dir); err != nil {
 		errs = append(errs, fmt.Errorf("remove %s: %w", d.Dir, err))
 	}
@@ -144,78 +144,4 @@ func rmdirTree(root string) error {
 		}
 	}
 	return nil
-}
-
-// unmountUnder lazily unmounts every mount at or below dir, deepest first
-// (dockerd runs in the root mount namespace: its overlay, shm and netns
-// mounts are visible here).
-func unmountUnder(dir string) error {
-	var errs []error
-	for range 5 { // mounts may be stacked; repeat until none is left
-		mps, err := mountsUnder(dir)
-		if err != nil {
-			return err
-		}
-		if len(mps) == 0 {
-			return nil
-		}
-		errs = errs[:0]
-		for _, mp := range mps {
-			if err := syscall.Unmount(mp, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
-				errs = append(errs, fmt.Errorf("umount %s: %w", mp, err))
-			}
-		}
-	}
-	if mps, _ := mountsUnder(dir); len(mps) > 0 {
-		errs = append(errs, fmt.Errorf("still mounted: %v", mps))
-	}
-	return errors.Join(errs...)
-}
-
-// mountsUnder lists mount points at or below dir from /proc/self/mountinfo,
-// deepest (and latest) first.
-func mountsUnder(dir string) ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var mps []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		mp := unescapeMountinfo(fields[4])
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
-			mps = append(mps, mp)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read mountinfo: %w", err)
-	}
-	slices.Reverse(mps)
-	slices.SortStableFunc(mps, func(a, b string) int { return strings.Count(b, "/") - strings.Count(a, "/") })
-	return mps, nil
-}
-
-// unescapeMountinfo decodes the octal escapes (\040 for a space) of mountinfo.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/docker/docker/api/types/network"
 
+	"github.com/flannel-registrar/flannel-registrar/pkg/mountinfo"
 	"github.com/flannel-registrar/flannel-registrar/pkg/testutil"
 )
 
@@ -99,23 +100,10 @@ func TestDaemonLifecycleLeavesNothing(t *testing.T) {
 	if pids := pidsMatching(dir); len(pids) > 0 {
 		t.Errorf("processes left: %v", pids)
 	}
-	if mps, _ := mountsUnder(dir); len(mps) > 0 {
+	if mps, _ := mountinfo.Under(dir); len(mps) > 0 {
 		t.Errorf("mounts left: %v", mps)
 	}
 	if left, _ := filepath.Glob("/sys/fs/cgroup/*/" + filepath.Base(dir)); len(left) > 0 {
 		t.Errorf("cgroups left: %v", left)
-	}
-}
-
-func TestUnescapeMountinfo(t *testing.T) {
-	for in, want := range map[string]string{
-		`/tmp/a`:         "/tmp/a",
-		`/tmp/a\040b`:    "/tmp/a b",
-		`/tmp/x\134y`:    `/tmp/x\y`,
-		`/tmp/trailing\`: `/tmp/trailing\`,
-	} {
-		if got := unescapeMountinfo(in); got != want {
-			t.Errorf("unescape(%q) = %q, want %q", in, got, want)
-		}
 	}
 }
