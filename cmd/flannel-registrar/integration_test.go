@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
@@ -320,4 +321,123 @@ func BenchmarkCreateToReservation(b *testing.B) {
 	}
 	b.ReportMetric(float64(total.Microseconds())/float64(b.N)/1000, "ms/create-to-etcd")
 	b.ReportMetric(float64(worst.Microseconds())/1000, "ms-worst")
+}
+
+// reports returns the "writes since last report" lines logged so far.
+func (n *node) reports() []map[string]any {
+	var out []map[string]any
+	for line := range strings.SplitSeq(n.Logs(), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == "writes since last report" {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// The real binary programs a peer's network from etcd, and once converged a
+// resync reconciles every key without a single netlink write.
+func TestDaemonProgramsPeerAndResyncWritesNothing(t *testing.T) {
+	srv := etcdtest.Start(t)
+	n := newNode(t, srv, "node-3", netip.MustParseAddr("198.51.100.14"))
+	n.start("INTERVAL=1")
+	testutil.Eventually(t, 20*time.Second, func() error {
+		if _, ok := n.get(keys.Host("node-3")); !ok {
+			return fmt.Errorf("daemon not up yet")
+		}
+		return nil
+	})
+
+	peer := registry.Network{Host: "node-9", Network: "web", Subnet: netip.MustParsePrefix("198.19.9.0/24"),
+		PublicIP: netip.MustParseAddr("198.51.100.99"), VtepMAC: net.HardwareAddr{0x02, 0x42, 0xc6, 0x33, 0x64, 0x63}, VNI: 1}
+	rec, err := registry.EncodeNetwork(peer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := flannel.Encode(flannel.NewReservation("node-9", "web"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := n.etcd.Put(ctx, keys.Network("node-9", "web"), string(rec)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.etcd.Put(ctx, keys.Subnet(peer.Subnet), string(res)); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]string{
+		"route": {"198.19.9.0/24 via 198.19.9.0 dev flannel.1 proto 76 onlink"},
+		"neigh": {"198.19.9.0 lladdr 02:42:c6:33:64:63 PERMANENT"},
+		"fdb":   {"02:42:c6:33:64:63 dst 198.51.100.99 self permanent"},
+	}
+	cmds := map[string][]string{
+		"route": {"ip", "route", "show", "198.19.9.0/24"},
+		"neigh": {"ip", "neigh", "show", "dev", "flannel.1"},
+		"fdb":   {"bridge", "fdb", "show", "dev", "flannel.1"},
+	}
+	testutil.Eventually(t, 5*time.Second, func() error {
+		for what, args := range cmds {
+			out, err := n.ns.Try(args[0], args[1:]...)
+			if err != nil {
+				return err
+			}
+			for _, w := range want[what] {
+				if !strings.Contains(out, w) {
+					return fmt.Errorf("%s: want %q in:\n%s", what, w, out)
+				}
+			}
+		}
+		return nil
+	})
+	// Wait for two full report periods after convergence: the later one
+	// covers a whole resync of a converged host.
+	converged := len(n.reports())
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if r := n.reports(); len(r) < converged+2 {
+			return fmt.Errorf("%d reports so far", len(r))
+		}
+		return nil
+	})
+	last := n.reports()[converged+1]
+	if last["netlink"] != float64(0) || last["iptables"] != float64(0) {
+		t.Fatalf("a resync over a converged host wrote: %v", last)
+	}
+	if rc, _ := last["reconciles"].(float64); rc == 0 {
+		t.Fatalf("no reconcile ran in a resync period (the zero writes prove nothing): %v", last)
+	}
+	// The first programming was logged with its trigger.
+	if logs := n.Logs(); !strings.Contains(logs, `"trigger":"etcd:put /flannel/network/subnets/node-9/web"`) {
+		t.Fatalf("no log line with the etcd trigger:\n%s", logs)
+	}
+}
+
+// One-shot mode (`once`, and the original's `--once`) registers and exits 0.
+func TestDaemonOnce(t *testing.T) {
+	srv := etcdtest.Start(t)
+	n := newNode(t, srv, "node-4", netip.MustParseAddr("198.51.100.15"))
+	n.docker.Docker(t, "network", "create", "--subnet", "198.19.10.0/24", "one")
+	for _, mode := range []string{"once", "--once"} {
+		cmd := exec.Command("nsenter", "--net="+n.ns.Path, daemonBinary(t), mode)
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "ETCD_ENDPOINT=http://127.0.0.1:2379",
+			"DOCKER_HOST=" + n.docker.Host(), "HOST_NAME=node-4", "LOG_FORMAT=json"}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", mode, err, out)
+		}
+		if !strings.Contains(string(out), "one pass done") {
+			t.Fatalf("%s: no completion line:\n%s", mode, out)
+		}
+		if err := n.registered("one", "198.19.10.0/24"); err != nil {
+			t.Fatalf("%s: %v", mode, err)
+		}
+		if mode == "once" {
+			// The second run must find everything in place and change nothing in etcd.
+			if strings.Contains(string(out), "register network") == false {
+				t.Fatalf("first pass did not log the registration:\n%s", out)
+			}
+		} else if strings.Contains(string(out), "register network") {
+			t.Fatalf("second pass registered again:\n%s", out)
+		}
+	}
 }

@@ -378,7 +378,10 @@ func (a *App) Run(ctx context.Context) error {
 		return nil //nolint:nilerr // stopped while waiting: a clean exit
 	}
 	a.log.Info("sources listed; reconciling", "local_networks", len(a.store.LocalNetworks()), "records", len(a.store.Networks()), "leases", len(a.store.Leases()))
+	var wg sync.WaitGroup
+	wg.Go(func() { a.reportCounters(ctx) })
 	a.mgr.Run(ctx)
+	wg.Wait()
 	a.log.Info("stopped")
 	return nil
 }
