@@ -74,6 +74,9 @@ type App struct {
 
 	dockerDown *outage
 
+	mismatchMu sync.Mutex      // guards mismatch
+	mismatch   map[string]bool // PublicIP mismatches already reported
+
 	synced chan struct{} // closed when Docker and etcd have both been listed
 	once   sync.Once
 }
@@ -81,7 +84,7 @@ type App struct {
 // New builds the app from a validated configuration. It opens clients but
 // does not contact etcd or Docker yet: those may be down at start.
 func New(cfg config.Config, log *slog.Logger, version string) (*App, error) {
-	a := &App{cfg: cfg, log: log, version: version, store: state.New(), synced: make(chan struct{})}
+	a := &App{cfg: cfg, log: log, version: version, store: state.New(), synced: make(chan struct{}), mismatch: map[string]bool{}}
 	a.mgr = reconcile.NewManager(cfg.Interval, log)
 	a.dockerDown = &outage{log: log, msg: "docker unavailable; keeping registrations and routes as they are"}
 	if err := a.openClients(); err != nil {
@@ -275,6 +278,8 @@ func (a *App) buildWatchers() error {
 // logs the changes an operator wants to see.
 func (a *App) route(ev state.Event) {
 	switch ev.Kind {
+	case state.KindLease:
+		a.checkOwnLease(ev)
 	case state.KindLink:
 		a.logLink(ev)
 	case state.KindSynced:
@@ -286,6 +291,33 @@ func (a *App) route(ev state.Event) {
 		for _, k := range c.KeysFor(ev) {
 			a.mgr.Enqueue(c.Name(), k, ev.Trigger)
 		}
+	}
+}
+
+// checkOwnLease warns when flanneld published this host's VTEP under another
+// PublicIP than the one we publish (flanneld run with --public-ip, e.g.
+// behind NAT): peers would then send our networks' traffic to the wrong
+// address. The fix is FLANNELD_PUBLIC_IP set to flanneld's --public-ip.
+func (a *App) checkOwnLease(ev state.Event) {
+	l, ok := ev.New.(state.Lease)
+	link := a.store.Link()
+	if !ok || !l.IsVXLAN() || !link.Present || l.VtepMAC.String() != link.MAC.String() {
+		return
+	}
+	ours := a.cfg.PublicIP
+	if !ours.IsValid() {
+		ours = link.Local
+	}
+	if l.PublicIP == ours {
+		return
+	}
+	a.mismatchMu.Lock()
+	seen := a.mismatch[l.PublicIP.String()+"/"+ours.String()]
+	a.mismatch[l.PublicIP.String()+"/"+ours.String()] = true
+	a.mismatchMu.Unlock()
+	if !seen {
+		a.log.Warn("flanneld publishes this host under another PublicIP than flannel-registrar: set FLANNELD_PUBLIC_IP to flanneld's --public-ip",
+			"flannel_lease", l.Subnet.String(), "flannel_public_ip", l.PublicIP.String(), "registrar_public_ip", ours.String())
 	}
 }
 
