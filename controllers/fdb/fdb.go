@@ -7,8 +7,12 @@
 // Only flannel-shaped entries on the VXLAN device are swept: permanent
 // neighbours whose address is no wanted subnet's, and permanent self FDB
 // entries whose MAC is no wanted VTEP's (a peer's old MAC after its device
-// was recreated). Reads are point lookups, so a reconcile costs O(entries of
-// its VTEP), not O(table).
+// was recreated). Entries a network record wanted (since this process
+// started) are ours and always swept; any other only while the store holds a
+// vxlan lease of this host, proof that it sees flanneld's registry (else a
+// wrong FLANNEL_PREFIX would sweep everything flanneld programmed). Reads
+// are point lookups, so a reconcile costs O(entries of its VTEP), not
+// O(table).
 package fdb
 
 import (
@@ -44,7 +48,7 @@ type Controller struct {
 	store *state.Store
 	opts  Options
 
-	mu   sync.Mutex // guards plan, seen and byMAC
+	mu   sync.Mutex // guards plan, seen, byMAC, ownFDB and ownNeigh
 	plan *plan
 	// seen remembers the lladdr each neighbour address was last found with
 	// (by Keys' dumps and our own writes), byMAC the reverse. They only
@@ -52,6 +56,15 @@ type Controller struct {
 	// candidate is re-read before it is deleted.
 	seen  map[netip.Addr]string
 	byMAC map[string]map[netip.Addr]struct{}
+	// ownFDB and ownNeigh are the entries a network record wanted: ours,
+	// swept also when the store cannot prove it sees flanneld's registry.
+	ownFDB   map[string]struct{}
+	ownNeigh map[neighEntry]struct{}
+}
+
+type neighEntry struct {
+	ip  netip.Addr
+	mac string
 }
 
 // plan is the desired state derived from one version of the store.
@@ -60,11 +73,15 @@ type plan struct {
 	link    state.Link
 	self    remote.Self
 	l2      remote.L2
+	// sweep: the store holds a vxlan lease of this host, so entries no
+	// lease or record wants may be swept (remote.SeesFlannel).
+	sweep bool
 }
 
 // New returns the fdb controller.
 func New(h *netlinkx.Handle, store *state.Store, o Options) *Controller {
-	return &Controller{h: h, store: store, opts: o, seen: map[netip.Addr]string{}, byMAC: map[string]map[netip.Addr]struct{}{}}
+	return &Controller{h: h, store: store, opts: o, seen: map[netip.Addr]string{}, byMAC: map[string]map[netip.Addr]struct{}{},
+		ownFDB: map[string]struct{}{}, ownNeigh: map[neighEntry]struct{}{}}
 }
 
 // Name implements reconcile.Controller.
@@ -85,12 +102,20 @@ func (c *Controller) desired() *plan {
 		self.PublicIP = link.Local
 	}
 	p = &plan{version: v, link: link, self: self}
+	var subnets map[netip.Prefix]remote.Subnet
 	if self.Known() {
-		subnets, _ := remote.All(self, c.store.Networks(), c.store.Leases())
+		subnets, _ = remote.All(self, c.store.Networks(), c.store.Leases())
 		p.l2 = remote.L2Of(subnets)
+		p.sweep = remote.SeesFlannel(c.store, self, link.MAC)
 	}
 	c.mu.Lock()
 	c.plan = p
+	for _, s := range subnets {
+		if s.Source == remote.FromRecord {
+			c.ownFDB[s.MAC()] = struct{}{}
+			c.ownNeigh[neighEntry{s.Gateway(), s.MAC()}] = struct{}{}
+		}
+	}
 	c.mu.Unlock()
 	return p
 }
@@ -116,7 +141,7 @@ func (c *Controller) Reconcile(ctx context.Context, key string) error {
 		errs = append(errs, c.ensureNeigh(ctx, p.link.Index, dev, mac, ip))
 	}
 	errs = append(errs, c.sweepNeighs(ctx, p, dev, key))
-	if _, ok := p.l2.FDB[key]; !ok {
+	if _, ok := p.l2.FDB[key]; !ok && (p.sweep || c.ownsFDB(key)) {
 		errs = append(errs, c.sweepFDB(ctx, p.link.Index, dev, mac))
 	}
 	return errors.Join(errs...)
@@ -169,7 +194,8 @@ func (c *Controller) ensureNeigh(ctx context.Context, index int, dev string, mac
 
 // sweepNeighs deletes the permanent neighbours last seen with lladdr key
 // whose address no VTEP wants. An address wanted by another VTEP is left to
-// that VTEP's reconcile, which replaces it.
+// that VTEP's reconcile, which replaces it. Without p.sweep only those a
+// record wanted are deleted.
 func (c *Controller) sweepNeighs(ctx context.Context, p *plan, dev, key string) error {
 	var errs []error
 	for _, ip := range c.candidates(key) {
@@ -179,6 +205,9 @@ func (c *Controller) sweepNeighs(ctx context.Context, p *plan, dev, key string) 
 			}
 			continue
 		}
+		if !p.sweep && !c.ownsNeigh(ip, key) {
+			continue
+		}
 		cur, err := c.h.Neigh(p.link.Index, ip)
 		if err != nil {
 			errs = append(errs, err)
@@ -186,6 +215,7 @@ func (c *Controller) sweepNeighs(ctx context.Context, p *plan, dev, key string) 
 		}
 		if cur == nil || cur.HardwareAddr.String() != key || !permanentNeigh(*cur) {
 			c.forget(key, ip)
+			c.disownNeigh(ip, key)
 			continue
 		}
 		if err := c.h.NeighDel(cur); err != nil {
@@ -193,6 +223,7 @@ func (c *Controller) sweepNeighs(ctx context.Context, p *plan, dev, key string) 
 			continue
 		}
 		c.forget(key, ip)
+		c.disownNeigh(ip, key)
 		reconcile.Record(ctx, "neigh del "+netlinkx.FormatNeigh(*cur, dev))
 	}
 	return errors.Join(errs...)
@@ -200,12 +231,17 @@ func (c *Controller) sweepNeighs(ctx context.Context, p *plan, dev, key string) 
 
 func (c *Controller) sweepFDB(ctx context.Context, index int, dev string, mac net.HardwareAddr) error {
 	cur, err := c.h.FDBEntry(index, mac)
-	if err != nil || cur == nil || !flannelFDB(*cur) {
+	if err != nil {
 		return err
+	}
+	if cur == nil || !flannelFDB(*cur) {
+		c.disownFDB(mac.String())
+		return nil
 	}
 	if err := c.h.NeighDel(cur); err != nil {
 		return err
 	}
+	c.disownFDB(mac.String())
 	reconcile.Record(ctx, "fdb del "+netlinkx.FormatNeigh(*cur, dev))
 	return nil
 }
@@ -254,6 +290,34 @@ func (c *Controller) dropLocked(mac string, ip netip.Addr) {
 	if len(c.byMAC[mac]) == 0 {
 		delete(c.byMAC, mac)
 	}
+}
+
+func (c *Controller) ownsFDB(mac string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.ownFDB[mac]
+	return ok
+}
+
+func (c *Controller) ownsNeigh(ip netip.Addr, mac string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.ownNeigh[neighEntry{ip, mac}]
+	return ok
+}
+
+// disownFDB and disownNeigh drop an entry found gone or swept; a record
+// that wants it again marks it anew (desired).
+func (c *Controller) disownFDB(mac string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.ownFDB, mac)
+}
+
+func (c *Controller) disownNeigh(ip netip.Addr, mac string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.ownNeigh, neighEntry{ip, mac})
 }
 
 func (c *Controller) candidates(mac string) []netip.Addr {
@@ -313,7 +377,8 @@ func (c *Controller) Keys(context.Context) ([]string, error) {
 
 // KeysFor maps a store change to the VTEPs it concerns: for a record or
 // lease, the MACs before and after and every VTEP that claims or held the
-// subnet's gateway; every key when the VXLAN device changed.
+// subnet's gateway; every key when the VXLAN device changed or a lease of
+// this host appeared (entries no lease wants may now be swept).
 func (c *Controller) KeysFor(ev state.Event) []string {
 	var keys []string
 	var subnets []netip.Prefix
@@ -334,16 +399,13 @@ func (c *Controller) KeysFor(ev state.Event) []string {
 				subnets = append(subnets, l.Subnet)
 			}
 		}
+		if l, ok := ev.New.(state.Lease); ok {
+			if p := c.desired(); remote.IsSelfLease(l, p.self, p.link.MAC) {
+				keys = append(keys, c.known(p)...)
+			}
+		}
 	case state.KindLink:
-		p := c.desired()
-		for mac := range p.l2.FDB {
-			keys = append(keys, mac)
-		}
-		c.mu.Lock()
-		for mac := range c.byMAC {
-			keys = append(keys, mac)
-		}
-		c.mu.Unlock()
+		keys = append(keys, c.known(c.desired())...)
 	}
 	for _, s := range subnets {
 		keys = append(keys, c.claimants(s)...)
@@ -351,6 +413,20 @@ func (c *Controller) KeysFor(ev state.Event) []string {
 	keys = slices.DeleteFunc(keys, func(k string) bool { return k == "" })
 	slices.Sort(keys)
 	return slices.Compact(keys)
+}
+
+// known returns every wanted VTEP and every one last seen on the device.
+func (c *Controller) known(p *plan) []string {
+	keys := make([]string, 0, len(p.l2.FDB))
+	for mac := range p.l2.FDB {
+		keys = append(keys, mac)
+	}
+	c.mu.Lock()
+	for mac := range c.byMAC {
+		keys = append(keys, mac)
+	}
+	c.mu.Unlock()
+	return keys
 }
 
 // claimants are the VTEPs that claim subnet s now (records, lease) or were

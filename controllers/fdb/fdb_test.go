@@ -63,6 +63,15 @@ func (f *fixture) record(n byte, network, subnet string, vtep net.HardwareAddr) 
 	return key
 }
 
+// selfLease stores this host's own flanneld lease (VtepMAC flannel.1's):
+// what a real deployment has, and the proof that the store sees flanneld's
+// registry, which sweeping entries no record wanted needs.
+func (f *fixture) selfLease() {
+	m := f.store.Link().MAC
+	f.store.PutLease(state.Lease{Subnet: netip.MustParsePrefix("198.18.1.0/24"), Raw: flannel.NewVXLAN(localIP, 1, m),
+		PublicIP: localIP, VNI: 1, VtepMAC: m}, "test")
+}
+
 // pass reconciles every key once and returns what was recorded.
 func (f *fixture) pass() []string {
 	f.t.Helper()
@@ -121,6 +130,7 @@ func TestProgramsFlannelsEntries(t *testing.T) {
 // including after a restart of the controller (found by the dump).
 func TestPeersOldMACSwept(t *testing.T) {
 	f := setup(t)
+	f.selfLease() // the restarted controller no longer knows the entry was a record's
 	key := f.record(2, "a", "198.18.2.0/24", mac(2))
 	f.pass()
 	f.store.PutNetwork(key, registry.Network{Host: "h2", Network: "a", Subnet: netip.MustParsePrefix("198.18.2.0/24"),
@@ -237,5 +247,66 @@ func TestKeysFor(t *testing.T) {
 				t.Errorf("KeysFor = %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// Entries no record of ours wanted (flanneld's, for a lease our store does
+// not hold: a wrong FLANNEL_PREFIX) are kept while the store holds no lease
+// of this host, with no write and no error; entries a record wanted are
+// swept as usual. With this host's lease they go.
+func TestFlannelEntriesKeptWithoutLeaseOfThisHost(t *testing.T) {
+	f := setup(t)
+	for _, cmd := range [][]string{
+		{"bridge", "fdb", "append", mac(7).String(), "dev", iface, "dst", peerIP(7).String(), "self", "permanent"},
+		{"ip", "neigh", "replace", "198.18.7.0", "lladdr", mac(7).String(), "dev", iface, "nud", "permanent"},
+	} {
+		f.show(cmd...)
+	}
+	// A lease of another host does not prove we see flanneld's registry.
+	f.store.PutLease(state.Lease{Subnet: netip.MustParsePrefix("198.18.4.0/24"), Raw: flannel.NewVXLAN(peerIP(3), 1, mac(3)),
+		PublicIP: peerIP(3), VNI: 1, VtepMAC: mac(3)}, "test")
+	key := f.record(2, "a", "198.18.2.0/24", mac(2))
+	f.pass()
+	f.store.DeleteNetwork(key, "test")
+	got := f.pass()
+	want := []string{
+		"neigh del 198.18.2.0 lladdr aa:bb:cc:00:00:02 dev flannel.1 nud permanent",
+		"fdb del aa:bb:cc:00:00:02 dst 198.51.100.2 dev flannel.1 self permanent",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("recorded\n%s\nwant our record's entries swept only:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	w0 := f.h.Writes()
+	if got := f.pass(); len(got) != 0 || f.h.Writes() != w0 {
+		t.Errorf("pass recorded %q and made %d writes, want nothing", got, f.h.Writes()-w0)
+	}
+	if out := f.show("bridge", "fdb", "show", "dev", iface); !strings.Contains(out, mac(7).String()+" dst "+peerIP(7).String()+" self permanent") {
+		t.Errorf("flanneld's FDB entry swept without a lease of this host:\n%s", out)
+	}
+	if out := f.show("ip", "neigh", "show", "dev", iface); !strings.Contains(out, "198.18.7.0 lladdr "+mac(7).String()+" PERMANENT") {
+		t.Errorf("flanneld's neighbour swept without a lease of this host:\n%s", out)
+	}
+
+	f.selfLease()
+	got = f.pass()
+	want = []string{
+		"fdb del aa:bb:cc:00:00:07 dst 198.51.100.7 dev flannel.1 self permanent",
+		"neigh del 198.18.7.0 lladdr aa:bb:cc:00:00:07 dev flannel.1 nud permanent",
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Errorf("with this host's lease recorded\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// This host's lease appearing enqueues every known VTEP: entries may now be swept.
+func TestKeysForSelfLease(t *testing.T) {
+	f := setup(t)
+	f.record(2, "a", "198.18.2.0/24", mac(2))
+	m := f.store.Link().MAC
+	own := state.Lease{Subnet: netip.MustParsePrefix("198.18.1.0/24"), Raw: flannel.NewVXLAN(localIP, 1, m), PublicIP: localIP, VNI: 1, VtepMAC: m}
+	got := f.c.KeysFor(state.Event{Kind: state.KindLease, New: own})
+	if !slices.Contains(got, mac(2).String()) {
+		t.Errorf("KeysFor(self lease) = %v, want every VTEP", got)
 	}
 }

@@ -28,6 +28,9 @@ type Input struct {
 	// Links resolves device names (Extra.Dev, local bridges) to indexes;
 	// a missing name has no entry.
 	Links map[string]int
+	// SeesFlannel: the store holds a vxlan lease of this host, so it sees
+	// flanneld's registry (remote.SeesFlannel).
+	SeesFlannel bool
 }
 
 // Decision is the desired state of one destination.
@@ -37,6 +40,10 @@ type Decision struct {
 	// KeepFlannel: a remote flannel lease for Dst is alive, so a
 	// flannel-shaped route may stay even though we want none.
 	KeepFlannel bool
+	// SweepFlannel: flannel-shaped routes no lease wants may be deleted.
+	// False while the store shows no lease of this host: then a wrong
+	// FLANNEL_PREFIX, not flanneld, may be why no lease wants them.
+	SweepFlannel bool
 	// Local: Dst overlaps a local network, so no tunnel route may exist.
 	Local bool
 	// Claimed: a lease or record claims Dst (with Local: a conflict).
@@ -54,7 +61,7 @@ type Decision struct {
 // (FLANNEL_ROUTES_EXTRA, then HOST_GATEWAY_MAP) take precedence over tunnel
 // routes; a subnet overlapping a local network is never routed into the tunnel.
 func Decide(in Input) (Decision, error) {
-	d := Decision{Dst: in.Dst}
+	d := Decision{Dst: in.Dst, SweepFlannel: in.SeesFlannel}
 	switch {
 	case in.Extra != nil:
 		r := &netlink.Route{Dst: netlinkx.IPNet(in.Dst), Gw: in.Extra.Gateway.AsSlice(), Protocol: netlinkx.RouteProtocol}
@@ -158,7 +165,8 @@ type Step struct {
 
 // Plan compares the desired state with the main table's routes to d.Dst and
 // returns the changes in order, and a conflict when a foreign route holds
-// the place of the wanted one. Adds come first and use replace, so a route
+// the place of the wanted one. A flannel-shaped route is deleted for a local
+// network's sake, or, with d.SweepFlannel, when no lease wants it. Adds come first and use replace, so a route
 // that takes the place of another (ours over flannel's, a bridge's connected
 // route over a tunnel route) does so atomically; deletes follow. Only our
 // routes and flannel-shaped routes on the VXLAN device are ever deleted or
@@ -171,7 +179,8 @@ func Plan(d Decision, actual []netlink.Route, vxlanIndex int) ([]Step, *Conflict
 		if d.Want != nil && matches(r, *d.Want) {
 			return false
 		}
-		return r.Protocol == netlinkx.RouteProtocol || flannelShaped(r, vxlanIndex) && (d.Local || !d.KeepFlannel)
+		return r.Protocol == netlinkx.RouteProtocol ||
+			flannelShaped(r, vxlanIndex) && (d.Local || (!d.KeepFlannel && d.SweepFlannel))
 	}
 	var adds, dels []netlink.Route
 	var conflict *Conflict

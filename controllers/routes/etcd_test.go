@@ -38,8 +38,19 @@ func TestEtcdRecordsToKernel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// flanneld's own lease: the proof that we see its registry, so the
+	// remote lease's route, neighbour and FDB entry are swept when it goes.
+	vx, err := x.ns.Handle.LinkByName(iface)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := flannel.Encode(flannel.NewVXLAN(localIP, 1, vx.Attrs().HardwareAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
 	recKey, leaseKey := keys.Network("h2", "app"), keys.Subnet(netip.MustParsePrefix("198.18.3.0/24"))
-	for k, v := range map[string][]byte{recKey: rec, leaseKey: lease} {
+	ownKey := keys.Subnet(netip.MustParsePrefix("198.18.1.0/24"))
+	for k, v := range map[string][]byte{recKey: rec, leaseKey: lease, ownKey: own} {
 		if _, err := cli.Put(ctx, k, string(v)); err != nil {
 			t.Fatal(err)
 		}

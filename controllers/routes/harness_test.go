@@ -133,6 +133,20 @@ func (x *host) putLease(n byte, subnet string) {
 		"test:put lease "+subnet)
 }
 
+// putSelfLease stores this host's own flanneld lease (PublicIP localIP,
+// VtepMAC flannel.1's): what a real deployment has, and the proof that the
+// store sees flanneld's registry, which sweeping flannel-shaped state needs.
+func (x *host) putSelfLease(subnet string) {
+	x.t.Helper()
+	l, err := x.ns.Handle.LinkByName(iface)
+	if err != nil {
+		x.t.Fatal(err)
+	}
+	m := l.Attrs().HardwareAddr
+	x.store.PutLease(state.Lease{Subnet: netip.MustParsePrefix(subnet), Raw: flannel.NewVXLAN(localIP, 1, m), PublicIP: localIP, VNI: 1, VtepMAC: m},
+		"test:put self lease "+subnet)
+}
+
 func (x *host) run(args ...string) string {
 	x.t.Helper()
 	return x.ns.Run(x.t, args[0], args[1:]...)

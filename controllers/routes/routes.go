@@ -9,7 +9,10 @@
 // reconcile converges everything of that destination, so a destination
 // reached under several keys is never fought over. Routes we create carry
 // netlinkx.RouteProtocol; only those, and flannel-shaped routes on the VXLAN
-// device whose lease and record are gone, are ever deleted. A subnet that
+// device whose lease and record are gone, are ever deleted — the latter only
+// while the store holds a vxlan lease of this host, proof that it sees
+// flanneld's registry (else a wrong FLANNEL_PREFIX would sweep every route
+// flanneld programmed). A subnet that
 // overlaps a local Docker network is never routed into the tunnel: a tunnel
 // route for it is deleted, the bridge's connected route restored, and the
 // conflict reported.
@@ -168,6 +171,7 @@ func (c *Controller) input(dst netip.Prefix) (Input, error) {
 	if l, ok := c.store.Lease(dst); ok {
 		in.Lease = &l
 	}
+	in.SeesFlannel = remote.SeesFlannel(c.store, in.Self, link.MAC)
 	if g, ok := c.gw[dst]; ok {
 		in.Gateway = &g
 	}
@@ -301,9 +305,16 @@ func (c *Controller) wantedKeys() []string {
 }
 
 // KeysFor maps a store change to the destinations it concerns: the subnets
-// of a record, lease or local network before and after; every key when the
-// VXLAN device changed (its index, or this host's identity, changed).
+// of a record, lease or local network before and after, and for a local
+// network every record, lease or conflict subnet overlapping it; every key
+// when the VXLAN device changed (its index, or this host's identity,
+// changed) or a lease of this host appeared (flannel-shaped routes may now
+// be swept).
 func (c *Controller) KeysFor(ev state.Event) []string {
+	var keys []string
+	if ev.Kind == state.KindLink || (ev.Kind == state.KindLease && c.selfLease(ev.New)) {
+		keys, _ = c.Keys(context.Background()) // a failed dump still yields the wanted keys
+	}
 	var ps []netip.Prefix
 	switch ev.Kind {
 	case state.KindNetwork:
@@ -322,13 +333,10 @@ func (c *Controller) KeysFor(ev state.Event) []string {
 		for _, v := range []any{ev.Old, ev.New} {
 			if l, ok := v.(state.LocalNetwork); ok {
 				ps = append(ps, l.Subnet)
+				ps = append(ps, c.overlapping(l.Subnet)...)
 			}
 		}
-	case state.KindLink:
-		keys, _ := c.Keys(context.Background()) // a failed dump still yields the wanted keys
-		return keys
 	}
-	var keys []string
 	for _, p := range ps {
 		if p.IsValid() {
 			keys = append(keys, p.Masked().String())
@@ -336,4 +344,41 @@ func (c *Controller) KeysFor(ev state.Event) []string {
 	}
 	slices.Sort(keys)
 	return slices.Compact(keys)
+}
+
+func (c *Controller) selfLease(v any) bool {
+	l, ok := v.(state.Lease)
+	if !ok {
+		return false
+	}
+	link := c.store.Link()
+	return remote.IsSelfLease(l, c.self(link), link.MAC)
+}
+
+// overlapping returns the subnets of records, leases and reported conflicts
+// that overlap p: a local network appearing or going changes how they are
+// routed. O(records + leases).
+func (c *Controller) overlapping(p netip.Prefix) []netip.Prefix {
+	if !p.IsValid() {
+		return nil
+	}
+	var out []netip.Prefix
+	for _, n := range c.store.Networks() {
+		if n.Subnet.Overlaps(p) {
+			out = append(out, n.Subnet)
+		}
+	}
+	for _, l := range c.store.Leases() {
+		if l.Subnet.Overlaps(p) {
+			out = append(out, l.Subnet)
+		}
+	}
+	c.mu.Lock()
+	for q := range c.conflicts {
+		if q.Overlaps(p) {
+			out = append(out, q)
+		}
+	}
+	c.mu.Unlock()
+	return out
 }

@@ -86,9 +86,13 @@ type Store struct {
 	networks map[string]registry.Network // by etcd key
 	bySubnet map[netip.Prefix]map[string]struct{}
 	leases   map[netip.Prefix]Lease
-	hosts    map[string]registry.HostRecord
-	link     Link
-	synced   map[string]bool
+	// vxlanByMAC and vxlanByIP index the vxlan leases by VtepMAC (string
+	// form) and PublicIP, so "does this host's flanneld hold a lease?" is O(1).
+	vxlanByMAC map[string]map[netip.Prefix]struct{}
+	vxlanByIP  map[netip.Addr]map[netip.Prefix]struct{}
+	hosts      map[string]registry.HostRecord
+	link       Link
+	synced     map[string]bool
 
 	subsMu sync.Mutex // guards subs; separate so subscribers may read the store
 	subs   []func(Event)
@@ -108,6 +112,9 @@ func New() *Store {
 		leases:   map[netip.Prefix]Lease{},
 		hosts:    map[string]registry.HostRecord{},
 		synced:   map[string]bool{},
+
+		vxlanByMAC: map[string]map[netip.Prefix]struct{}{},
+		vxlanByIP:  map[netip.Addr]map[netip.Prefix]struct{}{},
 	}
 }
 
@@ -186,6 +193,11 @@ func (s *Store) ReplaceEtcd(v EtcdView, trigger string) {
 		s.indexNetwork(k, n)
 	}
 	s.leases = v.Leases
+	s.vxlanByMAC = map[string]map[netip.Prefix]struct{}{}
+	s.vxlanByIP = map[netip.Addr]map[netip.Prefix]struct{}{}
+	for _, l := range v.Leases {
+		s.indexLease(l)
+	}
 	s.hosts = v.Hosts
 	s.mu.Unlock()
 	s.publish(evs)
@@ -223,12 +235,32 @@ func (s *Store) DeleteNetwork(key, trigger string) {
 
 // PutLease adds or updates a flannel lease.
 func (s *Store) PutLease(l Lease, trigger string) {
-	put(s, &s.leases, KindLease, l.Subnet, l.Subnet.String(), l, leaseEqual, trigger)
+	s.mu.Lock()
+	old, had := s.leases[l.Subnet]
+	if had {
+		s.unindexLease(old)
+	}
+	s.leases[l.Subnet] = l
+	s.indexLease(l)
+	s.mu.Unlock()
+	if had && leaseEqual(old, l) {
+		return
+	}
+	s.publish([]Event{event(KindLease, l.Subnet.String(), trigger, old, had, l, true)})
 }
 
 // DeleteLease removes the lease of p.
 func (s *Store) DeleteLease(p netip.Prefix, trigger string) {
-	remove(s, &s.leases, KindLease, p, p.String(), trigger)
+	s.mu.Lock()
+	old, had := s.leases[p]
+	if had {
+		s.unindexLease(old)
+		delete(s.leases, p)
+	}
+	s.mu.Unlock()
+	if had {
+		s.publish([]Event{event(KindLease, p.String(), trigger, old, true, nil, false)})
+	}
 }
 
 // PutHost adds or updates a host record.
@@ -388,6 +420,44 @@ func (s *Store) Leases() []Lease {
 	return out
 }
 
+// VXLANLeaseWithMAC returns a vxlan lease whose VtepMAC is mac (the one of
+// the lowest subnet when several are). With mac the VXLAN device's own, it
+// tells whether the store sees this host's flanneld, and so flanneld's
+// registry.
+func (s *Store) VXLANLeaseWithMAC(mac net.HardwareAddr) (Lease, bool) {
+	if len(mac) == 0 {
+		return Lease{}, false
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.firstLease(s.vxlanByMAC[mac.String()])
+}
+
+// VXLANLeaseWithPublicIP returns a vxlan lease whose PublicIP is ip (the one
+// of the lowest subnet when several are).
+func (s *Store) VXLANLeaseWithPublicIP(ip netip.Addr) (Lease, bool) {
+	if !ip.IsValid() {
+		return Lease{}, false
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.firstLease(s.vxlanByIP[ip])
+}
+
+// firstLease returns the lease of the lowest of ps; s.mu must be held.
+func (s *Store) firstLease(ps map[netip.Prefix]struct{}) (Lease, bool) {
+	var best netip.Prefix
+	for p := range ps {
+		if !best.IsValid() || p.Addr().Less(best.Addr()) || (p.Addr() == best.Addr() && p.Bits() < best.Bits()) {
+			best = p
+		}
+	}
+	if !best.IsValid() {
+		return Lease{}, false
+	}
+	return s.leases[best], true
+}
+
 // Host returns the host record of host.
 func (s *Store) Host(host string) (registry.HostRecord, bool) {
 	s.mu.RLock()
@@ -428,6 +498,49 @@ func (s *Store) unindexNetwork(key string, n registry.Network) {
 		delete(m, key)
 		if len(m) == 0 {
 			delete(s.bySubnet, n.Subnet)
+		}
+	}
+}
+
+// indexLease adds a vxlan lease to the MAC and PublicIP indexes.
+func (s *Store) indexLease(l Lease) {
+	if !l.IsVXLAN() {
+		return
+	}
+	if len(l.VtepMAC) > 0 {
+		addIndex(s.vxlanByMAC, l.VtepMAC.String(), l.Subnet)
+	}
+	if l.PublicIP.IsValid() {
+		addIndex(s.vxlanByIP, l.PublicIP, l.Subnet)
+	}
+}
+
+func (s *Store) unindexLease(l Lease) {
+	if !l.IsVXLAN() {
+		return
+	}
+	if len(l.VtepMAC) > 0 {
+		dropIndex(s.vxlanByMAC, l.VtepMAC.String(), l.Subnet)
+	}
+	if l.PublicIP.IsValid() {
+		dropIndex(s.vxlanByIP, l.PublicIP, l.Subnet)
+	}
+}
+
+func addIndex[K comparable](idx map[K]map[netip.Prefix]struct{}, k K, p netip.Prefix) {
+	m := idx[k]
+	if m == nil {
+		m = map[netip.Prefix]struct{}{}
+		idx[k] = m
+	}
+	m[p] = struct{}{}
+}
+
+func dropIndex[K comparable](idx map[K]map[netip.Prefix]struct{}, k K, p netip.Prefix) {
+	if m := idx[k]; m != nil {
+		delete(m, p)
+		if len(m) == 0 {
+			delete(idx, k)
 		}
 	}
 }

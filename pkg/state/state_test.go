@@ -146,3 +146,47 @@ func TestLinkAndSynced(t *testing.T) {
 		t.Fatal("synced flags wrong")
 	}
 }
+
+// The vxlan lease index follows puts, moves, deletes and relists, and never
+// holds reservations or leases of other backends.
+func TestVXLANLeaseIndex(t *testing.T) {
+	s := New()
+	m1, m2 := mustMAC("aa:bb:cc:00:00:01"), mustMAC("aa:bb:cc:00:00:02")
+	ip1, ip2 := netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("198.51.100.2")
+	vx := func(p string, ip netip.Addr, mac net.HardwareAddr) Lease {
+		return Lease{Subnet: netip.MustParsePrefix(p), Raw: flannel.NewVXLAN(ip, 1, mac), PublicIP: ip, VNI: 1, VtepMAC: mac}
+	}
+	check := func(step string, mac net.HardwareAddr, ip netip.Addr, want string) {
+		t.Helper()
+		for name, get := range map[string]func() (Lease, bool){
+			"mac": func() (Lease, bool) { return s.VXLANLeaseWithMAC(mac) },
+			"ip":  func() (Lease, bool) { return s.VXLANLeaseWithPublicIP(ip) },
+		} {
+			l, ok := get()
+			switch {
+			case want == "" && ok:
+				t.Errorf("%s: by %s: got %s, want none", step, name, l.Subnet)
+			case want != "" && (!ok || l.Subnet.String() != want):
+				t.Errorf("%s: by %s: got %s %v, want %s", step, name, l.Subnet, ok, want)
+			}
+		}
+	}
+	check("empty", m1, ip1, "")
+	if _, ok := s.VXLANLeaseWithMAC(nil); ok {
+		t.Error("nil MAC found a lease")
+	}
+	res := Lease{Subnet: netip.MustParsePrefix("198.19.9.0/24"), Raw: flannel.NewReservation("h1", "app"), PublicIP: ip1}
+	s.PutLease(res, "t")
+	check("reservation only", m1, ip1, "")
+	s.PutLease(vx("198.19.2.0/24", ip1, m1), "t")
+	s.PutLease(vx("198.19.1.0/24", ip1, m1), "t")
+	check("two leases", m1, ip1, "198.19.1.0/24")
+	s.PutLease(vx("198.19.1.0/24", ip2, m2), "t") // moved to another host
+	check("after move, host 1", m1, ip1, "198.19.2.0/24")
+	check("after move, host 2", m2, ip2, "198.19.1.0/24")
+	s.DeleteLease(netip.MustParsePrefix("198.19.2.0/24"), "t")
+	check("after delete", m1, ip1, "")
+	s.ReplaceEtcd(EtcdView{Leases: map[netip.Prefix]Lease{res.Subnet: res, netip.MustParsePrefix("198.19.3.0/24"): vx("198.19.3.0/24", ip1, m1)}}, "etcd:list")
+	check("after relist, host 1", m1, ip1, "198.19.3.0/24")
+	check("after relist, host 2", m2, ip2, "")
+}

@@ -188,3 +188,28 @@ func ComparePrefix(a, b netip.Prefix) int {
 	}
 	return cmp.Compare(a.Bits(), b.Bits())
 }
+
+// LeaseIndex is the store's lookup of vxlan leases by VTEP.
+type LeaseIndex interface {
+	VXLANLeaseWithMAC(mac net.HardwareAddr) (state.Lease, bool)
+	VXLANLeaseWithPublicIP(ip netip.Addr) (state.Lease, bool)
+}
+
+// SeesFlannel says whether the store holds a vxlan lease of this host (its
+// VTEP MAC is the VXLAN device's, or its PublicIP is self's): proof that we
+// read flanneld's registry (FLANNEL_PREFIX is right). Only then does the
+// absence of a lease mean flanneld wants no route, neighbour or FDB entry,
+// so only then may flannel-shaped objects no lease wants be swept.
+func SeesFlannel(idx LeaseIndex, self Self, vtepMAC net.HardwareAddr) bool {
+	if _, ok := idx.VXLANLeaseWithMAC(vtepMAC); ok {
+		return true
+	}
+	_, ok := idx.VXLANLeaseWithPublicIP(self.PublicIP)
+	return ok
+}
+
+// IsSelfLease says whether l is a vxlan lease of this host (see SeesFlannel).
+func IsSelfLease(l state.Lease, self Self, vtepMAC net.HardwareAddr) bool {
+	return l.IsVXLAN() && ((len(vtepMAC) > 0 && l.VtepMAC.String() == vtepMAC.String()) ||
+		(self.PublicIP.IsValid() && l.PublicIP == self.PublicIP))
+}
