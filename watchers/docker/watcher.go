@@ -253,6 +253,16 @@ func (w *Watcher) created(ctx context.Context, id, trigger string) error {
 	}
 	ln, reason, v := classify(n)
 	if v == accept {
+		older, err := w.olderNamesake(ctx, ln)
+		if err != nil {
+			return err
+		}
+		if older != "" {
+			// Same rule as the list: the older network keeps the name, so a
+			// re-list does not flip the record between the two.
+			w.invalid(n.Name, fmt.Sprintf("network %.12s has the same name as %.12s", n.ID, older))
+			return nil
+		}
 		w.store.PutLocal(ln, trigger)
 		return nil
 	}
@@ -265,6 +275,24 @@ func (w *Watcher) created(ctx context.Context, id, trigger string) error {
 		w.store.DeleteLocal(n.Name, trigger) // a stale entry whose destroy we missed
 	}
 	return nil
+}
+
+// olderNamesake returns the ID of the network already stored under ln's
+// name if it is another network that still exists; "" if there is none or
+// it is gone (a destroy we missed).
+func (w *Watcher) olderNamesake(ctx context.Context, ln state.LocalNetwork) (string, error) {
+	cur, ok := w.store.Local(ln.Name)
+	if !ok || cur.ID == ln.ID {
+		return "", nil
+	}
+	_, err := w.api.NetworkInspect(ctx, cur.ID, network.InspectOptions{})
+	switch {
+	case cerrdefs.IsNotFound(err):
+		return "", nil
+	case err != nil:
+		return "", fmt.Errorf("docker network inspect %.12s: %w", cur.ID, err)
+	}
+	return cur.ID, nil
 }
 
 func (w *Watcher) poke(trigger string) {

@@ -296,3 +296,33 @@ func TestWatcherListEventsAndReconnect(t *testing.T) {
 		}
 	}
 }
+
+// A create event for a second network with a stored network's name does not
+// take the name while the older one exists (the list applies the same rule,
+// so a re-list never flips the record); once the older one is gone, it does.
+func TestCreateOfNamesakeKeepsOlder(t *testing.T) {
+	t0 := time.Now()
+	api := newFakeAPI(bridgeNet("dup", id('x'), "10.5.40.0/24", t0))
+	store := state.New()
+	rec := &recorder{}
+	run(t, api, store, rec.options())
+	s := api.nextStream(t)
+	wantNames(t, store, "dup=x")
+
+	api.put(bridgeNet("dup", id('y'), "10.5.41.0/24", t0.Add(time.Second)))
+	s.msgs <- netEvent(events.ActionCreate, id('y'), "dup")
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if got := rec.get(&rec.invalids); !slices.Contains(got, "dup: network y00000000000 has the same name as x00000000000") {
+			return fmt.Errorf("invalids: %q", got)
+		}
+		return nil
+	})
+	if got := names(store); !slices.Equal(got, []string{"dup=x"}) {
+		t.Fatalf("the newer namesake took the name: %v", got)
+	}
+
+	// The older one vanished without a destroy event reaching us: the newer takes over.
+	api.remove(id('x'))
+	s.msgs <- netEvent(events.ActionCreate, id('y'), "dup")
+	wantNames(t, store, "dup=y")
+}
