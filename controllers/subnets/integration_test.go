@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -25,6 +27,7 @@ import (
 type daemon struct {
 	store *state.Store
 	ctrl  *subnets.Controller
+	mgr   *reconcile.Manager
 	w     *etcdwatch.Watcher
 	stop  func()
 }
@@ -69,7 +72,7 @@ func startDaemon(t *testing.T, srv *etcdtest.Server, host string, store *state.S
 		return nil
 	})
 	wg.Go(func() { mgr.Run(ctx) })
-	d := &daemon{store: store, ctrl: ctrl, w: w}
+	d := &daemon{store: store, ctrl: ctrl, mgr: mgr, w: w}
 	var once sync.Once
 	d.stop = func() {
 		once.Do(func() {
@@ -239,5 +242,99 @@ func TestTwoDaemonsRaceForOneSubnet(t *testing.T) {
 	}
 	if value(t, cli, keys.Network(hosts[winner], fmt.Sprintf("net%d", winner))) == "" {
 		t.Error("the winner has no record")
+	}
+}
+
+// TestDuplicateHostNameDaemons: two hosts configured with the same host name
+// (cloned VMs) and different identities share one etcd. Neither ever deletes
+// or overwrites the other's entries, and both report the duplicate.
+func TestDuplicateHostNameDaemons(t *testing.T) {
+	srv := etcdtest.Start(t)
+	cli := srv.Client(t)
+	ctx := context.Background()
+	start := srv.Revision(t) + 1
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	wch := cli.Watch(wctx, "/", clientv3.WithPrefix(), clientv3.WithRev(start))
+
+	linkB := link()
+	linkB.Local = netip.MustParseAddr("198.51.100.2")
+	linkB.MAC = net.HardwareAddr{0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0x02}
+	var ds []*daemon
+	for _, l := range []state.Link{link(), linkB} {
+		s := state.New()
+		s.SetLink(l, "test")
+		ds = append(ds, startDaemon(t, srv, "h1", s))
+	}
+	ds[0].store.PutLocal(local("app1", "198.19.1.0/24"), "test")
+	ds[1].store.PutLocal(local("app2", "198.19.2.0/24"), "test")
+	for _, d := range ds { // the cloned network
+		d.store.PutLocal(local("shared", "198.19.3.0/24"), "test")
+	}
+	ips := []string{"198.51.100.1", "198.51.100.2"}
+	testutil.Eventually(t, 15*time.Second, func() error {
+		for i, d := range ds {
+			if err := d.mgr.ResyncOne(ctx, subnets.Name, "test"); err != nil {
+				return err
+			}
+			dups := d.ctrl.Duplicates()
+			if len(dups) != 1 || dups[0].PublicIP != ips[1-i] {
+				return fmt.Errorf("daemon %d duplicates = %+v, want the other one", i, dups)
+			}
+		}
+		for key, ip := range map[string]string{
+			keys.Network("h1", "app1"): ips[0], keys.Network("h1", "app2"): ips[1],
+		} {
+			if v := value(t, cli, key); !strings.Contains(v, `"PublicIP":"`+ip+`"`) {
+				return fmt.Errorf("%s = %q, want PublicIP %s", key, v, ip)
+			}
+		}
+		if n := ds[0].ctrl.ConflictCount() + ds[1].ctrl.ConflictCount(); n != 1 {
+			return fmt.Errorf("%d conflicts, want 1 (the shared network of the later one)", n)
+		}
+		return nil
+	})
+	// Resyncs run here, synchronously, then a marker bounds the history: not
+	// a single DELETE, and each record was written once.
+	for range 3 {
+		for _, d := range ds {
+			ks, err := d.ctrl.Keys(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range ks {
+				if got := reconcileKey(t, d.ctrl, k); len(got) != 0 {
+					t.Errorf("resync of %s changed something: %v", k, got)
+				}
+			}
+		}
+	}
+	mustPutMarker(t, cli)
+	puts := map[string]int{}
+	for wr := range wch {
+		if err := wr.Err(); err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range wr.Events {
+			if ev.Type == clientv3.EventTypeDelete {
+				t.Errorf("DELETE %s", ev.Kv.Key)
+			}
+			if string(ev.Kv.Key) == "/marker" {
+				wcancel()
+			}
+			puts[string(ev.Kv.Key)]++
+		}
+	}
+	for _, key := range []string{keys.Network("h1", "app1"), keys.Network("h1", "app2"), keys.Network("h1", "shared")} {
+		if puts[key] != 1 {
+			t.Errorf("%s written %d times, want once", key, puts[key])
+		}
+	}
+}
+
+func mustPutMarker(t *testing.T, cli *clientv3.Client) {
+	t.Helper()
+	if _, err := cli.Put(context.Background(), "/marker", "x"); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -8,7 +8,9 @@
 // (PublicIP, VtepMAC); until then Reconcile is a no-op and Waiting says why.
 // A subnet claimed by someone else is a conflict: never overwritten, reported
 // once through OnConflict, listed by Conflicts, and retried on every change
-// of that subnet's lease and on resync.
+// of that subnet's lease and on resync. Another registrar using this host's
+// name (cloned VMs, told apart by PublicIP) is never deleted or overwritten:
+// it is reported once per registrar through OnDuplicateHost.
 package subnets
 
 import (
@@ -54,6 +56,9 @@ type Options struct {
 	OnConflict func(registry.ConflictError)
 	// OnConflictCleared is called when a reported conflict is gone.
 	OnConflictCleared func(registry.ConflictError)
+	// OnDuplicateHost is called once per other registrar (PublicIP) found
+	// using this host's name; it must not block.
+	OnDuplicateHost func(registry.DuplicateHost)
 	// Enqueuer, when set, is poked to refresh the host record when the
 	// counts it carries change.
 	Enqueuer Enqueuer
@@ -65,9 +70,10 @@ type Controller struct {
 	host string
 	keys registry.Keys
 
-	mu         sync.Mutex // guards conflicts and registered
+	mu         sync.Mutex // guards conflicts, registered and duplicates
 	conflicts  map[string]registry.ConflictError
 	registered map[string]netip.Prefix
+	duplicates map[string]registry.DuplicateHost // by PublicIP
 }
 
 // New returns the controller.
@@ -82,6 +88,7 @@ func New(o Options) (*Controller, error) {
 		o: o, host: o.Registry.Host(), keys: o.Registry.Keys(),
 		conflicts:  map[string]registry.ConflictError{},
 		registered: map[string]netip.Prefix{},
+		duplicates: map[string]registry.DuplicateHost{},
 	}, nil
 }
 
@@ -93,6 +100,10 @@ type identity struct {
 	ip  netip.Addr
 	mac net.HardwareAddr
 	vni int
+}
+
+func (id identity) registry() registry.Identity {
+	return registry.Identity{PublicIP: id.ip, VtepMAC: id.mac}
 }
 
 // identity returns this host's identity, or why it is not known yet.
@@ -131,13 +142,15 @@ func (c *Controller) Reconcile(ctx context.Context, key string) error {
 	if key == HostKey {
 		return c.reconcileHost(ctx)
 	}
-	local, ok := c.o.Store.Local(key)
-	if !ok {
-		return c.unregister(ctx, key)
-	}
 	id, why := c.identity()
 	if why != "" {
+		// Without our identity, our entries cannot be told from those of a
+		// registrar using the same host name: touch nothing.
 		return nil
+	}
+	local, ok := c.o.Store.Local(key)
+	if !ok {
+		return c.unregister(ctx, key, id)
 	}
 	return c.register(ctx, local, id)
 }
@@ -152,13 +165,18 @@ func (c *Controller) register(ctx context.Context, local state.LocalNetwork, id 
 	var ce *registry.ConflictError
 	if errors.As(err, &ce) {
 		if ce.Withdrawn {
-			reconcile.Record(ctx, fmt.Sprintf("withdraw network %s %s: subnet held by %s", local.Name, local.Subnet, ce.Claimant))
+			reconcile.Record(ctx, fmt.Sprintf("withdraw network %s %s (record and reservation): subnet %s held by %s",
+				local.Name, withdrawnSubnet(ce), local.Subnet, ce.Claimant))
 		}
+		c.reportDuplicate(ce.Duplicate)
 		c.setConflict(local.Name, *ce)
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("register network %s %s: %w", local.Name, local.Subnet, err)
+	}
+	for _, q := range res.Quarantined {
+		reconcile.Record(ctx, fmt.Sprintf("quarantine %s (legacy vxlan lease of this host: %s) to %s", q.Key, q.Value, q.To))
 	}
 	c.clearConflict(local.Name)
 	c.setRegistered(local.Name, local.Subnet)
@@ -174,11 +192,20 @@ func (c *Controller) register(ctx context.Context, local state.LocalNetwork, id 
 	return nil
 }
 
-func (c *Controller) unregister(ctx context.Context, name string) error {
-	res, err := c.o.Registry.DeleteNetwork(ctx, name, c.ownSubnets(name)...)
+// withdrawnSubnet is the subnet our withdrawn record named, else the wanted one.
+func withdrawnSubnet(ce *registry.ConflictError) netip.Prefix {
+	if ce.WithdrawnSubnet.IsValid() {
+		return ce.WithdrawnSubnet
+	}
+	return ce.Subnet
+}
+
+func (c *Controller) unregister(ctx context.Context, name string, id identity) error {
+	res, err := c.o.Registry.DeleteNetwork(ctx, name, id.registry(), c.ownSubnets(name)...)
 	if err != nil {
 		return fmt.Errorf("unregister network %s: %w", name, err)
 	}
+	c.reportDuplicate(res.Duplicate)
 	c.clearConflict(name)
 	c.setRegistered(name, netip.Prefix{})
 	if res.Deleted() {
@@ -220,6 +247,11 @@ func (c *Controller) reconcileHost(ctx context.Context) error {
 		Version: c.o.Version, StartTime: c.o.StartTime, Networks: nets, Conflicts: conflicts,
 	}
 	wrote, err := c.o.Registry.PutHost(ctx, h)
+	if dup := (*registry.DuplicateHostError)(nil); errors.As(err, &dup) {
+		// Retried when that host record changes or expires (KeysFor) and on resync.
+		c.reportDuplicate(dup.DuplicateHost)
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("host record: %w", err)
 	}
@@ -233,7 +265,8 @@ func (c *Controller) reconcileHost(ctx context.Context) error {
 // ---- conflicts and counts ----
 
 func (c *Controller) setConflict(name string, ce registry.ConflictError) {
-	ce.Withdrawn = false // a fact of one reconcile, not of the conflict
+	// Facts of one reconcile, not of the conflict.
+	ce.Withdrawn, ce.WithdrawnSubnet = false, netip.Prefix{}
 	c.mu.Lock()
 	old, had := c.conflicts[name]
 	c.conflicts[name] = ce
@@ -283,6 +316,36 @@ func (c *Controller) pokeHost(why string) {
 	}
 }
 
+// reportDuplicate reports another registrar using our host name, once per
+// PublicIP.
+func (c *Controller) reportDuplicate(d registry.DuplicateHost) {
+	if d.IsZero() {
+		return
+	}
+	c.mu.Lock()
+	_, had := c.duplicates[d.PublicIP]
+	if !had {
+		c.duplicates[d.PublicIP] = d
+	}
+	c.mu.Unlock()
+	if !had && c.o.OnDuplicateHost != nil {
+		c.o.OnDuplicateHost(d)
+	}
+}
+
+// Duplicates returns the other registrars seen using this host's name,
+// sorted by PublicIP.
+func (c *Controller) Duplicates() []registry.DuplicateHost {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]registry.DuplicateHost, 0, len(c.duplicates))
+	for _, d := range c.duplicates {
+		out = append(out, d)
+	}
+	slices.SortFunc(out, func(a, b registry.DuplicateHost) int { return strings.Compare(a.PublicIP, b.PublicIP) })
+	return out
+}
+
 // Conflicts returns the current conflicts, sorted by network name.
 func (c *Controller) Conflicts() []registry.ConflictError {
 	c.mu.Lock()
@@ -316,13 +379,18 @@ func (c *Controller) Registered() map[string]netip.Prefix {
 // ---- keys ----
 
 // Keys returns every local network, every network of ours in etcd (records
-// and reservations, so that leftovers are removed) and HostKey.
+// and reservations, so that leftovers are removed; not those of another
+// registrar using our host name, which are reported) and HostKey.
 func (c *Controller) Keys(ctx context.Context) ([]string, error) {
 	keys := []string{HostKey}
 	for _, n := range c.o.Store.LocalNetworks() {
 		keys = append(keys, n.Name)
 	}
-	own, err := c.o.Registry.OwnNetworks(ctx)
+	id, _ := c.identity()
+	own, dups, err := c.o.Registry.OwnNetworks(ctx, id.registry())
+	for _, d := range dups {
+		c.reportDuplicate(d)
+	}
 	keys = append(keys, own...)
 	slices.Sort(keys)
 	keys = slices.Compact(keys)
@@ -361,8 +429,9 @@ func (c *Controller) KeysFor(ev state.Event) []string {
 	return nil
 }
 
-// leaseKeys: our reservations (repair), and the local network with that
-// subnet (a conflict may have appeared or cleared).
+// leaseKeys: our reservations (repair), and the local networks whose subnet
+// overlaps the lease's (an exact or overlapping conflict may have appeared or
+// cleared).
 func (c *Controller) leaseKeys(ev state.Event) []string {
 	var keys []string
 	for _, v := range []any{ev.Old, ev.New} {
@@ -372,9 +441,7 @@ func (c *Controller) leaseKeys(ev state.Event) []string {
 	}
 	if p, err := netip.ParsePrefix(ev.Key); err == nil {
 		for _, n := range c.o.Store.LocalOverlapping(p) {
-			if n.Subnet == p {
-				keys = append(keys, n.Name)
-			}
+			keys = append(keys, n.Name)
 		}
 	}
 	slices.Sort(keys)

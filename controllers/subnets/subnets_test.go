@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -197,7 +198,7 @@ func TestConflictReportedOnceAndCleared(t *testing.T) {
 		t.Errorf("host record counts = %d networks %d conflicts, want 0 and 1", h.Networks, h.Conflicts)
 	}
 
-	if _, err := other.DeleteNetwork(ctx, "web"); err != nil {
+	if _, err := other.DeleteNetwork(ctx, "web", registry.Identity{PublicIP: theirs.PublicIP, VtepMAC: theirs.VtepMAC}); err != nil {
 		t.Fatal(err)
 	}
 	if got := reconcileKey(t, c, "app1"); !slices.Equal(got, []string{"register network app1 198.19.1.0/24"}) {
@@ -226,6 +227,12 @@ func TestKeys(t *testing.T) {
 	l, _ := flannel.Decode(orphan)
 	store.PutLease(state.Lease{Subnet: netip.MustParsePrefix("198.19.9.0/24"), Raw: l,
 		Reservation: &flannel.ReservationData{Host: "h1", Network: "gone"}}, "test")
+	// Without our identity an entry of our name may be a duplicate
+	// registrar's: nothing is removed yet.
+	if got := reconcileKey(t, c, "gone"); len(got) != 0 || value(t, cli, keys.Subnet(netip.MustParsePrefix("198.19.9.0/24"))) == "" {
+		t.Fatalf("orphan reconcile without identity = %v", got)
+	}
+	store.SetLink(link(), "test")
 	if got := reconcileKey(t, c, "gone"); !slices.Equal(got, []string{"unregister network gone 198.19.9.0/24"}) {
 		t.Fatalf("orphan reconcile = %v", got)
 	}
@@ -257,7 +264,8 @@ func TestKeysFor(t *testing.T) {
 		{"our reservation deleted", state.Event{Kind: state.KindLease, Key: "198.19.7.0/24", Old: state.Lease{Reservation: ours}}, []string{"old"}},
 		{"their reservation on our subnet", state.Event{Kind: state.KindLease, Key: "198.19.1.0/24", New: state.Lease{Reservation: theirs}}, []string{"app1"}},
 		{"flannel lease elsewhere", state.Event{Kind: state.KindLease, Key: "10.5.35.0/24", New: state.Lease{}}, nil},
-		{"lease overlapping but not equal", state.Event{Kind: state.KindLease, Key: "198.19.0.0/16", New: state.Lease{}}, nil},
+		{"lease overlapping but not equal", state.Event{Kind: state.KindLease, Key: "198.19.0.0/16", New: state.Lease{}}, []string{"app1", "app2"}},
+		{"lease inside one network", state.Event{Kind: state.KindLease, Key: "198.19.2.128/25", New: state.Lease{}}, []string{"app2"}},
 		{"our host record", state.Event{Kind: state.KindHost, Key: "h1"}, []string{"_host"}},
 		{"their host record", state.Event{Kind: state.KindHost, Key: "h2"}, nil},
 		{"synced", state.Event{Kind: state.KindSynced, Key: "etcd"}, nil},
@@ -273,5 +281,47 @@ func TestNetworkStringer(t *testing.T) {
 	ce := registry.ConflictError{Subnet: netip.MustParsePrefix("198.19.1.0/24"), Network: "app1", Claimant: "host h2 network web", Key: "/k"}
 	if got, want := ce.Error(), "subnet 198.19.1.0/24 of network app1 is claimed by host h2 network web (/k)"; got != want {
 		t.Errorf("Error() = %q, want %q", got, want)
+	}
+}
+
+// TestQuarantineAndWithdrawRecorded: a legacy vxlan lease of this host at a
+// local network's subnet is quarantined and replaced; a subnet change into a
+// conflict withdraws the old record and reservation.
+func TestQuarantineAndWithdrawRecorded(t *testing.T) {
+	srv := etcdtest.Start(t)
+	cli := srv.Client(t)
+	ctx := context.Background()
+	store := state.New()
+	store.SetLink(link(), "test")
+	c := newController(t, store, newRegistry(t, cli, "h1"), &conflictLog{})
+	legacy, _ := flannel.Encode(flannel.NewVXLAN(link().Local, 1, mac1))
+	key := keys.Subnet(netip.MustParsePrefix("198.19.1.0/24"))
+	if _, err := cli.Put(ctx, key, string(legacy)); err != nil {
+		t.Fatal(err)
+	}
+	store.PutLocal(local("app1", "198.19.1.0/24"), "test")
+	got := reconcileKey(t, c, "app1")
+	want := []string{
+		"quarantine " + key + " (legacy vxlan lease of this host: " + string(legacy) + ") to /flannel/network/subnets/_quarantine/coreos.com/network/subnets/198.19.1.0-24",
+		"register network app1 198.19.1.0/24",
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("reconcile = %q\nwant        %q", got, want)
+	}
+
+	foreign, _ := flannel.Encode(flannel.NewReservation("h2", "web"))
+	if _, err := cli.Put(ctx, keys.Subnet(netip.MustParsePrefix("198.19.2.0/24")), string(foreign)); err != nil {
+		t.Fatal(err)
+	}
+	store.PutLocal(local("app1", "198.19.2.0/25"), "test")
+	got = reconcileKey(t, c, "app1")
+	if len(got) != 1 || !strings.HasPrefix(got[0], "withdraw network app1 198.19.1.0/24 (record and reservation): subnet 198.19.2.0/25 held by host h2 network web") {
+		t.Fatalf("reconcile after the subnet change = %q", got)
+	}
+	if value(t, cli, keys.Network("h1", "app1")) != "" || value(t, cli, key) != "" {
+		t.Error("old record or reservation still published")
+	}
+	if cs := c.Conflicts(); len(cs) != 1 || cs[0].Withdrawn {
+		t.Errorf("conflicts = %+v", cs)
 	}
 }

@@ -176,6 +176,10 @@ func (a *App) buildControllers() error {
 		OnConflictCleared: func(c registry.ConflictError) {
 			a.log.Info("subnet conflict cleared", "network", c.Network, "subnet", c.Subnet.String())
 		},
+		OnDuplicateHost: func(d registry.DuplicateHost) {
+			a.log.Error("another registrar uses this host name; its entries are left alone (set a unique HOST_NAME)",
+				"host", d.Host, "publicIP", d.PublicIP, "vtepMAC", d.VtepMAC, "key", d.Key)
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("subnets controller: %w", err)

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -51,6 +52,10 @@ type Registry struct {
 
 	mu     sync.Mutex // guards leases
 	leases [2]clientv3.LeaseID
+
+	// newLessor makes the lessor Run keeps leases alive with (tests inject
+	// faults here).
+	newLessor func(*clientv3.Client) clientv3.Lease
 }
 
 // leaseKind indexes Registry.leases.
@@ -81,7 +86,7 @@ func New(cfg Config) (*Registry, error) {
 	if cfg.RequestTimeout <= 0 {
 		cfg.RequestTimeout = DefaultRequestTimeout
 	}
-	return &Registry{cfg: cfg, kick: make(chan struct{}, 1)}, nil
+	return &Registry{cfg: cfg, kick: make(chan struct{}, 1), newLessor: clientv3.NewLease}, nil
 }
 
 // Host returns this host's name.
@@ -158,18 +163,36 @@ func (k *keeper) stop() {
 	*k = keeper{}
 }
 
+// Backoff of keep-alive restarts: a keep-alive that cannot be started is
+// retried until ctx ends, never given up, or every record would expire.
+const (
+	keepAliveRetryMin = 250 * time.Millisecond
+	keepAliveRetryMax = 30 * time.Second
+)
+
 // Run keeps the leases alive until ctx ends. When a keep-alive ends (the lease
 // expired, or etcd was unreachable for longer than its TTL), the lease is
-// dropped, OnLeaseLost is called and the next write grants a new one. Leases
-// are not revoked when Run returns: a restarted registrar re-attaches the
-// records to its new lease before the old one expires.
+// dropped, OnLeaseLost is called and the next write grants a new one. When a
+// keep-alive cannot be started (the client's keep-alive loop halted), Run
+// retries with backoff on a fresh lessor. Leases are not revoked when Run
+// returns: a restarted registrar re-attaches the records to its new lease
+// before the old one expires. Run returns nil when ctx ends.
 func (r *Registry) Run(ctx context.Context) error {
+	lessor := r.newLessor(r.cfg.Client)
 	var ks [2]keeper
 	defer func() {
 		ks[regLease].stop()
 		ks[hostLease].stop()
+		_ = lessor.Close() // only our keep-alives; the client stays open
 	}()
+	bo := backoff.NewExponentialBackOff(backoff.WithInitialInterval(keepAliveRetryMin),
+		backoff.WithMaxInterval(keepAliveRetryMax), backoff.WithMaxElapsedTime(0))
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
+	var retryC <-chan time.Time
 	for {
+		failed := false
 		r.mu.Lock()
 		want := r.leases
 		r.mu.Unlock()
@@ -181,14 +204,28 @@ func (r *Registry) Run(ctx context.Context) error {
 			if want[kind] == 0 {
 				continue
 			}
-			if err := r.keepAlive(ctx, &ks[kind], want[kind]); err != nil {
-				return err
+			if err := r.keepAlive(ctx, lessor, &ks[kind], want[kind]); err != nil {
+				failed = true
+				if errors.As(err, new(clientv3.ErrKeepAliveHalted)) {
+					// A halted lessor never recovers: start over with a new one.
+					_ = lessor.Close()
+					lessor = r.newLessor(r.cfg.Client)
+				}
 			}
+		}
+		switch {
+		case failed && retryC == nil:
+			retry.Reset(bo.NextBackOff())
+			retryC = retry.C
+		case !failed:
+			bo.Reset()
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-r.kick:
+		case <-retryC:
+			retryC = nil
 		case _, ok := <-ks[regLease].ch:
 			r.keepAliveEnded(&ks[regLease], regLease, ok)
 		case _, ok := <-ks[hostLease].ch:
@@ -197,9 +234,9 @@ func (r *Registry) Run(ctx context.Context) error {
 	}
 }
 
-func (r *Registry) keepAlive(ctx context.Context, k *keeper, id clientv3.LeaseID) error {
+func (r *Registry) keepAlive(ctx context.Context, lessor clientv3.Lease, k *keeper, id clientv3.LeaseID) error {
 	kctx, cancel := context.WithCancel(ctx)
-	ch, err := r.cfg.Client.KeepAlive(kctx, id)
+	ch, err := lessor.KeepAlive(kctx, id)
 	if err != nil {
 		cancel()
 		return fmt.Errorf("keep lease %x alive: %w", id, err)
@@ -249,7 +286,12 @@ type PutResult struct {
 	// changed (e.g. "VtepMAC"), "record", "reservation", or
 	// "old reservation <cidr>" when the subnet moved.
 	Fields []string
+	// Quarantined lists legacy leases copied under _quarantine and replaced.
+	Quarantined []Quarantined
 }
+
+// Quarantined is one value moved aside: the value of Key is now also at To.
+type Quarantined struct{ Key, To, Value string }
 
 // ConflictError says that another claimant holds the reservation of a subnet
 // one of our networks wants. Nothing of the claimant's was changed.
@@ -258,31 +300,47 @@ type ConflictError struct {
 	Network  string // our network
 	Claimant string // who holds it, in words
 	Key      string // the contested etcd key
-	// Withdrawn is true when our own record of Network for Subnet existed and
-	// was deleted: the reservation decides who owns a subnet, and it is not us.
-	Withdrawn bool
+	// Withdrawn is true when our own record or reservation of Network existed
+	// and was deleted: the reservation decides who owns a subnet, and it is
+	// not us. WithdrawnSubnet is the subnet the withdrawn record named (it
+	// differs from Subnet when the network's subnet changed).
+	Withdrawn       bool
+	WithdrawnSubnet netip.Prefix
+	// Duplicate is set when the claimant is another registrar using this
+	// host's name (cloned VMs): then nothing was withdrawn.
+	Duplicate DuplicateHost
 }
 
 func (e *ConflictError) Error() string {
 	s := fmt.Sprintf("subnet %s of network %s is claimed by %s (%s)", e.Subnet, e.Network, e.Claimant, e.Key)
 	if e.Withdrawn {
-		s += "; our record was withdrawn"
+		s += "; our record and reservation were withdrawn"
 	}
 	return s
 }
 
 // netState is what one read of a network's keys found.
 type netState struct {
-	rec    *mvccpb.KeyValue // our record, nil when absent
-	res    *mvccpb.KeyValue // the reservation key of the wanted subnet, nil when absent
-	oldRes *mvccpb.KeyValue // reservation at the record's old subnet, when it moved
-	oldSub netip.Prefix
+	rev     int64            // revision of the read
+	rec     *mvccpb.KeyValue // our record, nil when absent
+	res     *mvccpb.KeyValue // the reservation key of the wanted subnet, nil when absent
+	oldRes  *mvccpb.KeyValue // our reservation at the record's old subnet, when it moved
+	oldSub  netip.Prefix
+	host    hostView
+	subnets []subnetEntry
 }
 
-// PutNetwork registers n (its Host must be empty or this host): the record
-// and the reservation of its subnet, on the registration lease, in one
-// transaction. It returns a *ConflictError when the reservation key holds
-// anything but our own reservation of n.Network.
+// PutNetwork registers n (its Host must be empty or this host; n is one of
+// this host's Docker networks and its PublicIP and VtepMAC are this host's
+// identity): the record and the reservation of its subnet, on the
+// registration lease, in one transaction. It returns a *ConflictError when
+// the reservation key holds anything but our own reservation of n.Network,
+// when another entry under <FLANNEL_PREFIX>/subnets overlaps n.Subnet, or
+// when the record key belongs to another registrar using this host's name.
+// On a conflict our own record and reservations of n are withdrawn, so that
+// no peer routes a subnet we do not hold. A vxlan lease without TTL carrying
+// our PublicIP at n.Subnet (left by the original tool) is copied under
+// <ConfigPrefix>/_quarantine/ and replaced (PutResult.Quarantined).
 func (r *Registry) PutNetwork(ctx context.Context, n Network) (PutResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.RequestTimeout)
 	defer cancel()
@@ -319,44 +377,63 @@ func (r *Registry) putNetworkOnce(ctx context.Context, n Network, recVal, resVal
 	if err != nil {
 		return PutResult{}, err
 	}
+	ident := Identity{PublicIP: n.PublicIP, VtepMAC: n.VtepMAC}
 	recKey, resKey := r.cfg.Keys.Network(n.Host, n.Network), r.cfg.Keys.Subnet(n.Subnet)
-	st, err := r.readNetwork(ctx, recKey, resKey, n.Subnet)
+	st, err := r.readNetwork(ctx, n, id, ident)
 	if err != nil {
 		return PutResult{}, err
 	}
-	if claimant, ok := r.claimant(st.res, n.Network); !ok {
-		return PutResult{}, r.conflict(ctx, n, st, resKey, claimant)
+	if dup, foreign := r.duplicateOf(st.rec, id, ident); foreign {
+		return PutResult{}, &ConflictError{Subnet: n.Subnet, Network: n.Network, Claimant: dup.String(), Key: recKey, Duplicate: dup}
+	}
+	legacy := legacyLease(st.res, ident)
+	if claimant, ok := r.claimant(st.res, n.Network, st.host); !ok && !legacy {
+		return PutResult{}, r.conflict(ctx, n, st, &ConflictError{Subnet: n.Subnet, Network: n.Network, Claimant: claimant, Key: resKey})
+	}
+	if e, claimant, ok := r.overlapping(st.subnets, n.Subnet, ident, st.host); ok {
+		return PutResult{}, r.conflict(ctx, n, st, &ConflictError{Subnet: n.Subnet, Network: n.Network,
+			Claimant: claimant + " at overlapping " + e.prefix.String(), Key: string(e.kv.Key)})
 	}
 	var (
-		guards []clientv3.Cmp
-		ops    []clientv3.Op
-		res    = PutResult{Change: Unchanged}
+		ops []clientv3.Op
+		res = PutResult{Change: Unchanged}
 	)
-	guards = append(guards, guard(recKey, st.rec), guard(resKey, st.res))
+	// The prefix guards make the overlap and duplicate checks hold at commit.
+	guards := []clientv3.Cmp{
+		guard(recKey, st.rec), guard(resKey, st.res),
+		clientv3.Compare(clientv3.ModRevision(r.cfg.Keys.Subnets()), "<", st.rev+1).WithPrefix(),
+		clientv3.Compare(clientv3.ModRevision(r.cfg.Keys.HostNetworks(r.cfg.Host)), "<", st.rev+1).WithPrefix(),
+	}
 	note := func(c Change, fields ...string) {
 		res.Fields = append(res.Fields, fields...)
 		res.Change = max(res.Change, c)
 	}
+	put := func(key string, val []byte) {
+		ops = append(ops, clientv3.OpPut(key, string(val), clientv3.WithLease(id)))
+	}
 	switch {
 	case st.rec == nil:
-		ops = append(ops, clientv3.OpPut(recKey, string(recVal), clientv3.WithLease(id)))
+		put(recKey, recVal)
 		note(Created)
 	case string(st.rec.Value) != string(recVal):
-		ops = append(ops, clientv3.OpPut(recKey, string(recVal), clientv3.WithLease(id)))
+		put(recKey, recVal)
 		note(Updated, recordFields(st.rec.Value, n.Record())...)
 	case clientv3.LeaseID(st.rec.Lease) != id:
-		ops = append(ops, clientv3.OpPut(recKey, string(recVal), clientv3.WithLease(id)))
+		put(recKey, recVal)
 		note(Reattached)
 	}
 	switch {
-	case st.res == nil:
-		ops = append(ops, clientv3.OpPut(resKey, string(resVal), clientv3.WithLease(id)))
+	case legacy:
+		qKey := r.cfg.Keys.QuarantineKey(resKey)
+		ops = append(ops, clientv3.OpPut(qKey, string(st.res.Value)))
+		put(resKey, resVal)
+		res.Quarantined = append(res.Quarantined, Quarantined{Key: resKey, To: qKey, Value: string(st.res.Value)})
 		note(Updated, "reservation")
-	case string(st.res.Value) != string(resVal):
-		ops = append(ops, clientv3.OpPut(resKey, string(resVal), clientv3.WithLease(id)))
+	case st.res == nil || string(st.res.Value) != string(resVal):
+		put(resKey, resVal)
 		note(Updated, "reservation")
 	case clientv3.LeaseID(st.res.Lease) != id:
-		ops = append(ops, clientv3.OpPut(resKey, string(resVal), clientv3.WithLease(id)))
+		put(resKey, resVal)
 		note(Reattached)
 	}
 	if st.oldRes != nil {
@@ -394,42 +471,55 @@ func (r *Registry) commit(ctx context.Context, kind leaseKind, id clientv3.Lease
 	return nil
 }
 
-// readNetwork reads the record and the reservation of subnet at one revision,
-// and the reservation at the record's old subnet when it differs and is ours.
-func (r *Registry) readNetwork(ctx context.Context, recKey, resKey string, subnet netip.Prefix) (netState, error) {
-	resp, err := r.cfg.Client.Txn(ctx).Then(clientv3.OpGet(recKey), clientv3.OpGet(resKey)).Commit()
+// readNetwork reads, at one revision, this host name's records and every
+// entry under <FLANNEL_PREFIX>/subnets (per registration, not per resync),
+// and picks out the record of n, the reservation of its subnet and our
+// reservation at the record's old subnet when it moved.
+func (r *Registry) readNetwork(ctx context.Context, n Network, cur clientv3.LeaseID, id Identity) (netState, error) {
+	resp, err := r.cfg.Client.Txn(ctx).Then(
+		clientv3.OpGet(r.cfg.Keys.HostNetworks(r.cfg.Host), clientv3.WithPrefix()),
+		clientv3.OpGet(r.cfg.Keys.Subnets(), clientv3.WithPrefix()),
+	).Commit()
 	if err != nil {
-		return netState{}, fmt.Errorf("read %s and %s: %w", recKey, resKey, err)
+		return netState{}, fmt.Errorf("read network %s: %w", n.Network, err)
 	}
 	st := netState{
-		rec: first(resp.Responses[0].GetResponseRange().Kvs),
-		res: first(resp.Responses[1].GetResponseRange().Kvs),
+		rev:     resp.Header.Revision,
+		host:    r.viewHost(resp.Responses[0].GetResponseRange().Kvs, cur, id),
+		subnets: r.subnetEntries(resp.Responses[1].GetResponseRange().Kvs),
 	}
+	st.rec = st.host.records[r.cfg.Keys.Network(n.Host, n.Network)]
+	st.res = st.subnet(n.Subnet)
 	if st.rec == nil {
 		return st, nil
 	}
 	old, err := DecodeNetwork(st.rec.Value)
-	if err != nil || old.Subnet == subnet || !subnet.IsValid() {
+	if err != nil || old.Subnet == n.Subnet {
 		return st, nil
 	}
 	// The network's subnet moved; our reservation of the old one goes with it.
 	st.oldSub = old.Subnet
-	oldKey := r.cfg.Keys.Subnet(old.Subnet)
-	g, err := r.cfg.Client.Get(ctx, oldKey, clientv3.WithRev(resp.Header.Revision))
-	if err != nil {
-		return netState{}, fmt.Errorf("read %s: %w", oldKey, err)
-	}
-	if kv := first(g.Kvs); kv != nil {
-		if _, mine := r.claimant(kv, old.Network); mine {
+	if kv := st.subnet(old.Subnet); kv != nil {
+		if _, mine := r.claimant(kv, old.Network, st.host); mine {
 			st.oldRes = kv
 		}
 	}
 	return st, nil
 }
 
+// subnet returns the entry at exactly p, nil when absent.
+func (st netState) subnet(p netip.Prefix) *mvccpb.KeyValue {
+	for _, e := range st.subnets {
+		if e.prefix == p {
+			return e.kv
+		}
+	}
+	return nil
+}
+
 // claimant says who holds a reservation key. ok is true when it is free or
-// our own reservation of network.
-func (r *Registry) claimant(kv *mvccpb.KeyValue, network string) (string, bool) {
+// our own reservation of network (not one on a duplicate registrar's lease).
+func (r *Registry) claimant(kv *mvccpb.KeyValue, network string, hv hostView) (string, bool) {
 	if kv == nil {
 		return "", true
 	}
@@ -447,31 +537,50 @@ func (r *Registry) claimant(kv *mvccpb.KeyValue, network string) (string, bool) 
 	if d.Host != r.cfg.Host {
 		return fmt.Sprintf("host %s network %s", d.Host, d.Network), false
 	}
+	if dup, foreign := hv.foreignReservation(kv); foreign {
+		return fmt.Sprintf("%s network %s", dup, d.Network), false
+	}
 	if d.Network != network {
 		return fmt.Sprintf("this host's network %s", d.Network), false
 	}
 	return "", true
 }
 
-// conflict builds the ConflictError and withdraws our own record of n if it
-// claims the contested subnet.
-func (r *Registry) conflict(ctx context.Context, n Network, st netState, resKey, claimant string) error {
-	ce := &ConflictError{Subnet: n.Subnet, Network: n.Network, Claimant: claimant, Key: resKey}
-	if st.rec == nil {
+// conflict withdraws what we publish for n, in one guarded transaction: our
+// record (whatever subnet it names: peers must not route a subnet to us that
+// we do not hold, nor keep routing the old one after it changed) and our
+// reservations of n at the record's subnet and at n.Subnet. It returns ce,
+// with Withdrawn set when something was deleted.
+func (r *Registry) conflict(ctx context.Context, n Network, st netState, ce *ConflictError) error {
+	var (
+		guards []clientv3.Cmp
+		ops    []clientv3.Op
+	)
+	drop := func(kv *mvccpb.KeyValue) {
+		guards = append(guards, guard(string(kv.Key), kv))
+		ops = append(ops, clientv3.OpDelete(string(kv.Key)))
+	}
+	if st.rec != nil {
+		drop(st.rec)
+		if old, err := DecodeNetwork(st.rec.Value); err == nil {
+			ce.WithdrawnSubnet = old.Subnet
+		}
+	}
+	if st.oldRes != nil {
+		drop(st.oldRes)
+	}
+	if _, mine := r.claimant(st.res, n.Network, st.host); mine && st.res != nil {
+		drop(st.res)
+	}
+	if len(ops) == 0 {
 		return ce
 	}
-	if old, err := DecodeNetwork(st.rec.Value); err == nil && old.Subnet != n.Subnet {
-		return ce // our record is for another subnet; PutNetwork moves it once the new one is free
-	}
-	recKey := r.cfg.Keys.Network(n.Host, n.Network)
-	resp, err := r.cfg.Client.Txn(ctx).
-		If(clientv3.Compare(clientv3.ModRevision(recKey), "=", st.rec.ModRevision)).
-		Then(clientv3.OpDelete(recKey)).Commit()
+	resp, err := r.cfg.Client.Txn(ctx).If(guards...).Then(ops...).Commit()
 	switch {
 	case err != nil:
 		// ce is context, not the cause: wrapping it would let errors.As
 		// report a conflict although the withdrawal itself failed.
-		return fmt.Errorf("withdraw %s after conflict (%v): %w", recKey, ce, err) //nolint:errorlint // ce deliberately not wrapped
+		return fmt.Errorf("withdraw network %s after conflict (%v): %w", n.Network, ce, err) //nolint:errorlint // ce deliberately not wrapped
 	case !resp.Succeeded:
 		return errRetry
 	}
@@ -484,6 +593,9 @@ type DeleteResult struct {
 	Record       bool           // the network record
 	RecordSubnet netip.Prefix   // the subnet the deleted record named, if it parsed
 	Reservations []netip.Prefix // our reservations of the network
+	// Duplicate is set when the record or a reservation belongs to another
+	// registrar using this host's name: it was left alone.
+	Duplicate DuplicateHost
 }
 
 // Deleted says whether anything was deleted.
@@ -501,13 +613,18 @@ func (d DeleteResult) Subnet() netip.Prefix {
 // DeleteNetwork unregisters network: its record, and the reservations of
 // network at the record's subnet and at each hint (subnets where a
 // reservation of ours for network may remain without a record). Other
-// claimants' keys are never touched. Deleting what is absent is not an error.
-func (r *Registry) DeleteNetwork(ctx context.Context, network string, hints ...netip.Prefix) (DeleteResult, error) {
+// claimants' keys are never touched, nor entries of this host's name that
+// belong to another registrar (told apart by id, which must be known).
+// Deleting what is absent is not an error.
+func (r *Registry) DeleteNetwork(ctx context.Context, network string, id Identity, hints ...netip.Prefix) (DeleteResult, error) {
+	if !id.Known() {
+		return DeleteResult{}, fmt.Errorf("delete network %s: this host's identity is not known yet", network)
+	}
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.RequestTimeout)
 	defer cancel()
 	var lastErr error
 	for range txnAttempts {
-		res, err := r.deleteNetworkOnce(ctx, network, hints)
+		res, err := r.deleteNetworkOnce(ctx, network, id, hints)
 		if err == nil || !errors.Is(err, errRetry) {
 			return res, err
 		}
@@ -516,26 +633,31 @@ func (r *Registry) DeleteNetwork(ctx context.Context, network string, hints ...n
 	return DeleteResult{}, fmt.Errorf("delete network %s: %w", network, lastErr)
 }
 
-func (r *Registry) deleteNetworkOnce(ctx context.Context, network string, hints []netip.Prefix) (DeleteResult, error) {
+func (r *Registry) deleteNetworkOnce(ctx context.Context, network string, id Identity, hints []netip.Prefix) (DeleteResult, error) {
 	recKey := r.cfg.Keys.Network(r.cfg.Host, network)
-	g, err := r.cfg.Client.Get(ctx, recKey)
+	g, err := r.cfg.Client.Get(ctx, r.cfg.Keys.HostNetworks(r.cfg.Host), clientv3.WithPrefix())
 	if err != nil {
 		return DeleteResult{}, fmt.Errorf("read %s: %w", recKey, err)
 	}
 	rev := g.Header.Revision
+	hv := r.viewHost(g.Kvs, r.Lease(), id)
 	var (
 		res    DeleteResult
 		guards []clientv3.Cmp
 		ops    []clientv3.Op
 	)
 	subnets := slices.Clone(hints)
-	if kv := first(g.Kvs); kv != nil {
-		guards = append(guards, guard(recKey, kv))
-		ops = append(ops, clientv3.OpDelete(recKey))
-		res.Record = true
-		if old, err := DecodeNetwork(kv.Value); err == nil {
-			res.RecordSubnet = old.Subnet
-			subnets = append([]netip.Prefix{old.Subnet}, subnets...)
+	if kv := hv.records[recKey]; kv != nil {
+		if dup, foreign := r.duplicateOf(kv, r.Lease(), id); foreign {
+			res.Duplicate = dup
+		} else {
+			guards = append(guards, guard(recKey, kv))
+			ops = append(ops, clientv3.OpDelete(recKey))
+			res.Record = true
+			if old, err := DecodeNetwork(kv.Value); err == nil {
+				res.RecordSubnet = old.Subnet
+				subnets = append([]netip.Prefix{old.Subnet}, subnets...)
+			}
 		}
 	}
 	for _, p := range uniquePrefixes(subnets) {
@@ -548,14 +670,18 @@ func (r *Registry) deleteNetworkOnce(ctx context.Context, network string, hints 
 		if kv == nil {
 			continue
 		}
-		if _, mine := r.claimant(kv, network); mine {
+		if dup, foreign := hv.foreignReservation(kv); foreign {
+			res.Duplicate = dup
+			continue
+		}
+		if _, mine := r.claimant(kv, network, hv); mine {
 			guards = append(guards, guard(key, kv))
 			ops = append(ops, clientv3.OpDelete(key))
 			res.Reservations = append(res.Reservations, p)
 		}
 	}
 	if len(ops) == 0 {
-		return DeleteResult{}, nil
+		return DeleteResult{Duplicate: res.Duplicate}, nil
 	}
 	if err := r.commit(ctx, regLease, 0, guards, ops); err != nil {
 		return DeleteResult{}, err
@@ -565,23 +691,25 @@ func (r *Registry) deleteNetworkOnce(ctx context.Context, network string, hints 
 
 // OwnNetworks returns the names of this host's networks in etcd: those with a
 // record, and those with a reservation of ours (a record may be missing after
-// a crash or a hand edit). Sorted, without duplicates.
-func (r *Registry) OwnNetworks(ctx context.Context) ([]string, error) {
-	own, err := r.Owned(ctx)
+// a crash or a hand edit). Sorted, without duplicates. See Owned.
+func (r *Registry) OwnNetworks(ctx context.Context, id Identity) ([]string, []DuplicateHost, error) {
+	own, dups, err := r.Owned(ctx, id)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	names := make([]string, 0, len(own))
 	for name := range own {
 		names = append(names, name)
 	}
 	slices.Sort(names)
-	return names, nil
+	return names, dups, nil
 }
 
 // Owned returns this host's networks in etcd with the subnets of their record
-// and of their reservations.
-func (r *Registry) Owned(ctx context.Context) (map[string][]netip.Prefix, error) {
+// and of their reservations. Entries of this host's name that belong to
+// another registrar (by id; all count as ours while id is unknown) are left
+// out and returned as duplicates, one per registrar.
+func (r *Registry) Owned(ctx context.Context, id Identity) (map[string][]netip.Prefix, []DuplicateHost, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.RequestTimeout)
 	defer cancel()
 	prefix := r.cfg.Keys.HostNetworks(r.cfg.Host)
@@ -590,13 +718,19 @@ func (r *Registry) Owned(ctx context.Context) (map[string][]netip.Prefix, error)
 		clientv3.OpGet(r.cfg.Keys.Subnets(), clientv3.WithPrefix()),
 	).Commit()
 	if err != nil {
-		return nil, fmt.Errorf("list own networks: %w", err)
+		return nil, nil, fmt.Errorf("list own networks: %w", err)
 	}
+	cur := r.Lease()
+	recs := resp.Responses[0].GetResponseRange().Kvs
+	hv := r.viewHost(recs, cur, id)
 	own := map[string][]netip.Prefix{}
-	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
+	for _, kv := range recs {
 		pk, err := r.cfg.Keys.Parse(string(kv.Key))
 		if err != nil || pk.Kind != KindNetwork {
 			continue // not a record key (e.g. deeper path): not ours to manage
+		}
+		if _, foreign := r.duplicateOf(kv, cur, id); foreign {
+			continue
 		}
 		var subs []netip.Prefix
 		if n, err := DecodeNetwork(kv.Value); err == nil {
@@ -604,30 +738,31 @@ func (r *Registry) Owned(ctx context.Context) (map[string][]netip.Prefix, error)
 		}
 		own[pk.Network] = append(own[pk.Network], subs...)
 	}
-	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
-		p, err := flannel.ParseSubnetKey(string(kv.Key[len(r.cfg.Keys.Subnets()):]))
+	for _, e := range r.subnetEntries(resp.Responses[1].GetResponseRange().Kvs) {
+		l, err := flannel.Decode(e.kv.Value)
 		if err != nil {
 			continue
 		}
-		l, err := flannel.Decode(kv.Value)
-		if err != nil {
+		if _, foreign := hv.foreignReservation(e.kv); foreign {
 			continue
 		}
 		if d, err := l.Reservation(); err == nil && d.Host == r.cfg.Host {
-			own[d.Network] = append(own[d.Network], p)
+			own[d.Network] = append(own[d.Network], e.prefix)
 		}
 	}
 	for name, subs := range own {
 		own[name] = uniquePrefixes(subs)
 	}
-	return own, nil
+	return own, hv.duplicates(), nil
 }
 
 // ---- host record ----
 
 // PutHost writes this host's record on the host liveness lease; nothing is
 // written when the value and the lease are unchanged. It reports whether it
-// wrote.
+// wrote. A host record of this name on another lease with another PublicIP
+// belongs to another registrar using our name: it is left alone and PutHost
+// returns a *DuplicateHostError.
 func (r *Registry) PutHost(ctx context.Context, h HostRecord) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.RequestTimeout)
 	defer cancel()
@@ -640,6 +775,10 @@ func (r *Registry) PutHost(ctx context.Context, h HostRecord) (bool, error) {
 	val, err := json.Marshal(h)
 	if err != nil {
 		return false, fmt.Errorf("encode host record: %w", err)
+	}
+	ident := Identity{}
+	if ip, err := netip.ParseAddr(h.PublicIP); err == nil {
+		ident.PublicIP = ip
 	}
 	key := r.cfg.Keys.Host(h.Host)
 	var lastErr error
@@ -655,6 +794,11 @@ func (r *Registry) PutHost(ctx context.Context, h HostRecord) (bool, error) {
 		kv := first(g.Kvs)
 		if kv != nil && string(kv.Value) == string(val) && clientv3.LeaseID(kv.Lease) == id {
 			return false, nil
+		}
+		if kv != nil {
+			if old, err := DecodeHost(kv.Value); err == nil && foreignIdentity(old.PublicIP, clientv3.LeaseID(kv.Lease), id, ident) {
+				return false, &DuplicateHostError{DuplicateHost{Host: h.Host, PublicIP: old.PublicIP, VtepMAC: old.VtepMAC, Key: key}}
+			}
 		}
 		err = r.commit(ctx, hostLease, id, []clientv3.Cmp{guard(key, kv)},
 			[]clientv3.Op{clientv3.OpPut(key, string(val), clientv3.WithLease(id))})

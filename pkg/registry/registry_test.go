@@ -62,6 +62,9 @@ func network(host, name, cidr string) registry.Network {
 	}
 }
 
+// ident is the identity network() publishes.
+var ident = registry.Identity{PublicIP: netip.MustParseAddr("198.51.100.1"), VtepMAC: net.HardwareAddr{0xc6, 0xa7, 0xe4, 0xa5, 0xa1, 0xdd}}
+
 func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
@@ -141,14 +144,14 @@ func TestDeleteNetwork(t *testing.T) {
 	if _, err := r.PutNetwork(ctx, n); err != nil {
 		t.Fatal(err)
 	}
-	res, err := r.DeleteNetwork(ctx, "app1")
+	res, err := r.DeleteNetwork(ctx, "app1", ident)
 	if err != nil || !res.Record || !slices.Equal(res.Reservations, []netip.Prefix{n.Subnet}) || res.Subnet() != n.Subnet {
 		t.Fatalf("delete = %+v, %v; want record and reservation", res, err)
 	}
 	if get(t, cli, keys.Network("h1", "app1")) != nil || get(t, cli, keys.Subnet(n.Subnet)) != nil {
 		t.Fatal("record or reservation left after delete")
 	}
-	res, err = r.DeleteNetwork(ctx, "app1", n.Subnet)
+	res, err = r.DeleteNetwork(ctx, "app1", ident, n.Subnet)
 	if err != nil || res.Deleted() {
 		t.Fatalf("second delete = %+v, %v; want nothing deleted", res, err)
 	}
@@ -164,7 +167,7 @@ func TestDeleteNetworkOrphanReservationAndForeignKeys(t *testing.T) {
 	foreign, _ := flannel.Encode(flannel.NewReservation("h2", "app1"))
 	mustPut(t, cli, keys.Subnet(s1), string(own))
 	mustPut(t, cli, keys.Subnet(s2), string(foreign))
-	res, err := r.DeleteNetwork(ctx, "app1", s1, s2)
+	res, err := r.DeleteNetwork(ctx, "app1", ident, s1, s2)
 	if err != nil || res.Record || !slices.Equal(res.Reservations, []netip.Prefix{s1}) {
 		t.Fatalf("delete = %+v, %v; want only the reservation at %s", res, err, s1)
 	}
@@ -466,14 +469,14 @@ func TestOwnNetworks(t *testing.T) {
 	mustPut(t, cli, keys.Subnet(netip.MustParsePrefix("198.19.8.0/24")), string(foreign))
 	mustPut(t, cli, keys.Network("h2", "theirs"), "{}")
 	mustPut(t, cli, keys.Network("h10", "prefix-sibling"), "{}")
-	names, err := r.OwnNetworks(ctx)
+	names, _, err := r.OwnNetworks(ctx, ident)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if want := []string{"app1", "gone", "recordonly"}; !slices.Equal(names, want) {
 		t.Errorf("own networks = %v, want %v", names, want)
 	}
-	owned, err := r.Owned(ctx)
+	owned, _, err := r.Owned(ctx, ident)
 	if err != nil {
 		t.Fatal(err)
 	}

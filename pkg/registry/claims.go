@@ -1,0 +1,198 @@
+package registry
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/flannel-registrar/flannel-registrar/pkg/flannel"
+)
+
+// Identity is what a registrar publishes about its host. Two registrars
+// configured with the same host name (cloned VMs) differ in it.
+type Identity struct {
+	PublicIP netip.Addr
+	VtepMAC  net.HardwareAddr
+}
+
+// Known says whether id can tell our entries from a duplicate registrar's.
+func (id Identity) Known() bool { return id.PublicIP.IsValid() }
+
+// DuplicateHost describes another registrar that uses this host's name: its
+// entries are never deleted or overwritten by us.
+type DuplicateHost struct {
+	Host     string
+	PublicIP string
+	VtepMAC  string
+	Key      string // where it was seen
+}
+
+// IsZero says whether d describes nothing.
+func (d DuplicateHost) IsZero() bool { return d == DuplicateHost{} }
+
+func (d DuplicateHost) String() string {
+	return fmt.Sprintf("another registrar uses host name %s with PublicIP %s, VtepMAC %s (%s)", d.Host, d.PublicIP, d.VtepMAC, d.Key)
+}
+
+// DuplicateHostError is returned by PutHost when the host record of this
+// host's name belongs to another registrar.
+type DuplicateHostError struct{ DuplicateHost }
+
+func (e *DuplicateHostError) Error() string { return e.String() + "; its host record was left alone" }
+
+// foreignIdentity says whether an entry of this host's name carrying
+// publicIP, on etcd lease, belongs to another registrar. Only the PublicIP
+// decides: after a restart that recreated the VXLAN device (new MAC) our old
+// records carry our PublicIP and must be re-attached, not left to expire.
+// Entries on our current lease are ours whatever they carry.
+func foreignIdentity(publicIP string, lease, cur clientv3.LeaseID, id Identity) bool {
+	if !id.Known() || (cur != 0 && lease == cur) {
+		return false
+	}
+	ip, err := netip.ParseAddr(publicIP)
+	return err == nil && ip != id.PublicIP
+}
+
+// duplicateOf returns the duplicate registrar a record of this host's name
+// (kv) belongs to; ok is false when the record is ours (or unparsable, which
+// we manage as ours).
+func (r *Registry) duplicateOf(kv *mvccpb.KeyValue, cur clientv3.LeaseID, id Identity) (DuplicateHost, bool) {
+	var rec NetworkRecord
+	if kv == nil || json.Unmarshal(kv.Value, &rec) != nil {
+		return DuplicateHost{}, false
+	}
+	if !foreignIdentity(rec.PublicIP, clientv3.LeaseID(kv.Lease), cur, id) {
+		return DuplicateHost{}, false
+	}
+	return DuplicateHost{Host: r.cfg.Host, PublicIP: rec.PublicIP, VtepMAC: rec.VtepMAC, Key: string(kv.Key)}, true
+}
+
+// hostView is one read of this host name's records: which leases belong to a
+// duplicate registrar. Records and reservations share a lease, so a
+// reservation of this host's name on such a lease is the duplicate's too.
+type hostView struct {
+	records map[string]*mvccpb.KeyValue
+	foreign map[clientv3.LeaseID]DuplicateHost
+	dups    []DuplicateHost // every record of a duplicate registrar
+}
+
+func (r *Registry) viewHost(kvs []*mvccpb.KeyValue, cur clientv3.LeaseID, id Identity) hostView {
+	v := hostView{records: map[string]*mvccpb.KeyValue{}, foreign: map[clientv3.LeaseID]DuplicateHost{}}
+	for _, kv := range kvs {
+		v.records[string(kv.Key)] = kv
+		d, ok := r.duplicateOf(kv, cur, id)
+		if !ok {
+			continue
+		}
+		v.dups = append(v.dups, d)
+		if kv.Lease != 0 {
+			v.foreign[clientv3.LeaseID(kv.Lease)] = d
+		}
+	}
+	return v
+}
+
+// foreignReservation says whether kv (a reservation of this host's name)
+// sits on a duplicate registrar's lease.
+func (v hostView) foreignReservation(kv *mvccpb.KeyValue) (DuplicateHost, bool) {
+	if kv == nil || kv.Lease == 0 {
+		return DuplicateHost{}, false
+	}
+	d, ok := v.foreign[clientv3.LeaseID(kv.Lease)]
+	return d, ok
+}
+
+// subnetEntry is one key under <FLANNEL_PREFIX>/subnets.
+type subnetEntry struct {
+	prefix netip.Prefix
+	kv     *mvccpb.KeyValue
+}
+
+func (r *Registry) subnetEntries(kvs []*mvccpb.KeyValue) []subnetEntry {
+	out := make([]subnetEntry, 0, len(kvs))
+	for _, kv := range kvs {
+		p, err := flannel.ParseSubnetKey(string(kv.Key[len(r.cfg.Keys.Subnets()):]))
+		if err == nil {
+			out = append(out, subnetEntry{prefix: p, kv: kv})
+		}
+	}
+	return out
+}
+
+// overlapping returns the first entry that overlaps (but does not equal)
+// subnet and is held by someone else, with the claimant in words. Entries of
+// this host itself do not count: our reservations (not on a duplicate's
+// lease) and leases carrying our PublicIP (this host's flanneld). Unparsable
+// values claim nothing.
+func (r *Registry) overlapping(entries []subnetEntry, subnet netip.Prefix, id Identity, hv hostView) (subnetEntry, string, bool) {
+	for _, e := range entries {
+		if e.prefix == subnet || !e.prefix.Overlaps(subnet) {
+			continue
+		}
+		l, err := flannel.Decode(e.kv.Value)
+		if err != nil {
+			continue
+		}
+		if d, err := l.Reservation(); err == nil {
+			if dup, foreign := hv.foreignReservation(e.kv); foreign {
+				return e, fmt.Sprintf("%s network %s", dup, d.Network), true
+			}
+			if d.Host == r.cfg.Host {
+				continue
+			}
+			return e, fmt.Sprintf("host %s network %s", d.Host, d.Network), true
+		}
+		if l.BackendType == flannel.BackendReservation {
+			return e, "an invalid reservation", true
+		}
+		if id.Known() && l.PublicIP == id.PublicIP.String() {
+			continue
+		}
+		return e, fmt.Sprintf("a flannel %s lease of PublicIP %s", l.BackendType, l.PublicIP), true
+	}
+	return subnetEntry{}, "", false
+}
+
+// legacyLease says whether kv is a lease the original bash tool left for one
+// of this host's Docker networks: vxlan, our PublicIP, no etcd lease
+// (flanneld's own leases always have a TTL). Such a lease is quarantined and
+// replaced by our reservation.
+func legacyLease(kv *mvccpb.KeyValue, id Identity) bool {
+	if kv == nil || kv.Lease != 0 || !id.Known() {
+		return false
+	}
+	l, err := flannel.Decode(kv.Value)
+	return err == nil && l.BackendType == flannel.BackendVXLAN && l.PublicIP == id.PublicIP.String()
+}
+
+// QuarantineKey is where a removed value of key is copied:
+// <ConfigPrefix>/_quarantine/<key without its leading slash>.
+func (k Keys) QuarantineKey(key string) string {
+	if len(key) > 0 && key[0] == '/' {
+		key = key[1:]
+	}
+	return k.ConfigPrefix + "/" + QuarantineDir + "/" + key
+}
+
+// duplicates returns one DuplicateHost per duplicate registrar (PublicIP),
+// sorted.
+func (v hostView) duplicates() []DuplicateHost {
+	seen := map[string]DuplicateHost{}
+	for _, d := range v.dups {
+		if cur, ok := seen[d.PublicIP]; !ok || d.Key < cur.Key {
+			seen[d.PublicIP] = d
+		}
+	}
+	out := make([]DuplicateHost, 0, len(seen))
+	for _, d := range seen {
+		out = append(out, d)
+	}
+	slices.SortFunc(out, func(a, b DuplicateHost) int { return strings.Compare(a.PublicIP, b.PublicIP) })
+	return out
+}

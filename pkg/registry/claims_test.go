@@ -1,0 +1,306 @@
+package registry_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/flannel-registrar/flannel-registrar/pkg/etcdtest"
+	"github.com/flannel-registrar/flannel-registrar/pkg/flannel"
+	"github.com/flannel-registrar/flannel-registrar/pkg/registry"
+)
+
+// haltingLessor fails its first KeepAlive calls as a halted keep-alive loop
+// does, then delegates to a real lessor.
+type haltingLessor struct {
+	clientv3.Lease
+	fails *atomic.Int32
+}
+
+func (l haltingLessor) KeepAlive(ctx context.Context, id clientv3.LeaseID) (<-chan *clientv3.LeaseKeepAliveResponse, error) {
+	if l.fails.Add(-1) >= 0 {
+		return nil, clientv3.ErrKeepAliveHalted{Reason: errors.New("injected")}
+	}
+	return l.Lease.KeepAlive(ctx, id)
+}
+
+// TestKeepAliveRetriedAfterHalt: a keep-alive that cannot be started is
+// retried (on a new lessor) instead of ending Run; the records outlive
+// several TTLs.
+func TestKeepAliveRetriedAfterHalt(t *testing.T) {
+	srv := etcdtest.Start(t)
+	cli := srv.Client(t)
+	r, err := registry.New(registry.Config{
+		Client: srv.Client(t), Keys: keys, Host: "h1",
+		RegistrationTTL: 2 * time.Second, HostLivenessTTL: 2 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fails := &atomic.Int32{}
+	fails.Store(3)
+	var lessors atomic.Int32
+	registry.SetLessor(r, func(c *clientv3.Client) clientv3.Lease {
+		lessors.Add(1)
+		return haltingLessor{Lease: clientv3.NewLease(c), fails: fails}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	returned := false
+	defer func() {
+		cancel()
+		if returned {
+			return
+		}
+		if err := <-done; err != nil {
+			t.Errorf("Run = %v after cancel; want nil", err)
+		}
+	}()
+	if _, err := r.PutNetwork(ctxT(t), network("h1", "app1", "198.19.1.0/24")); err != nil {
+		t.Fatal(err)
+	}
+	timer := time.NewTimer(6 * time.Second) // three TTLs
+	defer timer.Stop()
+	select {
+	case err := <-done:
+		returned = true
+		t.Fatalf("Run returned %v while the keep-alive failed", err)
+	case <-timer.C:
+	}
+	if get(t, cli, keys.Network("h1", "app1")) == nil {
+		t.Fatal("record expired: the keep-alive was not restarted")
+	}
+	if fails.Load() >= 0 || lessors.Load() < 2 {
+		t.Errorf("fails left %d, lessors %d: want all injected failures consumed and a new lessor", fails.Load(), lessors.Load())
+	}
+}
+
+var (
+	macB   = net.HardwareAddr{0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0x02}
+	identB = registry.Identity{PublicIP: netip.MustParseAddr("198.51.100.2"), VtepMAC: macB}
+)
+
+// asB is n as published by a second registrar with identB.
+func asB(n registry.Network) registry.Network {
+	n.PublicIP, n.VtepMAC = identB.PublicIP, identB.VtepMAC
+	return n
+}
+
+// TestDuplicateHostName: two registrars configured with the same host name
+// and different identities never delete or overwrite each other's entries,
+// and both see the duplicate.
+func TestDuplicateHostName(t *testing.T) {
+	srv := etcdtest.Start(t)
+	cli := srv.Client(t)
+	ctx := ctxT(t)
+	a, _ := newRegistry(t, srv.Client(t), "h1")
+	b, _ := newRegistry(t, srv.Client(t), "h1")
+	if _, err := a.PutNetwork(ctx, network("h1", "app1", "198.19.1.0/24")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.PutNetwork(ctx, asB(network("h1", "app2", "198.19.2.0/24"))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.PutHost(ctx, registry.HostRecord{PublicIP: "198.51.100.1", VtepMAC: ident.VtepMAC.String()}); err != nil {
+		t.Fatal(err)
+	}
+	before := dump(t, cli)
+
+	_, err := b.PutHost(ctx, registry.HostRecord{PublicIP: "198.51.100.2", VtepMAC: macB.String()})
+	var de *registry.DuplicateHostError
+	if !errors.As(err, &de) || de.PublicIP != "198.51.100.1" || de.Key != keys.Host("h1") {
+		t.Errorf("B's PutHost = %v; want a DuplicateHostError naming A", err)
+	}
+	// B's copy of a cloned network: A's record is not overwritten.
+	_, err = b.PutNetwork(ctx, asB(network("h1", "app1", "198.19.1.0/24")))
+	var ce *registry.ConflictError
+	if !errors.As(err, &ce) || ce.Duplicate.PublicIP != "198.51.100.1" || ce.Withdrawn ||
+		!strings.Contains(ce.Claimant, "another registrar uses host name h1 with PublicIP 198.51.100.1") {
+		t.Errorf("B's put of app1 = %v; want a duplicate conflict naming A", err)
+	}
+	// Unregistering what the other one holds deletes nothing.
+	for _, tc := range []struct {
+		r       *registry.Registry
+		id      registry.Identity
+		network string
+		hint    string
+		other   string
+	}{
+		{a, ident, "app2", "198.19.2.0/24", "198.51.100.2"},
+		{b, identB, "app1", "198.19.1.0/24", "198.51.100.1"},
+	} {
+		res, err := tc.r.DeleteNetwork(ctx, tc.network, tc.id, netip.MustParsePrefix(tc.hint))
+		if err != nil || res.Deleted() || res.Duplicate.PublicIP != tc.other {
+			t.Errorf("delete %s = %+v, %v; want nothing deleted and duplicate %s", tc.network, res, err, tc.other)
+		}
+		names, dups, err := tc.r.OwnNetworks(ctx, tc.id)
+		if err != nil || slices.Contains(names, tc.network) || len(dups) != 1 || dups[0].PublicIP != tc.other {
+			t.Errorf("own networks = %v, %+v, %v; want without %s and duplicate %s", names, dups, err, tc.network, tc.other)
+		}
+	}
+	if after := dump(t, cli); after != before {
+		t.Errorf("etcd changed:\nbefore %s\nafter  %s", before, after)
+	}
+
+	// A restart of A with a recreated VXLAN device (same PublicIP, new MAC)
+	// is A itself: its records are re-attached and updated, not refused.
+	a2, _ := newRegistry(t, srv.Client(t), "h1")
+	n := network("h1", "app1", "198.19.1.0/24")
+	n.VtepMAC = net.HardwareAddr{0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0x03}
+	if res, err := a2.PutNetwork(ctx, n); err != nil || res.Change != registry.Updated {
+		t.Errorf("restarted A's put = %+v, %v; want updated", res, err)
+	}
+}
+
+// TestOverlappingClaims: a subnet that overlaps another host's reservation
+// or a flannel lease is a conflict naming the overlapping key, both ways;
+// entries of this host itself and flannel's configured Network do not count.
+func TestOverlappingClaims(t *testing.T) {
+	wide, narrow := "198.19.0.0/16", "198.19.5.0/24"
+	for _, order := range [][2]string{{wide, narrow}, {narrow, wide}} {
+		t.Run(strings.ReplaceAll(order[0], "/", "_")+"_first", func(t *testing.T) {
+			srv := etcdtest.Start(t)
+			cli := srv.Client(t)
+			ctx := ctxT(t)
+			a, _ := newRegistry(t, srv.Client(t), "h1")
+			b, _ := newRegistry(t, srv.Client(t), "h2")
+			if _, err := a.PutNetwork(ctx, network("h1", "app1", order[0])); err != nil {
+				t.Fatal(err)
+			}
+			before := dump(t, cli)
+			nb := network("h2", "web", order[1])
+			nb.PublicIP = netip.MustParseAddr("198.51.100.2")
+			_, err := b.PutNetwork(ctx, nb)
+			var ce *registry.ConflictError
+			wantKey := keys.Subnet(netip.MustParsePrefix(order[0]))
+			if !errors.As(err, &ce) || ce.Key != wantKey || !strings.Contains(ce.Claimant, "host h1 network app1") {
+				t.Fatalf("overlapping put = %v; want a conflict naming %s", err, wantKey)
+			}
+			if after := dump(t, cli); after != before {
+				t.Errorf("etcd changed by a refused claim:\nbefore %s\nafter  %s", before, after)
+			}
+		})
+	}
+
+	srv := etcdtest.Start(t)
+	cli := srv.Client(t)
+	ctx := ctxT(t)
+	r, _ := newRegistry(t, cli, "h1")
+	// flannel's config Network contains every subnet: normal.
+	mustPut(t, cli, keys.FlannelConfig(), `{"Network":"198.18.0.0/15","Backend":{"Type":"vxlan"}}`)
+	// This host's own flanneld lease and another network of ours overlap: fine.
+	own, _ := flannel.Encode(flannel.NewVXLAN(ident.PublicIP, 1, ident.VtepMAC))
+	mustPut(t, cli, keys.Subnet(netip.MustParsePrefix("198.18.0.0/16")), string(own))
+	ours, _ := flannel.Encode(flannel.NewReservation("h1", "big"))
+	mustPut(t, cli, keys.Subnet(netip.MustParsePrefix("198.18.1.0/24")), string(ours))
+	if _, err := r.PutNetwork(ctx, network("h1", "app1", "198.18.1.0/25")); err != nil {
+		t.Fatalf("put overlapping only our own entries = %v", err)
+	}
+	// Another flanneld's lease overlapping is a conflict.
+	mac, _ := net.ParseMAC("aa:bb:cc:dd:ee:09")
+	theirs, _ := flannel.Encode(flannel.NewVXLAN(netip.MustParseAddr("198.51.100.9"), 1, mac))
+	mustPut(t, cli, keys.Subnet(netip.MustParsePrefix("198.19.7.0/24")), string(theirs))
+	_, err := r.PutNetwork(ctx, network("h1", "app2", "198.19.7.128/25"))
+	var ce *registry.ConflictError
+	if !errors.As(err, &ce) || ce.Key != keys.Subnet(netip.MustParsePrefix("198.19.7.0/24")) ||
+		!strings.Contains(ce.Claimant, "a flannel vxlan lease of PublicIP 198.51.100.9") {
+		t.Errorf("put overlapping a flannel lease = %v; want a conflict", err)
+	}
+}
+
+// TestSubnetChangeIntoConflictWithdraws: when a network's subnet changes to
+// one that conflicts, its old record and reservation are withdrawn so that
+// peers stop routing the old subnet to us.
+func TestSubnetChangeIntoConflictWithdraws(t *testing.T) {
+	for _, tc := range []struct{ name, held, wanted string }{
+		{"exact", "198.19.2.0/24", "198.19.2.0/24"},
+		{"overlap", "198.19.2.0/24", "198.19.2.128/25"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := etcdtest.Start(t)
+			cli := srv.Client(t)
+			ctx := ctxT(t)
+			r, _ := newRegistry(t, cli, "h1")
+			old := netip.MustParsePrefix("198.19.1.0/24")
+			if _, err := r.PutNetwork(ctx, network("h1", "app1", old.String())); err != nil {
+				t.Fatal(err)
+			}
+			foreign, _ := flannel.Encode(flannel.NewReservation("h2", "web"))
+			heldKey := keys.Subnet(netip.MustParsePrefix(tc.held))
+			mustPut(t, cli, heldKey, string(foreign))
+			_, err := r.PutNetwork(ctx, network("h1", "app1", tc.wanted))
+			var ce *registry.ConflictError
+			if !errors.As(err, &ce) || !ce.Withdrawn || ce.WithdrawnSubnet != old || ce.Key != heldKey {
+				t.Fatalf("put = %v (%+v); want a conflict on %s that withdrew %s", err, ce, heldKey, old)
+			}
+			if get(t, cli, keys.Network("h1", "app1")) != nil || get(t, cli, keys.Subnet(old)) != nil {
+				t.Error("old record or reservation still published")
+			}
+			if kv := get(t, cli, heldKey); kv == nil || string(kv.Value) != string(foreign) {
+				t.Errorf("the claimant's reservation was touched: %v", kv)
+			}
+		})
+	}
+}
+
+// TestLegacyLeaseQuarantined: a vxlan lease without TTL carrying this host's
+// PublicIP at a local network's subnet (left by the original tool) is copied
+// under _quarantine and replaced by our reservation; flanneld's own leases
+// (with a TTL) and other hosts' leases are conflicts, untouched.
+func TestLegacyLeaseQuarantined(t *testing.T) {
+	srv := etcdtest.Start(t)
+	cli := srv.Client(t)
+	ctx := ctxT(t)
+	r, _ := newRegistry(t, cli, "h1")
+	legacy, _ := flannel.Encode(flannel.NewVXLAN(ident.PublicIP, 1, ident.VtepMAC))
+	p := netip.MustParsePrefix("198.19.1.0/24")
+	key := keys.Subnet(p)
+	mustPut(t, cli, key, string(legacy))
+
+	res, err := r.PutNetwork(ctx, network("h1", "app1", p.String()))
+	qKey := "/flannel/network/subnets/_quarantine/coreos.com/network/subnets/198.19.1.0-24"
+	if err != nil || len(res.Quarantined) != 1 || res.Quarantined[0].To != qKey || res.Quarantined[0].Key != key {
+		t.Fatalf("put = %+v, %v; want the legacy lease quarantined to %s", res, err, qKey)
+	}
+	if kv := get(t, cli, qKey); kv == nil || string(kv.Value) != string(legacy) || kv.Lease != 0 {
+		t.Errorf("quarantined copy = %v; want the legacy value without lease", kv)
+	}
+	kv := get(t, cli, key)
+	if l, err := flannel.Decode(kv.Value); err != nil || l.BackendType != flannel.BackendReservation || clientv3.LeaseID(kv.Lease) != r.Lease() {
+		t.Errorf("subnet key = %s (lease %x); want our reservation on lease %x", kv.Value, kv.Lease, r.Lease())
+	}
+
+	// Not legacy: a lease with a TTL (flanneld's own), or another PublicIP.
+	grant, err := cli.Grant(ctx, 3600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2 := netip.MustParsePrefix("198.19.2.0/24")
+	if _, err := cli.Put(ctx, keys.Subnet(p2), string(legacy), clientv3.WithLease(grant.ID)); err != nil {
+		t.Fatal(err)
+	}
+	mac, _ := net.ParseMAC("aa:bb:cc:dd:ee:09")
+	other, _ := flannel.Encode(flannel.NewVXLAN(netip.MustParseAddr("198.51.100.9"), 1, mac))
+	p3 := netip.MustParsePrefix("198.19.3.0/24")
+	mustPut(t, cli, keys.Subnet(p3), string(other))
+	before := dump(t, cli)
+	for i, q := range []netip.Prefix{p2, p3} {
+		_, err := r.PutNetwork(ctx, network("h1", "app"+string(rune('2'+i)), q.String()))
+		var ce *registry.ConflictError
+		if !errors.As(err, &ce) {
+			t.Errorf("put over %s = %v; want a conflict", q, err)
+		}
+	}
+	if after := dump(t, cli); after != before {
+		t.Errorf("etcd changed:\nbefore %s\nafter  %s", before, after)
+	}
+}
