@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -46,28 +47,108 @@ type DuplicateHostError struct{ DuplicateHost }
 
 func (e *DuplicateHostError) Error() string { return e.String() + "; its host record was left alone" }
 
+// liveOthers are the other registrars of this host's name that are alive
+// now, by PublicIP: the host record and the liveness markers (see
+// Keys.Registrar) of this name that sit on a lease other than our current
+// host liveness lease. Both are on short liveness leases, so a registrar
+// that stopped drops out within HostLivenessTTL.
+type liveOthers map[string]DuplicateHost
+
+// hostRead is one read of the liveness keys of this host's name.
+type hostRead struct {
+	host    *mvccpb.KeyValue   // the host record, nil when absent
+	markers []*mvccpb.KeyValue // liveness markers
+}
+
+// hostOps reads the liveness keys; readHost parses their responses.
+func (r *Registry) hostOps() []clientv3.Op {
+	return []clientv3.Op{
+		clientv3.OpGet(r.cfg.Keys.Host(r.cfg.Host)),
+		clientv3.OpGet(r.cfg.Keys.Registrars(r.cfg.Host), clientv3.WithPrefix()),
+	}
+}
+
+func readHost(host, markers *etcdserverpb.RangeResponse) hostRead {
+	return hostRead{host: first(host.Kvs), markers: markers.Kvs}
+}
+
+// hostGuards make a decision based on hr hold at commit: the host record and
+// the markers unchanged (a marker that expired in between only makes us
+// more careful).
+func (r *Registry) hostGuards(rev int64) []clientv3.Cmp {
+	return []clientv3.Cmp{
+		clientv3.Compare(clientv3.ModRevision(r.cfg.Keys.Host(r.cfg.Host)), "<", rev+1),
+		clientv3.Compare(clientv3.ModRevision(r.cfg.Keys.Registrars(r.cfg.Host)), "<", rev+1).WithPrefix(),
+	}
+}
+
+func (r *Registry) live(hr hostRead, curHost clientv3.LeaseID) liveOthers {
+	out := liveOthers{}
+	add := func(kv *mvccpb.KeyValue) {
+		if kv == nil || (curHost != 0 && clientv3.LeaseID(kv.Lease) == curHost) {
+			return
+		}
+		h, err := DecodeHost(kv.Value)
+		if err != nil || h.PublicIP == "" {
+			return
+		}
+		if _, ok := out[h.PublicIP]; !ok {
+			out[h.PublicIP] = DuplicateHost{Host: r.cfg.Host, PublicIP: h.PublicIP, VtepMAC: h.VtepMAC, Key: string(kv.Key)}
+		}
+	}
+	add(hr.host)
+	for _, kv := range hr.markers {
+		add(kv)
+	}
+	return out
+}
+
+// ours says whether the host record is on our current liveness lease: then
+// it tells others we are alive and no marker is needed.
+func (hr hostRead) ours(curHost clientv3.LeaseID) bool {
+	return hr.host != nil && curHost != 0 && clientv3.LeaseID(hr.host.Lease) == curHost
+}
+
+// marked says whether a marker of ip is on our current liveness lease.
+func (r *Registry) marked(hr hostRead, ip netip.Addr, curHost clientv3.LeaseID) bool {
+	key := r.cfg.Keys.Registrar(r.cfg.Host, ip)
+	for _, kv := range hr.markers {
+		if string(kv.Key) == key && curHost != 0 && clientv3.LeaseID(kv.Lease) == curHost {
+			return true
+		}
+	}
+	return false
+}
+
 // foreignIdentity says whether an entry of this host's name carrying
-// publicIP, on etcd lease, belongs to another registrar. Only the PublicIP
-// decides: after a restart that recreated the VXLAN device (new MAC) our old
-// records carry our PublicIP and must be re-attached, not left to expire.
-// Entries on our current lease are ours whatever they carry.
-func foreignIdentity(publicIP string, lease, cur clientv3.LeaseID, id Identity) bool {
+// publicIP, on etcd lease, belongs to another registrar: one that is alive
+// (live) with that PublicIP. An entry with another PublicIP and no live
+// registrar behind it is ours, left by our previous life (a restart with a
+// new PublicIP): it is re-attached, overwritten or deleted. After a restart
+// that recreated the VXLAN device (new MAC) our old records carry our
+// PublicIP and are ours too. Entries on our current lease are ours whatever
+// they carry.
+func foreignIdentity(publicIP string, lease, cur clientv3.LeaseID, id Identity, live liveOthers) bool {
 	if !id.Known() || (cur != 0 && lease == cur) {
 		return false
 	}
 	ip, err := netip.ParseAddr(publicIP)
-	return err == nil && ip != id.PublicIP
+	if err != nil || ip == id.PublicIP {
+		return false
+	}
+	_, alive := live[ip.String()]
+	return alive
 }
 
 // duplicateOf returns the duplicate registrar a record of this host's name
 // (kv) belongs to; ok is false when the record is ours (or unparsable, which
 // we manage as ours).
-func (r *Registry) duplicateOf(kv *mvccpb.KeyValue, cur clientv3.LeaseID, id Identity) (DuplicateHost, bool) {
+func (r *Registry) duplicateOf(kv *mvccpb.KeyValue, cur clientv3.LeaseID, id Identity, live liveOthers) (DuplicateHost, bool) {
 	var rec NetworkRecord
 	if kv == nil || json.Unmarshal(kv.Value, &rec) != nil {
 		return DuplicateHost{}, false
 	}
-	if !foreignIdentity(rec.PublicIP, clientv3.LeaseID(kv.Lease), cur, id) {
+	if !foreignIdentity(rec.PublicIP, clientv3.LeaseID(kv.Lease), cur, id, live) {
 		return DuplicateHost{}, false
 	}
 	return DuplicateHost{Host: r.cfg.Host, PublicIP: rec.PublicIP, VtepMAC: rec.VtepMAC, Key: string(kv.Key)}, true
@@ -78,15 +159,16 @@ func (r *Registry) duplicateOf(kv *mvccpb.KeyValue, cur clientv3.LeaseID, id Ide
 // reservation of this host's name on such a lease is the duplicate's too.
 type hostView struct {
 	records map[string]*mvccpb.KeyValue
+	live    liveOthers
 	foreign map[clientv3.LeaseID]DuplicateHost
 	dups    []DuplicateHost // every record of a duplicate registrar
 }
 
-func (r *Registry) viewHost(kvs []*mvccpb.KeyValue, cur clientv3.LeaseID, id Identity) hostView {
-	v := hostView{records: map[string]*mvccpb.KeyValue{}, foreign: map[clientv3.LeaseID]DuplicateHost{}}
+func (r *Registry) viewHost(kvs []*mvccpb.KeyValue, cur clientv3.LeaseID, id Identity, live liveOthers) hostView {
+	v := hostView{records: map[string]*mvccpb.KeyValue{}, live: live, foreign: map[clientv3.LeaseID]DuplicateHost{}}
 	for _, kv := range kvs {
 		v.records[string(kv.Key)] = kv
-		d, ok := r.duplicateOf(kv, cur, id)
+		d, ok := r.duplicateOf(kv, cur, id, live)
 		if !ok {
 			continue
 		}

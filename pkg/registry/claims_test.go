@@ -304,3 +304,80 @@ func TestLegacyLeaseQuarantined(t *testing.T) {
 		t.Errorf("etcd changed:\nbefore %s\nafter  %s", before, after)
 	}
 }
+
+// TestRestartWithNewPublicIP: a registrar restarted with a new PublicIP
+// (DHCP change) finds its old entries under the old PublicIP. While the old
+// instance's host record is alive they are a duplicate's and left alone;
+// once its liveness lease is gone they are ours: re-registered under the new
+// PublicIP without a conflict and without a record ever being deleted.
+func TestRestartWithNewPublicIP(t *testing.T) {
+	srv := etcdtest.Start(t)
+	cli := srv.Client(t)
+	ctx := ctxT(t)
+	nets := []registry.Network{network("h1", "app1", "198.19.1.0/24"), network("h1", "app2", "198.19.2.0/24")}
+	old, _ := newRegistry(t, srv.Client(t), "h1")
+	for _, n := range nets {
+		if _, err := old.PutNetwork(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := old.PutHost(ctx, registry.HostRecord{PublicIP: ident.PublicIP.String(), VtepMAC: ident.VtepMAC.String()}); err != nil {
+		t.Fatal(err)
+	}
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	wch := cli.Watch(wctx, keys.HostNetworks("h1"), clientv3.WithPrefix(), clientv3.WithRev(srv.Revision(t)+1))
+
+	// The old instance is still alive: the new one is a duplicate.
+	restarted, _ := newRegistry(t, srv.Client(t), "h1")
+	_, err := restarted.PutHost(ctx, registry.HostRecord{PublicIP: identB.PublicIP.String(), VtepMAC: macB.String()})
+	var de *registry.DuplicateHostError
+	if !errors.As(err, &de) || de.PublicIP != ident.PublicIP.String() {
+		t.Fatalf("PutHost while the old instance lives = %v; want a DuplicateHostError", err)
+	}
+	_, err = restarted.PutNetwork(ctx, asB(nets[0]))
+	var ce *registry.ConflictError
+	if !errors.As(err, &ce) || ce.Duplicate.PublicIP != ident.PublicIP.String() || ce.Withdrawn {
+		t.Fatalf("PutNetwork while the old instance lives = %v; want a duplicate conflict", err)
+	}
+	if _, dups, err := restarted.OwnNetworks(ctx, identB); err != nil || len(dups) != 1 {
+		t.Errorf("own networks = %+v, %v; want the old instance as duplicate", dups, err)
+	}
+
+	// The old instance stopped: its liveness lease expires (revoked here).
+	hostKV := get(t, cli, keys.Host("h1"))
+	if _, err := cli.Revoke(ctx, clientv3.LeaseID(hostKV.Lease)); err != nil {
+		t.Fatal(err)
+	}
+	names, dups, err := restarted.OwnNetworks(ctx, identB)
+	if err != nil || len(dups) != 0 || !slices.Equal(names, []string{"app1", "app2"}) {
+		t.Errorf("own networks after expiry = %v, %+v, %v; want app1 app2 as ours", names, dups, err)
+	}
+	if wrote, err := restarted.PutHost(ctx, registry.HostRecord{PublicIP: identB.PublicIP.String(), VtepMAC: macB.String()}); err != nil || !wrote {
+		t.Errorf("PutHost after expiry = %v, %v; want written", wrote, err)
+	}
+	for _, n := range nets {
+		res, err := restarted.PutNetwork(ctx, asB(n))
+		if err != nil || res.Change != registry.Updated {
+			t.Errorf("re-register %s = %+v, %v; want updated", n.Network, res, err)
+		}
+		kv := get(t, cli, keys.Network("h1", n.Network))
+		if kv == nil || !strings.Contains(string(kv.Value), `"PublicIP":"198.51.100.2"`) || clientv3.LeaseID(kv.Lease) != restarted.Lease() {
+			t.Errorf("record %s = %v; want PublicIP B on the new lease", n.Network, kv)
+		}
+	}
+	mustPut(t, cli, keys.HostNetworks("h1")+"zz-marker", "x")
+	for wr := range wch {
+		if err := wr.Err(); err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range wr.Events {
+			if ev.Type == clientv3.EventTypeDelete {
+				t.Errorf("DELETE %s during the restart", ev.Kv.Key)
+			}
+			if strings.HasSuffix(string(ev.Kv.Key), "zz-marker") {
+				wcancel()
+			}
+		}
+	}
+}

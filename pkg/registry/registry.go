@@ -96,11 +96,7 @@ func (r *Registry) Host() string { return r.cfg.Host }
 func (r *Registry) Keys() Keys { return r.cfg.Keys }
 
 // Lease returns the current registration lease, 0 when none is granted.
-func (r *Registry) Lease() clientv3.LeaseID {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.leases[regLease]
-}
+func (r *Registry) Lease() clientv3.LeaseID { return r.current(regLease) }
 
 // ---- leases ----
 
@@ -328,6 +324,7 @@ type netState struct {
 	oldSub  netip.Prefix
 	host    hostView
 	subnets []subnetEntry
+	hr      hostRead
 }
 
 // PutNetwork registers n (its Host must be empty or this host; n is one of
@@ -383,7 +380,7 @@ func (r *Registry) putNetworkOnce(ctx context.Context, n Network, recVal, resVal
 	if err != nil {
 		return PutResult{}, err
 	}
-	if dup, foreign := r.duplicateOf(st.rec, id, ident); foreign {
+	if dup, foreign := r.duplicateOf(st.rec, id, ident, st.host.live); foreign {
 		return PutResult{}, &ConflictError{Subnet: n.Subnet, Network: n.Network, Claimant: dup.String(), Key: recKey, Duplicate: dup}
 	}
 	legacy := legacyLease(st.res, ident)
@@ -394,16 +391,19 @@ func (r *Registry) putNetworkOnce(ctx context.Context, n Network, recVal, resVal
 		return PutResult{}, r.conflict(ctx, n, st, &ConflictError{Subnet: n.Subnet, Network: n.Network,
 			Claimant: claimant + " at overlapping " + e.prefix.String(), Key: string(e.kv.Key)})
 	}
+	if err := r.markLive(ctx, ident, st.hr); err != nil {
+		return PutResult{}, err
+	}
 	var (
 		ops []clientv3.Op
 		res = PutResult{Change: Unchanged}
 	)
 	// The prefix guards make the overlap and duplicate checks hold at commit.
-	guards := []clientv3.Cmp{
+	guards := append([]clientv3.Cmp{
 		guard(recKey, st.rec), guard(resKey, st.res),
 		clientv3.Compare(clientv3.ModRevision(r.cfg.Keys.Subnets()), "<", st.rev+1).WithPrefix(),
 		clientv3.Compare(clientv3.ModRevision(r.cfg.Keys.HostNetworks(r.cfg.Host)), "<", st.rev+1).WithPrefix(),
-	}
+	}, r.hostGuards(st.rev)...)
 	note := func(c Change, fields ...string) {
 		res.Fields = append(res.Fields, fields...)
 		res.Change = max(res.Change, c)
@@ -476,17 +476,19 @@ func (r *Registry) commit(ctx context.Context, kind leaseKind, id clientv3.Lease
 // and picks out the record of n, the reservation of its subnet and our
 // reservation at the record's old subnet when it moved.
 func (r *Registry) readNetwork(ctx context.Context, n Network, cur clientv3.LeaseID, id Identity) (netState, error) {
-	resp, err := r.cfg.Client.Txn(ctx).Then(
+	resp, err := r.cfg.Client.Txn(ctx).Then(append([]clientv3.Op{
 		clientv3.OpGet(r.cfg.Keys.HostNetworks(r.cfg.Host), clientv3.WithPrefix()),
 		clientv3.OpGet(r.cfg.Keys.Subnets(), clientv3.WithPrefix()),
-	).Commit()
+	}, r.hostOps()...)...).Commit()
 	if err != nil {
 		return netState{}, fmt.Errorf("read network %s: %w", n.Network, err)
 	}
+	hr := readHost(resp.Responses[2].GetResponseRange(), resp.Responses[3].GetResponseRange())
 	st := netState{
 		rev:     resp.Header.Revision,
-		host:    r.viewHost(resp.Responses[0].GetResponseRange().Kvs, cur, id),
+		host:    r.viewHost(resp.Responses[0].GetResponseRange().Kvs, cur, id, r.live(hr, r.current(hostLease))),
 		subnets: r.subnetEntries(resp.Responses[1].GetResponseRange().Kvs),
+		hr:      hr,
 	}
 	st.rec = st.host.records[r.cfg.Keys.Network(n.Host, n.Network)]
 	st.res = st.subnet(n.Subnet)
@@ -635,12 +637,15 @@ func (r *Registry) DeleteNetwork(ctx context.Context, network string, id Identit
 
 func (r *Registry) deleteNetworkOnce(ctx context.Context, network string, id Identity, hints []netip.Prefix) (DeleteResult, error) {
 	recKey := r.cfg.Keys.Network(r.cfg.Host, network)
-	g, err := r.cfg.Client.Get(ctx, r.cfg.Keys.HostNetworks(r.cfg.Host), clientv3.WithPrefix())
+	resp, err := r.cfg.Client.Txn(ctx).Then(append([]clientv3.Op{
+		clientv3.OpGet(r.cfg.Keys.HostNetworks(r.cfg.Host), clientv3.WithPrefix()),
+	}, r.hostOps()...)...).Commit()
 	if err != nil {
 		return DeleteResult{}, fmt.Errorf("read %s: %w", recKey, err)
 	}
-	rev := g.Header.Revision
-	hv := r.viewHost(g.Kvs, r.Lease(), id)
+	rev := resp.Header.Revision
+	hr := readHost(resp.Responses[1].GetResponseRange(), resp.Responses[2].GetResponseRange())
+	hv := r.viewHost(resp.Responses[0].GetResponseRange().Kvs, r.Lease(), id, r.live(hr, r.current(hostLease)))
 	var (
 		res    DeleteResult
 		guards []clientv3.Cmp
@@ -648,7 +653,7 @@ func (r *Registry) deleteNetworkOnce(ctx context.Context, network string, id Ide
 	)
 	subnets := slices.Clone(hints)
 	if kv := hv.records[recKey]; kv != nil {
-		if dup, foreign := r.duplicateOf(kv, r.Lease(), id); foreign {
+		if dup, foreign := r.duplicateOf(kv, r.Lease(), id, hv.live); foreign {
 			res.Duplicate = dup
 		} else {
 			guards = append(guards, guard(recKey, kv))
@@ -683,7 +688,7 @@ func (r *Registry) deleteNetworkOnce(ctx context.Context, network string, id Ide
 	if len(ops) == 0 {
 		return DeleteResult{Duplicate: res.Duplicate}, nil
 	}
-	if err := r.commit(ctx, regLease, 0, guards, ops); err != nil {
+	if err := r.commit(ctx, regLease, 0, append(guards, r.hostGuards(rev)...), ops); err != nil {
 		return DeleteResult{}, err
 	}
 	return res, nil
@@ -713,23 +718,24 @@ func (r *Registry) Owned(ctx context.Context, id Identity) (map[string][]netip.P
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.RequestTimeout)
 	defer cancel()
 	prefix := r.cfg.Keys.HostNetworks(r.cfg.Host)
-	resp, err := r.cfg.Client.Txn(ctx).Then(
+	resp, err := r.cfg.Client.Txn(ctx).Then(append([]clientv3.Op{
 		clientv3.OpGet(prefix, clientv3.WithPrefix()),
 		clientv3.OpGet(r.cfg.Keys.Subnets(), clientv3.WithPrefix()),
-	).Commit()
+	}, r.hostOps()...)...).Commit()
 	if err != nil {
 		return nil, nil, fmt.Errorf("list own networks: %w", err)
 	}
 	cur := r.Lease()
 	recs := resp.Responses[0].GetResponseRange().Kvs
-	hv := r.viewHost(recs, cur, id)
+	hr := readHost(resp.Responses[2].GetResponseRange(), resp.Responses[3].GetResponseRange())
+	hv := r.viewHost(recs, cur, id, r.live(hr, r.current(hostLease)))
 	own := map[string][]netip.Prefix{}
 	for _, kv := range recs {
 		pk, err := r.cfg.Keys.Parse(string(kv.Key))
 		if err != nil || pk.Kind != KindNetwork {
 			continue // not a record key (e.g. deeper path): not ours to manage
 		}
-		if _, foreign := r.duplicateOf(kv, cur, id); foreign {
+		if _, foreign := r.duplicateOf(kv, cur, id, hv.live); foreign {
 			continue
 		}
 		var subs []netip.Prefix
@@ -787,18 +793,21 @@ func (r *Registry) PutHost(ctx context.Context, h HostRecord) (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		g, err := r.cfg.Client.Get(ctx, key)
+		g, err := r.cfg.Client.Txn(ctx).Then(r.hostOps()...).Commit()
 		if err != nil {
 			return false, fmt.Errorf("read %s: %w", key, err)
 		}
-		kv := first(g.Kvs)
+		hr := readHost(g.Responses[0].GetResponseRange(), g.Responses[1].GetResponseRange())
+		kv := hr.host
 		if kv != nil && string(kv.Value) == string(val) && clientv3.LeaseID(kv.Lease) == id {
 			return false, nil
 		}
-		if kv != nil {
-			if old, err := DecodeHost(kv.Value); err == nil && foreignIdentity(old.PublicIP, clientv3.LeaseID(kv.Lease), id, ident) {
-				return false, &DuplicateHostError{DuplicateHost{Host: h.Host, PublicIP: old.PublicIP, VtepMAC: old.VtepMAC, Key: key}}
+		if d, dup := r.hostHeldBy(kv, id, ident); dup {
+			// Tell the holder we are alive, so it leaves our entries alone.
+			if err := r.markLive(ctx, ident, hr); err != nil && !errors.Is(err, errRetry) {
+				return false, err
 			}
+			return false, &DuplicateHostError{d}
 		}
 		err = r.commit(ctx, hostLease, id, []clientv3.Cmp{guard(key, kv)},
 			[]clientv3.Op{clientv3.OpPut(key, string(val), clientv3.WithLease(id))})
@@ -811,6 +820,60 @@ func (r *Registry) PutHost(ctx context.Context, h HostRecord) (bool, error) {
 		lastErr = err
 	}
 	return false, fmt.Errorf("put host record %s: %w", key, lastErr)
+}
+
+// hostHeldBy says whether the host record kv belongs to another live
+// registrar: on another liveness lease (alive, or it would be gone) with
+// another PublicIP.
+func (r *Registry) hostHeldBy(kv *mvccpb.KeyValue, cur clientv3.LeaseID, id Identity) (DuplicateHost, bool) {
+	if kv == nil || !id.Known() || clientv3.LeaseID(kv.Lease) == cur {
+		return DuplicateHost{}, false
+	}
+	old, err := DecodeHost(kv.Value)
+	if err != nil {
+		return DuplicateHost{}, false
+	}
+	ip, err := netip.ParseAddr(old.PublicIP)
+	if err != nil || ip == id.PublicIP {
+		return DuplicateHost{}, false
+	}
+	return DuplicateHost{Host: r.cfg.Host, PublicIP: old.PublicIP, VtepMAC: old.VtepMAC, Key: string(kv.Key)}, true
+}
+
+// markLive makes sure others of our host name can tell we are alive before
+// any entry of ours is written, so that they never take our entries for
+// leftovers of a dead instance: the host record when it is absent (a minimal
+// one; PutHost completes it), else our liveness marker (Keys.Registrar) when
+// the host record carries another PublicIP. Both go on the host liveness
+// lease. hr is what was read.
+func (r *Registry) markLive(ctx context.Context, id Identity, hr hostRead) error {
+	cur := r.current(hostLease)
+	if !id.Known() || hr.ours(cur) || r.marked(hr, id.PublicIP, cur) {
+		return nil
+	}
+	key, guards := r.cfg.Keys.Host(r.cfg.Host), []clientv3.Cmp{guard(r.cfg.Keys.Host(r.cfg.Host), nil)}
+	if hr.host != nil {
+		if h, err := DecodeHost(hr.host.Value); err == nil && h.PublicIP == id.PublicIP.String() {
+			return nil // the host record says our PublicIP is alive
+		}
+		key, guards = r.cfg.Keys.Registrar(r.cfg.Host, id.PublicIP), nil
+	}
+	lease, err := r.lease(ctx, hostLease)
+	if err != nil {
+		return err
+	}
+	val, err := json.Marshal(HostRecord{Host: r.cfg.Host, PublicIP: id.PublicIP.String(), VtepMAC: id.VtepMAC.String()})
+	if err != nil {
+		return fmt.Errorf("encode liveness marker: %w", err)
+	}
+	return r.commit(ctx, hostLease, lease, guards, []clientv3.Op{clientv3.OpPut(key, string(val), clientv3.WithLease(lease))})
+}
+
+// current returns the lease of kind, 0 when none is granted.
+func (r *Registry) current(kind leaseKind) clientv3.LeaseID {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.leases[kind]
 }
 
 // ---- helpers ----

@@ -19,6 +19,12 @@ import (
 // Host names cannot start with "_", so it never collides with a host.
 const HostsDir = "_hosts"
 
+// RegistrarsDir holds liveness markers: <ConfigPrefix>/_registrars/<host>/<PublicIP>,
+// written on its host liveness lease by a registrar that does not hold the
+// host record of its name, so that another registrar of that name (cloned
+// VMs) can tell it is alive.
+const RegistrarsDir = "_registrars"
+
 // QuarantineDir holds copies of values we removed but did not write.
 const QuarantineDir = "_quarantine"
 
@@ -38,6 +44,15 @@ func (k Keys) HostNetworks(host string) string { return k.ConfigPrefix + "/" + h
 
 // Host is the key of a host record.
 func (k Keys) Host(host string) string { return k.ConfigPrefix + "/" + HostsDir + "/" + host }
+
+// Registrars is the prefix of the liveness markers of host.
+func (k Keys) Registrars(host string) string {
+	return k.ConfigPrefix + "/" + RegistrarsDir + "/" + host + "/"
+}
+
+// Registrar is the key of the liveness marker of host's registrar with
+// PublicIP ip.
+func (k Keys) Registrar(host string, ip netip.Addr) string { return k.Registrars(host) + ip.String() }
 
 // Records is the prefix under which all our records live.
 func (k Keys) Records() string { return k.ConfigPrefix + "/" }
@@ -83,6 +98,9 @@ func (k Keys) Parse(key string) (ParsedKey, error) {
 	rest, ok := strings.CutPrefix(key, k.Records())
 	if !ok {
 		return ParsedKey{}, fmt.Errorf("key %q is outside %s and %s", key, k.Records(), k.Subnets())
+	}
+	if strings.HasPrefix(rest, RegistrarsDir+"/") {
+		return ParsedKey{}, fmt.Errorf("key %q is a registrar liveness marker", key)
 	}
 	parts := strings.Split(rest, "/")
 	if len(parts) != 2 || parts[0] == "" || parts[1] == "" {

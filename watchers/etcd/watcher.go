@@ -323,7 +323,8 @@ func (w *Watcher) remove(key, trigger string) {
 	}
 }
 
-// errIgnored marks keys that are ours but not state (quarantined copies).
+// errIgnored marks keys that are ours but not state (quarantined copies,
+// liveness markers of registrars sharing a host name).
 var errIgnored = errors.New("ignored")
 
 // item is one decoded key.
@@ -337,7 +338,8 @@ type item struct {
 
 func (w *Watcher) decode(kv *mvccpb.KeyValue) (item, error) {
 	key := string(kv.Key)
-	if strings.HasPrefix(key, w.o.Keys.Records()+registry.QuarantineDir+"/") {
+	if strings.HasPrefix(key, w.o.Keys.Records()+registry.QuarantineDir+"/") ||
+		strings.HasPrefix(key, w.o.Keys.Records()+registry.RegistrarsDir+"/") {
 		return item{}, errIgnored
 	}
 	pk, err := w.o.Keys.Parse(key)
