@@ -196,16 +196,30 @@ func TestForeignEntriesNeverTouched(t *testing.T) {
 	}
 	var outs []string
 	for _, cmd := range before {
-		outs = append(outs, f.show(cmd...))
+		outs = append(outs, withoutResolution(f.show(cmd...)))
 	}
 	if got := f.pass(); len(got) != 0 {
 		t.Errorf("recorded %q over foreign entries, want nothing", got)
 	}
 	for i, cmd := range before {
-		if out := f.show(cmd...); out != outs[i] {
+		if out := withoutResolution(f.show(cmd...)); out != outs[i] {
 			t.Errorf("%v changed:\nbefore:\n%s\nafter:\n%s", cmd, outs[i], out)
 		}
 	}
+}
+
+// withoutResolution drops the neighbours the kernel itself creates while it
+// resolves an address (INCOMPLETE, FAILED): the flooding entry above makes
+// flannel.1 send to 198.51.100.9, which makes the kernel ARP for it on ul0
+// at any moment. Nothing of ours ever has those states.
+func withoutResolution(out string) string {
+	var keep []string
+	for line := range strings.SplitSeq(out, "\n") {
+		if !strings.Contains(line, "INCOMPLETE") && !strings.Contains(line, "FAILED") {
+			keep = append(keep, line)
+		}
+	}
+	return strings.Join(keep, "\n")
 }
 
 // Without the device the controller waits: no writes, no errors.
