@@ -11,6 +11,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/flannel-registrar/flannel-registrar/pkg/poll"
 	"os"
 	"os/signal"
 	"slices"
@@ -110,7 +111,7 @@ func startSources(ctx context.Context, l *lab.Lab) ([]lab.Probe, error) {
 			if p.Host == q.Host {
 				continue
 			}
-			err := lab.Poll(ctx, time.Minute, 250*time.Millisecond, func() error {
+			err := poll.Until(ctx, time.Minute, 250*time.Millisecond, func() error {
 				return p.Host.Ping(ctx, p.Container, ips[q.Host.Name])
 			})
 			if err != nil {

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/flannel-registrar/flannel-registrar/pkg/poll"
 	"io"
 	"log/slog"
 	"net"
@@ -297,29 +298,13 @@ func fill(store *state.Store, n, perVTEP int) int {
 	return vteps
 }
 
-// poll calls fn every 2ms until it returns nil, for at most 10 minutes.
-func poll(ctx context.Context, fn func() error) error {
-	deadline := time.NewTimer(10 * time.Minute)
-	defer deadline.Stop()
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := fn()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-deadline.C:
-			return err
-		case <-tick.C:
-		}
-	}
+// waitFor calls fn every 2ms until it returns nil, for at most 10 minutes.
+func waitFor(ctx context.Context, fn func() error) error {
+	return poll.Until(ctx, 10*time.Minute, 2*time.Millisecond, fn)
 }
 
 func (b *bench) waitWrites(ctx context.Context, n, vteps int) error {
-	return poll(ctx, func() error {
+	return waitFor(ctx, func() error {
 		w := b.h.WriteStats()
 		if w.RouteReplace < uint64(n) || w.NeighSet < uint64(n) || w.FDBSet < uint64(vteps) {
 			return fmt.Errorf("not converged: %+v", w)
@@ -331,7 +316,7 @@ func (b *bench) waitWrites(ctx context.Context, n, vteps int) error {
 func (b *bench) waitIdle(ctx context.Context) error {
 	stable := 0
 	last := b.reconciles()
-	return poll(ctx, func() error {
+	return waitFor(ctx, func() error {
 		r := b.reconciles()
 		busy := r != last
 		for _, c := range b.ctrls {
@@ -372,7 +357,7 @@ func (b *bench) keyCount(ctx context.Context) (int, error) {
 // waitReconciles waits until the runners have done target reconciles in
 // total and their queues are empty.
 func (b *bench) waitReconciles(ctx context.Context, target uint64) error {
-	return poll(ctx, func() error {
+	return waitFor(ctx, func() error {
 		if r := b.reconciles(); r < target {
 			return fmt.Errorf("%d reconciles, want %d", r, target)
 		}

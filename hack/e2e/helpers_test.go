@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"github.com/flannel-registrar/flannel-registrar/pkg/poll"
 	"os"
 	"os/exec"
 	"regexp"
@@ -22,7 +23,7 @@ func joinLines(l []string) string  { return strings.Join(l, "\n") }
 // eventually retries check every 250 ms until it succeeds or timeout passes.
 func eventually(t *testing.T, timeout time.Duration, what string, check func() error) {
 	t.Helper()
-	if err := lab.Poll(context.Background(), timeout, 250*time.Millisecond, check); err != nil {
+	if err := poll.Until(context.Background(), timeout, 250*time.Millisecond, check); err != nil {
 		t.Fatalf("%s: %v", what, err)
 	}
 }

@@ -3,6 +3,7 @@ package lab
 import (
 	"context"
 	"fmt"
+	"github.com/flannel-registrar/flannel-registrar/pkg/poll"
 	"io"
 	"net"
 	"net/http"
@@ -77,7 +78,7 @@ func (h *Host) waitDocker(ctx context.Context, timeout time.Duration) error {
 		}},
 	}
 	defer hc.CloseIdleConnections()
-	return poll(ctx, timeout, 100*time.Millisecond, func() error {
+	return poll.Until(ctx, timeout, 100*time.Millisecond, func() error {
 		if !h.Running(Dockerd) {
 			return fmt.Errorf("dockerd exited (see %s)", h.Log(Dockerd))
 		}

@@ -3,6 +3,7 @@ package lab
 import (
 	"context"
 	"fmt"
+	"github.com/flannel-registrar/flannel-registrar/pkg/poll"
 	"io"
 	"net"
 	"net/http"
@@ -54,7 +55,7 @@ func (l *Lab) EtcdRunning() bool { _, ok := l.etcdPidfile().running(); return ok
 // WaitEtcd waits until etcd reports healthy on its unix socket.
 func (l *Lab) WaitEtcd(ctx context.Context, timeout time.Duration) error {
 	hc := l.etcdHTTP()
-	return poll(ctx, timeout, 100*time.Millisecond, func() error {
+	return poll.Until(ctx, timeout, 100*time.Millisecond, func() error {
 		if !l.EtcdRunning() {
 			return fmt.Errorf("etcd is not running (see %s)", l.EtcdLog())
 		}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"github.com/flannel-registrar/flannel-registrar/pkg/poll"
 	"os"
 	"strings"
 	"time"
@@ -84,7 +85,7 @@ func (h *Host) startFlanneld(ctx context.Context) error {
 		return fmt.Errorf("host %s: flanneld: %w", h.Name, err)
 	}
 	// flanneld writes subnet.env once it holds its lease; a restart rewrites it.
-	err := poll(ctx, 60*time.Second, 50*time.Millisecond, func() error {
+	err := poll.Until(ctx, 60*time.Second, 50*time.Millisecond, func() error {
 		if !h.Running(Flanneld) {
 			return fmt.Errorf("flanneld exited (see %s)", h.Log(Flanneld))
 		}

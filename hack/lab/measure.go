@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/flannel-registrar/flannel-registrar/pkg/poll"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -135,7 +136,7 @@ func (l *Lab) waitRoutes(ctx context.Context, owner *Host, subnet string, t0 tim
 		}
 		watchers = append(watchers, w)
 	}
-	return poll(ctx, time.Hour, 5*time.Millisecond, func() error {
+	return poll.Until(ctx, time.Hour, 5*time.Millisecond, func() error {
 		var missing []string
 		for _, w := range watchers {
 			if _, ok := got[w.Host.Name]; ok {

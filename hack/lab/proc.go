@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/flannel-registrar/flannel-registrar/pkg/poll"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -154,7 +155,7 @@ func startTime(pid int) (uint64, error) {
 }
 
 func waitGone(ctx context.Context, pids []int, timeout time.Duration) error {
-	return poll(ctx, timeout, 20*time.Millisecond, func() error {
+	return poll.Until(ctx, timeout, 20*time.Millisecond, func() error {
 		var left []string
 		for _, p := range pids {
 			if alive(p) {
@@ -166,34 +167,6 @@ func waitGone(ctx context.Context, pids []int, timeout time.Duration) error {
 		}
 		return nil
 	})
-}
-
-// poll calls check every interval until it returns nil, the timeout passes
-// (the last error is returned) or ctx ends.
-func poll(ctx context.Context, timeout, interval time.Duration, check func() error) error {
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for {
-		err := check()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w (last: %w)", ctx.Err(), err)
-		case <-deadline.C:
-			return fmt.Errorf("after %s: %w", timeout, err)
-		case <-tick.C:
-		}
-	}
-}
-
-// Poll is poll for the lab's users (e2e, bench): check every interval until
-// it succeeds or timeout passes.
-func Poll(ctx context.Context, timeout, interval time.Duration, check func() error) error {
-	return poll(ctx, timeout, interval, check)
 }
 
 // run executes a short command and returns its combined output.

@@ -4,9 +4,11 @@
 package testutil
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"github.com/flannel-registrar/flannel-registrar/pkg/poll"
 	"os"
 	"os/exec"
 	"runtime"
@@ -149,21 +151,7 @@ func Eventually(t testing.TB, timeout time.Duration, fn func() error) {
 // Poll calls fn every 10ms until it returns nil or timeout passes; it returns
 // fn's last error.
 func Poll(timeout time.Duration, fn func() error) error {
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := fn()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-deadline.C:
-			return err
-		case <-tick.C:
-		}
-	}
+	return poll.Until(context.Background(), timeout, 10*time.Millisecond, fn)
 }
 
 func randHex(n int) string {
