@@ -6,7 +6,7 @@
 #   sudo make bench   network-create-to-reachable timings on a 3-host lab
 #   make unit         the test tiers without the lab (root-only tests skip as non-root)
 #   make build        bin/flannel-registrar
-#   make lint         gofmt, go vet, golangci-lint (when installed)
+#   make lint         gofmt, go vet, golangci-lint (when installed), import layers
 #
 # The lab targets need root and install missing packages and flanneld
 # themselves (hack/install-deps.sh).
@@ -65,4 +65,5 @@ lint:
 	$(GO) vet ./...
 	@if command -v golangci-lint >/dev/null; then golangci-lint run ./...; \
 	else echo "golangci-lint not installed; skipped"; fi
-	@if command -v shellcheck >/dev/null; then shellcheck hack/install-deps.sh; fi
+	./hack/check-layers.sh
+	@if command -v shellcheck >/dev/null; then shellcheck hack/*.sh; fi

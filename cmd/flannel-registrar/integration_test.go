@@ -18,12 +18,12 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/flannel-registrar/flannel-registrar/pkg/dockertest"
-	"github.com/flannel-registrar/flannel-registrar/pkg/etcdtest"
 	"github.com/flannel-registrar/flannel-registrar/pkg/flannel"
-	"github.com/flannel-registrar/flannel-registrar/pkg/netlinkx/netlinkxtest"
 	"github.com/flannel-registrar/flannel-registrar/pkg/registry"
-	"github.com/flannel-registrar/flannel-registrar/pkg/testutil"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/dockertest"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/etcdtest"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/netlinkxtest"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/testutil"
 )
 
 var (

@@ -15,7 +15,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/flannel-registrar/flannel-registrar/pkg/app"
+	"github.com/flannel-registrar/flannel-registrar/cmd/flannel-registrar/app"
 	"github.com/flannel-registrar/flannel-registrar/pkg/config"
 	"github.com/flannel-registrar/flannel-registrar/pkg/logging"
 )

@@ -26,8 +26,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/flannel-registrar/flannel-registrar/controllers/routes/remote"
 	"github.com/flannel-registrar/flannel-registrar/pkg/netlinkx"
+	"github.com/flannel-registrar/flannel-registrar/pkg/overlay"
 	"github.com/flannel-registrar/flannel-registrar/pkg/reconcile"
 	"github.com/flannel-registrar/flannel-registrar/pkg/registry"
 	"github.com/flannel-registrar/flannel-registrar/pkg/state"
@@ -71,10 +71,10 @@ type neighEntry struct {
 type plan struct {
 	version uint64
 	link    state.Link
-	self    remote.Self
-	l2      remote.L2
+	self    overlay.Self
+	l2      overlay.L2
 	// sweep: the store holds a vxlan lease of this host, so entries no
-	// lease or record wants may be swept (remote.SeesFlannel).
+	// lease or record wants may be swept (overlay.SeesFlannel).
 	sweep bool
 }
 
@@ -97,21 +97,21 @@ func (c *Controller) desired() *plan {
 		return p
 	}
 	link := c.store.Link()
-	self := remote.Self{Host: c.opts.Host, PublicIP: c.opts.PublicIP}
+	self := overlay.Self{Host: c.opts.Host, PublicIP: c.opts.PublicIP}
 	if !self.PublicIP.IsValid() {
 		self.PublicIP = link.Local
 	}
 	p = &plan{version: v, link: link, self: self}
-	var subnets map[netip.Prefix]remote.Subnet
+	var subnets map[netip.Prefix]overlay.Subnet
 	if self.Known() {
-		subnets, _ = remote.All(self, c.store.Networks(), c.store.Leases())
-		p.l2 = remote.L2Of(subnets)
-		p.sweep = remote.SeesFlannel(c.store, self, link.MAC)
+		subnets, _ = overlay.All(self, c.store.Networks(), c.store.Leases())
+		p.l2 = overlay.L2Of(subnets)
+		p.sweep = overlay.SeesFlannel(c.store, self, link.MAC)
 	}
 	c.mu.Lock()
 	c.plan = p
 	for _, s := range subnets {
-		if s.Source == remote.FromRecord {
+		if s.Source == overlay.FromRecord {
 			c.ownFDB[s.MAC()] = struct{}{}
 			c.ownNeigh[neighEntry{s.Gateway(), s.MAC()}] = struct{}{}
 		}
@@ -400,7 +400,7 @@ func (c *Controller) KeysFor(ev state.Event) []string {
 			}
 		}
 		if l, ok := ev.New.(state.Lease); ok {
-			if p := c.desired(); remote.IsSelfLease(l, p.self, p.link.MAC) {
+			if p := c.desired(); overlay.IsSelfLease(l, p.self, p.link.MAC) {
 				keys = append(keys, c.known(p)...)
 			}
 		}

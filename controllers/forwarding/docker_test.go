@@ -9,10 +9,10 @@ import (
 	"time"
 
 	"github.com/flannel-registrar/flannel-registrar/controllers/forwarding"
-	"github.com/flannel-registrar/flannel-registrar/pkg/dockertest"
 	"github.com/flannel-registrar/flannel-registrar/pkg/reconcile"
 	"github.com/flannel-registrar/flannel-registrar/pkg/state"
-	"github.com/flannel-registrar/flannel-registrar/pkg/testutil"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/dockertest"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/testutil"
 	"github.com/flannel-registrar/flannel-registrar/watchers/docker"
 )
 
@@ -87,7 +87,9 @@ func TestRealDockerdRules(t *testing.T) {
 			mgr.Enqueue(forwarding.Name, k, ev.Trigger)
 		}
 	})
-	w := docker.New(d.Client(), store, docker.Options{Enqueuer: mgr})
+	w := docker.New(d.Client(), store, docker.Options{
+		OnRulesChanged: func(trigger string) { mgr.Enqueue(forwarding.Name, forwarding.Key, trigger) },
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{}, 2)
 	go func() { mgr.Run(ctx); done <- struct{}{} }()

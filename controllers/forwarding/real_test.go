@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/flannel-registrar/flannel-registrar/pkg/state"
-	"github.com/flannel-registrar/flannel-registrar/pkg/testutil"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/testutil"
 )
 
 // nsIPT runs every iptables call inside a test namespace (the iptables

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/flannel-registrar/flannel-registrar/pkg/state"
-	"github.com/flannel-registrar/flannel-registrar/pkg/testutil"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/testutil"
 )
 
 // trafficLab is three namespaces: host (Docker's defaults, a bridge network

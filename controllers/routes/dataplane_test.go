@@ -14,9 +14,9 @@ import (
 	"github.com/flannel-registrar/flannel-registrar/controllers/routes"
 	"github.com/flannel-registrar/flannel-registrar/pkg/config"
 	"github.com/flannel-registrar/flannel-registrar/pkg/netlinkx"
-	"github.com/flannel-registrar/flannel-registrar/pkg/netlinkx/netlinkxtest"
 	"github.com/flannel-registrar/flannel-registrar/pkg/state"
-	"github.com/flannel-registrar/flannel-registrar/pkg/testutil"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/netlinkxtest"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/testutil"
 )
 
 // A remote record gets exactly flannel's triple (our route protocol), a

@@ -9,16 +9,16 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/flannel-registrar/flannel-registrar/controllers/routes/remote"
 	"github.com/flannel-registrar/flannel-registrar/pkg/config"
 	"github.com/flannel-registrar/flannel-registrar/pkg/netlinkx"
+	"github.com/flannel-registrar/flannel-registrar/pkg/overlay"
 	"github.com/flannel-registrar/flannel-registrar/pkg/state"
 )
 
 // Input is everything the desired state of one destination depends on.
 type Input struct {
 	Dst     netip.Prefix
-	Self    remote.Self
+	Self    overlay.Self
 	Link    state.Link           // the VXLAN device
 	Records []state.KeyedNetwork // records claiming exactly Dst
 	Lease   *state.Lease         // Dst's flannel lease
@@ -29,7 +29,7 @@ type Input struct {
 	// a missing name has no entry.
 	Links map[string]int
 	// SeesFlannel: the store holds a vxlan lease of this host, so it sees
-	// flanneld's registry (remote.SeesFlannel).
+	// flanneld's registry (overlay.SeesFlannel).
 	SeesFlannel bool
 }
 
@@ -80,7 +80,7 @@ func Decide(in Input) (Decision, error) {
 		d.Skip = d.Want == nil
 		return d, nil
 	}
-	s, ok, c := remote.Resolve(in.Self, in.Dst, in.Records, in.Lease)
+	s, ok, c := overlay.Resolve(in.Self, in.Dst, in.Records, in.Lease)
 	vxlanLease := in.Lease != nil && in.Lease.IsVXLAN()
 	d.Claimed = ok || c != nil || vxlanLease
 	if len(in.Locals) > 0 {
@@ -106,9 +106,9 @@ func Decide(in Input) (Decision, error) {
 // TunnelRoute is flannel's route for a remote subnet:
 // <subnet> via <subnet address> dev <vxlan> onlink, in the main table. A
 // lease's route carries flannel's protocol, a record's ours.
-func TunnelRoute(s remote.Subnet, vxlanIndex int) *netlink.Route {
+func TunnelRoute(s overlay.Subnet, vxlanIndex int) *netlink.Route {
 	proto := netlinkx.RouteProtocol
-	if s.Source == remote.FromLease {
+	if s.Source == overlay.FromLease {
 		proto = netlinkx.FlannelRouteProtocol
 	}
 	return &netlink.Route{
@@ -137,7 +137,7 @@ func connected(in Input) []netlink.Route {
 	return out
 }
 
-func localConflict(in Input, s remote.Subnet, ok bool, c *remote.Conflict) *Conflict {
+func localConflict(in Input, s overlay.Subnet, ok bool, c *overlay.Conflict) *Conflict {
 	out := &Conflict{Prefix: in.Dst}
 	var names []string
 	for _, l := range in.Locals {
@@ -151,7 +151,7 @@ func localConflict(in Input, s remote.Subnet, ok bool, c *remote.Conflict) *Conf
 	case c != nil:
 		out.Claimants = c.Claimants
 	}
-	if in.Lease != nil && in.Lease.IsVXLAN() && (!ok || s.Source != remote.FromLease) {
+	if in.Lease != nil && in.Lease.IsVXLAN() && (!ok || s.Source != overlay.FromLease) {
 		out.Claimants = append(out.Claimants, fmt.Sprintf("lease %s (%s, %s)", in.Lease.Subnet, in.Lease.PublicIP, in.Lease.VtepMAC))
 	}
 	return out

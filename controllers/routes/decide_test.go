@@ -11,10 +11,10 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/flannel-registrar/flannel-registrar/controllers/routes/remote"
 	"github.com/flannel-registrar/flannel-registrar/pkg/config"
 	"github.com/flannel-registrar/flannel-registrar/pkg/flannel"
 	"github.com/flannel-registrar/flannel-registrar/pkg/netlinkx"
+	"github.com/flannel-registrar/flannel-registrar/pkg/overlay"
 	"github.com/flannel-registrar/flannel-registrar/pkg/registry"
 	"github.com/flannel-registrar/flannel-registrar/pkg/state"
 )
@@ -22,7 +22,7 @@ import (
 const vx = 7 // the VXLAN device's index in these tables
 
 var (
-	self = remote.Self{Host: "h1", PublicIP: netip.MustParseAddr("198.51.100.1")}
+	self = overlay.Self{Host: "h1", PublicIP: netip.MustParseAddr("198.51.100.1")}
 	link = state.Link{Name: "flannel.1", Present: true, Up: true, Index: vx, Local: self.PublicIP}
 	dst  = netip.MustParsePrefix("198.18.2.0/24")
 )

@@ -8,9 +8,9 @@ import (
 	"time"
 
 	"github.com/flannel-registrar/flannel-registrar/controllers/routes"
-	"github.com/flannel-registrar/flannel-registrar/pkg/etcdtest"
 	"github.com/flannel-registrar/flannel-registrar/pkg/flannel"
 	"github.com/flannel-registrar/flannel-registrar/pkg/registry"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/etcdtest"
 	etcdwatch "github.com/flannel-registrar/flannel-registrar/watchers/etcd"
 )
 

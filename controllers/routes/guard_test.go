@@ -8,10 +8,10 @@ import (
 
 	"github.com/flannel-registrar/flannel-registrar/controllers/routes"
 	"github.com/flannel-registrar/flannel-registrar/pkg/flannel"
-	"github.com/flannel-registrar/flannel-registrar/pkg/netlinkx/netlinkxtest"
 	"github.com/flannel-registrar/flannel-registrar/pkg/registry"
 	"github.com/flannel-registrar/flannel-registrar/pkg/state"
-	"github.com/flannel-registrar/flannel-registrar/pkg/testutil"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/netlinkxtest"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/testutil"
 )
 
 // flanneld's state for a lease our store does not hold (a wrong

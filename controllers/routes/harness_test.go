@@ -20,12 +20,14 @@ import (
 	"github.com/flannel-registrar/flannel-registrar/controllers/vxlan"
 	"github.com/flannel-registrar/flannel-registrar/pkg/flannel"
 	"github.com/flannel-registrar/flannel-registrar/pkg/netlinkx"
-	"github.com/flannel-registrar/flannel-registrar/pkg/netlinkx/netlinkxtest"
 	"github.com/flannel-registrar/flannel-registrar/pkg/reconcile"
 	"github.com/flannel-registrar/flannel-registrar/pkg/registry"
 	"github.com/flannel-registrar/flannel-registrar/pkg/state"
-	"github.com/flannel-registrar/flannel-registrar/pkg/testutil"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/netlinkxtest"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/testutil"
 	nlwatch "github.com/flannel-registrar/flannel-registrar/watchers/netlink"
+
+	"github.com/flannel-registrar/flannel-registrar/cmd/flannel-registrar/app"
 )
 
 const iface = "flannel.1"
@@ -100,7 +102,7 @@ func testLogger() *slog.Logger {
 func (x *host) start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	w := nlwatch.New(x.h, nlwatch.Options{Iface: iface, Enqueuer: x.mgr, NeighKeys: x.fdb.KeysForIP,
+	w := nlwatch.New(x.h, nlwatch.Options{Iface: iface, OnChange: app.KernelChanges(x.mgr, x.fdb.KeysForIP),
 		Resync: func() { _ = x.mgr.Resync(ctx, "netlink:subscribed") }})
 	wg.Go(func() { x.mgr.Run(ctx) })
 	wg.Go(func() { _ = w.Run(ctx) })

@@ -30,9 +30,9 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/flannel-registrar/flannel-registrar/controllers/routes/remote"
 	"github.com/flannel-registrar/flannel-registrar/pkg/config"
 	"github.com/flannel-registrar/flannel-registrar/pkg/netlinkx"
+	"github.com/flannel-registrar/flannel-registrar/pkg/overlay"
 	"github.com/flannel-registrar/flannel-registrar/pkg/reconcile"
 	"github.com/flannel-registrar/flannel-registrar/pkg/registry"
 	"github.com/flannel-registrar/flannel-registrar/pkg/state"
@@ -111,7 +111,7 @@ func (c *Controller) Conflicts() []Conflict {
 	for _, x := range c.conflicts {
 		out = append(out, x)
 	}
-	slices.SortFunc(out, func(a, b Conflict) int { return remote.ComparePrefix(a.Prefix, b.Prefix) })
+	slices.SortFunc(out, func(a, b Conflict) int { return overlay.ComparePrefix(a.Prefix, b.Prefix) })
 	return out
 }
 
@@ -125,8 +125,8 @@ func ParseKey(key string) (netip.Prefix, error) {
 	return p.Masked(), nil
 }
 
-func (c *Controller) self(l state.Link) remote.Self {
-	s := remote.Self{Host: c.opts.Host, PublicIP: c.opts.PublicIP}
+func (c *Controller) self(l state.Link) overlay.Self {
+	s := overlay.Self{Host: c.opts.Host, PublicIP: c.opts.PublicIP}
 	if !s.PublicIP.IsValid() {
 		s.PublicIP = l.Local
 	}
@@ -171,7 +171,7 @@ func (c *Controller) input(dst netip.Prefix) (Input, error) {
 	if l, ok := c.store.Lease(dst); ok {
 		in.Lease = &l
 	}
-	in.SeesFlannel = remote.SeesFlannel(c.store, in.Self, link.MAC)
+	in.SeesFlannel = overlay.SeesFlannel(c.store, in.Self, link.MAC)
 	if g, ok := c.gw[dst]; ok {
 		in.Gateway = &g
 	}
@@ -288,7 +288,7 @@ func (c *Controller) wantedKeys() []string {
 		keys = append(keys, l.Subnet.String())
 	}
 	link := c.store.Link()
-	subnets, conflicts := remote.All(c.self(link), c.store.Networks(), c.store.Leases())
+	subnets, conflicts := overlay.All(c.self(link), c.store.Networks(), c.store.Leases())
 	for p := range subnets {
 		keys = append(keys, p.String())
 	}
@@ -352,7 +352,7 @@ func (c *Controller) selfLease(v any) bool {
 		return false
 	}
 	link := c.store.Link()
-	return remote.IsSelfLease(l, c.self(link), link.MAC)
+	return overlay.IsSelfLease(l, c.self(link), link.MAC)
 }
 
 // overlapping returns the subnets of records, leases and reported conflicts

@@ -13,11 +13,11 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/flannel-registrar/flannel-registrar/controllers/subnets"
-	"github.com/flannel-registrar/flannel-registrar/pkg/etcdtest"
 	"github.com/flannel-registrar/flannel-registrar/pkg/flannel"
 	"github.com/flannel-registrar/flannel-registrar/pkg/reconcile"
 	"github.com/flannel-registrar/flannel-registrar/pkg/registry"
 	"github.com/flannel-registrar/flannel-registrar/pkg/state"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/etcdtest"
 )
 
 var keys = registry.Keys{FlannelPrefix: "/coreos.com/network", ConfigPrefix: "/flannel/network/subnets"}

@@ -11,7 +11,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/flannel-registrar/flannel-registrar/pkg/poll"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/poll"
 	"os"
 	"os/signal"
 	"slices"

@@ -18,7 +18,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/flannel-registrar/flannel-registrar/pkg/poll"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/poll"
 	"io"
 	"log/slog"
 	"net"
@@ -46,6 +46,8 @@ import (
 	"github.com/flannel-registrar/flannel-registrar/pkg/registry"
 	"github.com/flannel-registrar/flannel-registrar/pkg/state"
 	nlwatch "github.com/flannel-registrar/flannel-registrar/watchers/netlink"
+
+	"github.com/flannel-registrar/flannel-registrar/cmd/flannel-registrar/app"
 )
 
 const iface = "flannel.1"
@@ -133,7 +135,7 @@ func measure(ctx context.Context, n, perVTEP int, watch bool) (string, error) {
 	start := time.Now()
 	wg.Go(func() { b.mgr.Run(rctx) })
 	if watch {
-		w := nlwatch.New(b.h, nlwatch.Options{Iface: iface, Enqueuer: b.mgr, NeighKeys: b.fdb.KeysForIP,
+		w := nlwatch.New(b.h, nlwatch.Options{Iface: iface, OnChange: app.KernelChanges(b.mgr, b.fdb.KeysForIP),
 			Resync: func() { _ = b.mgr.Resync(rctx, "netlink:subscribed") }})
 		wg.Go(func() { _ = w.Run(rctx) })
 	}

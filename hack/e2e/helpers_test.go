@@ -3,7 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"github.com/flannel-registrar/flannel-registrar/pkg/poll"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/poll"
 	"os"
 	"os/exec"
 	"regexp"

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/flannel-registrar/flannel-registrar/hack/lab"
-	"github.com/flannel-registrar/flannel-registrar/pkg/testutil"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/testutil"
 )
 
 // stateDir is the e2e lab's; its namespaces are frlab-e2e-underlay, frlab-e2e-h1, ...

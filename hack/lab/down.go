@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/flannel-registrar/flannel-registrar/pkg/mountinfo"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/mounts"
 )
 
 // Down removes the lab in stateDir, also one left by a crash or by an Up
@@ -39,7 +39,7 @@ func Down(ctx context.Context, stateDir string) error {
 	if err := killLabProcesses(ctx, stateDir, prefix); err != nil {
 		errs = append(errs, err)
 	}
-	if err := mountinfo.UnmountUnder(stateDir); err != nil {
+	if err := mounts.UnmountUnder(stateDir); err != nil {
 		errs = append(errs, err)
 	}
 	if err := deleteNamespaces(ctx, prefix); err != nil {
@@ -141,7 +141,7 @@ func labNetnsInodes(stateDir, prefix string) map[uint64]bool {
 	for _, n := range names {
 		paths = append(paths, NetnsPath(n))
 	}
-	mounts, _ := mountinfo.Under(stateDir) // best effort, like the rest of the sweep
+	mounts, _ := mounts.Under(stateDir) // best effort, like the rest of the sweep
 	for _, m := range mounts {
 		if m.FSType == "nsfs" {
 			paths = append(paths, m.Point)

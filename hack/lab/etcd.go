@@ -3,7 +3,7 @@ package lab
 import (
 	"context"
 	"fmt"
-	"github.com/flannel-registrar/flannel-registrar/pkg/poll"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/poll"
 	"io"
 	"net"
 	"net/http"

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/flannel-registrar/flannel-registrar/pkg/poll"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/poll"
 	"os"
 	"os/exec"
 	"path/filepath"

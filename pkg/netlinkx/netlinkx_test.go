@@ -11,8 +11,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/flannel-registrar/flannel-registrar/pkg/netlinkx"
-	"github.com/flannel-registrar/flannel-registrar/pkg/netlinkx/netlinkxtest"
-	"github.com/flannel-registrar/flannel-registrar/pkg/testutil"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/netlinkxtest"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/testutil"
 )
 
 var (

@@ -13,9 +13,9 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/flannel-registrar/flannel-registrar/pkg/etcdtest"
 	"github.com/flannel-registrar/flannel-registrar/pkg/flannel"
 	"github.com/flannel-registrar/flannel-registrar/pkg/registry"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/etcdtest"
 )
 
 // haltingLessor fails its first KeepAlive calls as a halted keep-alive loop

@@ -14,10 +14,10 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/flannel-registrar/flannel-registrar/pkg/etcdtest"
 	"github.com/flannel-registrar/flannel-registrar/pkg/flannel"
 	"github.com/flannel-registrar/flannel-registrar/pkg/registry"
-	"github.com/flannel-registrar/flannel-registrar/pkg/testutil"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/etcdtest"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/testutil"
 )
 
 var keys = registry.Keys{FlannelPrefix: "/coreos.com/network", ConfigPrefix: "/flannel/network/subnets"}

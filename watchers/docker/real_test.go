@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flannel-registrar/flannel-registrar/pkg/dockertest"
 	"github.com/flannel-registrar/flannel-registrar/pkg/state"
-	"github.com/flannel-registrar/flannel-registrar/pkg/testutil"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/dockertest"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/testutil"
 )
 
 // realSetup starts dockerd in a namespace and a watcher on it, with the
@@ -116,11 +116,11 @@ func TestRealDockerd(t *testing.T) {
 	d.Docker(t, "network", "rm", "app1")
 	testutil.Eventually(t, 10*time.Second, func() error { return lacksNet(store, "app1") })
 
-	// A container start pokes forwarding (Docker rewrote its rules).
+	// A container start is reported (Docker rewrote its rules).
 	d.ImportBusybox(t)
 	d.Docker(t, "run", "-d", "--stop-timeout", "1", "--name", "c1", "--network", "app2", dockertest.Image, "sleep", "600")
 	testutil.Eventually(t, 10*time.Second, func() error {
-		if pokes := rec.get(&rec.pokes); !slices.Contains(pokes, "forwarding/iptables docker:start c1") {
+		if pokes := rec.get(&rec.pokes); !slices.Contains(pokes, "docker:start c1") {
 			return fmt.Errorf("pokes: %q", pokes)
 		}
 		return nil

@@ -4,9 +4,9 @@
 // is down it reconnects with backoff and lists again; an outage never
 // removes anything from the store.
 //
-// It also pokes the forwarding controller on the events after which Docker
-// rewrites its iptables rules (network create/destroy/connect/disconnect,
-// container start).
+// It also reports, through a hook, the events after which Docker rewrites
+// its iptables rules (network create/destroy/connect/disconnect, container
+// start); which controller reacts is the wiring's business.
 package docker
 
 import (
@@ -25,7 +25,6 @@ import (
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 
-	"github.com/flannel-registrar/flannel-registrar/controllers/forwarding"
 	"github.com/flannel-registrar/flannel-registrar/pkg/state"
 )
 
@@ -46,11 +45,6 @@ type API interface {
 	ServerVersion(ctx context.Context) (types.Version, error)
 }
 
-// Enqueuer queues a key of a controller (*reconcile.Manager satisfies it).
-type Enqueuer interface {
-	Enqueue(controller, key, trigger string)
-}
-
 // NewClient returns a Docker client configured like the docker CLI from the
 // environment (DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH,
 // DOCKER_API_VERSION) that negotiates the API version with the daemon
@@ -65,8 +59,10 @@ func NewClient() (*client.Client, error) {
 
 // Options configure a Watcher. Every field is optional.
 type Options struct {
-	// Enqueuer receives the forwarding pokes; nil disables them.
-	Enqueuer Enqueuer
+	// OnRulesChanged reports an event after which Docker may have rewritten
+	// its iptables rules (trigger names it, e.g. "docker:start c1"), and each
+	// completed list.
+	OnRulesChanged func(trigger string)
 	// Backoff makes the reconnect policy; nil: exponential from 250ms to 5s,
 	// forever.
 	Backoff func() backoff.BackOff
@@ -191,7 +187,7 @@ func (w *Watcher) list(ctx context.Context) error {
 	}
 	w.store.ReplaceLocal(w.eligible(nets), "docker:list")
 	w.store.SetSynced(Source, "docker:list")
-	w.poke("docker:list")
+	w.rulesChanged("docker:list")
 	return nil
 }
 
@@ -239,7 +235,7 @@ func (w *Watcher) handle(ctx context.Context, m events.Message) error {
 	default:
 		return nil // container create/destroy/… match the filter but are not hints
 	}
-	w.poke(trigger)
+	w.rulesChanged(trigger)
 	return nil
 }
 
@@ -295,9 +291,9 @@ func (w *Watcher) olderNamesake(ctx context.Context, ln state.LocalNetwork) (str
 	return cur.ID, nil
 }
 
-func (w *Watcher) poke(trigger string) {
-	if w.o.Enqueuer != nil {
-		w.o.Enqueuer.Enqueue(forwarding.Name, forwarding.Key, trigger)
+func (w *Watcher) rulesChanged(trigger string) {
+	if w.o.OnRulesChanged != nil {
+		w.o.OnRulesChanged(trigger)
 	}
 }
 

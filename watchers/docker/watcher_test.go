@@ -14,9 +14,8 @@ import (
 	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/network"
 
-	"github.com/flannel-registrar/flannel-registrar/controllers/forwarding"
 	"github.com/flannel-registrar/flannel-registrar/pkg/state"
-	"github.com/flannel-registrar/flannel-registrar/pkg/testutil"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/testutil"
 )
 
 // fakeAPI is a Docker daemon in memory whose event stream the test drives.
@@ -137,17 +136,17 @@ func bridgeNet(name, id, cidr string, created time.Time) network.Inspect {
 
 func id(c byte) string { return fmt.Sprintf("%c%063d", c, 0) }
 
-// recorder collects hook calls and pokes.
+// recorder collects hook calls.
 type recorder struct {
 	mu                                sync.Mutex
 	pokes, skips, invalids, connected []string
 	disconnected                      []error
 }
 
-func (r *recorder) Enqueue(controller, key, trigger string) {
+func (r *recorder) rulesChanged(trigger string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.pokes = append(r.pokes, controller+"/"+key+" "+trigger)
+	r.pokes = append(r.pokes, trigger)
 }
 
 func (r *recorder) get(p *[]string) []string {
@@ -161,10 +160,10 @@ func (r *recorder) options() Options {
 		return func(name, reason string) { r.mu.Lock(); *p = append(*p, name+": "+reason); r.mu.Unlock() }
 	}
 	return Options{
-		Enqueuer:  r,
-		Backoff:   func() backoff.BackOff { return backoff.NewConstantBackOff(5 * time.Millisecond) },
-		OnSkip:    add(&r.skips),
-		OnInvalid: add(&r.invalids),
+		OnRulesChanged: r.rulesChanged,
+		Backoff:        func() backoff.BackOff { return backoff.NewConstantBackOff(5 * time.Millisecond) },
+		OnSkip:         add(&r.skips),
+		OnInvalid:      add(&r.invalids),
 		OnConnected: func(v string) {
 			r.mu.Lock()
 			r.connected = append(r.connected, v)
@@ -245,7 +244,7 @@ func TestWatcherListEventsAndReconnect(t *testing.T) {
 	// network that had the name app1: both change nothing.
 	s.msgs <- netEvent(events.ActionCreate, id('z'), "gone")
 	s.msgs <- netEvent(events.ActionDestroy, id('q'), "app1")
-	// Hints only: connect and container start poke forwarding.
+	// Hints only: connect and container start report Docker's rules changed.
 	s.msgs <- netEvent(events.ActionConnect, id('a'), "app1")
 	s.msgs <- events.Message{Type: events.ContainerEventType, Action: events.ActionStart, Actor: events.Actor{ID: "c", Attributes: map[string]string{"name": "c1"}}}
 	s.msgs <- events.Message{Type: events.ContainerEventType, Action: events.ActionCreate, Actor: events.Actor{ID: "c", Attributes: map[string]string{"name": "c1"}}}
@@ -255,12 +254,12 @@ func TestWatcherListEventsAndReconnect(t *testing.T) {
 	wantNames(t, store, "app1=a", "dup=x")
 	pokes := rec.get(&rec.pokes)
 	for _, want := range []string{"docker:list", "docker:create app2", "docker:connect app1", "docker:start c1", "docker:destroy app2"} {
-		if !slices.Contains(pokes, forwarding.Name+"/"+forwarding.Key+" "+want) {
-			t.Errorf("no forwarding poke %q in %q", want, pokes)
+		if !slices.Contains(pokes, want) {
+			t.Errorf("no rules-changed report %q in %q", want, pokes)
 		}
 	}
-	if slices.Contains(pokes, forwarding.Name+"/"+forwarding.Key+" docker:create c1") {
-		t.Errorf("container create poked forwarding: %q", pokes)
+	if slices.Contains(pokes, "docker:create c1") {
+		t.Errorf("container create reported as a rules change: %q", pokes)
 	}
 
 	// dockerd goes down: nothing is removed while it is away.
@@ -284,9 +283,13 @@ func TestWatcherListEventsAndReconnect(t *testing.T) {
 	api.setDown(false)
 	api.nextStream(t)
 	wantNames(t, store, "app3=c", "dup=x")
-	if got := rec.get(&rec.connected); len(got) != 2 || got[0] != "20.10.24 (API 1.41)" {
-		t.Errorf("connected: %q", got)
-	}
+	// OnConnected follows the list: wait for it rather than race it.
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if got := rec.get(&rec.connected); len(got) != 2 || got[0] != "20.10.24 (API 1.41)" {
+			return fmt.Errorf("connected: %q", got)
+		}
+		return nil
+	})
 
 	mu.Lock()
 	defer mu.Unlock()

@@ -12,10 +12,10 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/flannel-registrar/flannel-registrar/pkg/etcdtest"
 	"github.com/flannel-registrar/flannel-registrar/pkg/registry"
 	"github.com/flannel-registrar/flannel-registrar/pkg/state"
-	"github.com/flannel-registrar/flannel-registrar/pkg/testutil"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/etcdtest"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/testutil"
 	etcdwatch "github.com/flannel-registrar/flannel-registrar/watchers/etcd"
 )
 

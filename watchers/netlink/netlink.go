@@ -1,15 +1,16 @@
 // Package netlink watches the kernel's link, route and neighbour
-// notifications that concern the data plane and pokes the controllers, so
-// drift is repaired within milliseconds instead of at the next resync:
+// notifications that concern the data plane and reports each as a Change,
+// so that the wiring can queue the controllers concerned and drift is
+// repaired within milliseconds instead of at the next resync. It reports:
 //
-//   - the VXLAN device added, changed or removed: the "vxlan" key;
+//   - the VXLAN device added, changed or removed (Link, keyed by its name);
 //   - a route added, changed or deleted on the VXLAN device, or carrying our
-//     protocol anywhere in the main table: the "routes" key of its
-//     destination (which also converges HOST_GATEWAY_MAP/FLANNEL_ROUTES_EXTRA
-//     routes to that destination);
-//   - an FDB entry or neighbour added, changed or deleted on the VXLAN
-//     device: the "fdb" key of its MAC; a deleted neighbour no longer
-//     carries its MAC, so the keys come from Options.NeighKeys.
+//     protocol anywhere in the main table (Route, keyed by its destination);
+//   - an FDB entry added, changed or deleted on the VXLAN device (FDB, keyed
+//     by its MAC);
+//   - a neighbour added, changed or deleted on the VXLAN device (Neigh,
+//     keyed by its address, with its MAC when the kernel still names one: a
+//     deleted neighbour has lost it).
 //
 // Subscriptions are re-established with backoff when they break (socket
 // errors, ENOBUFS when the kernel overflowed our buffer); notifications may
@@ -20,7 +21,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 	"sync/atomic"
 	"time"
 
@@ -31,29 +31,49 @@ import (
 	"github.com/flannel-registrar/flannel-registrar/pkg/netlinkx"
 )
 
-// Controller names the watcher enqueues for.
+// Object is the kind of kernel object a Change is about.
+type Object int
+
+// Objects.
 const (
-	VXLANController  = "vxlan"
-	RoutesController = "routes"
-	FDBController    = "fdb"
+	Link  Object = iota + 1 // the VXLAN device; Key is its name
+	Route                   // a route; Key is its destination prefix
+	FDB                     // a bridge FDB entry; Key is its MAC
+	Neigh                   // an IPv4 neighbour; Key is its address, MAC its lladdr if any
 )
 
-// Enqueuer queues a key of a controller (*reconcile.Manager satisfies it).
-type Enqueuer interface {
-	Enqueue(controller, key, trigger string)
+func (o Object) String() string {
+	switch o {
+	case Link:
+		return "link"
+	case Route:
+		return "route"
+	case FDB:
+		return "fdb"
+	case Neigh:
+		return "neigh"
+	}
+	return fmt.Sprintf("object(%d)", int(o))
+}
+
+// Change is one kernel notification that concerns the data plane (or, with
+// Trigger "netlink:subscribed", the VXLAN device after a new subscription).
+type Change struct {
+	Object  Object
+	Key     string
+	MAC     string // Neigh: the neighbour's lladdr, "" when the kernel names none
+	Trigger string // e.g. "netlink:route-del 198.19.0.0/24"
 }
 
 // Options configure a Watcher.
 type Options struct {
-	Iface    string   // the VXLAN device, e.g. "flannel.1"
-	Enqueuer Enqueuer // required
+	Iface string // the VXLAN device, e.g. "flannel.1"
+	// OnChange receives every change; required. It runs on the watcher's
+	// goroutine, so it must not block for long.
+	OnChange func(Change)
 	// Resync is called after every successful (re)subscription: what
 	// happened while unsubscribed is unknown. May be nil.
 	Resync func()
-	// NeighKeys returns the fdb keys concerned by neighbour ip on the device
-	// (fdb.Controller.KeysForIP). May be nil: deleted neighbours are then
-	// left to the resync.
-	NeighKeys func(ip netip.Addr) []string
 	// OnBroken reports a broken subscription and the delay before the next
 	// attempt (the app logs it). May be nil.
 	OnBroken func(err error, retryIn time.Duration)
@@ -72,16 +92,16 @@ type Options struct {
 type Stats struct {
 	Subscriptions uint64 // successful (re)subscriptions
 	Notifications uint64 // notifications received
-	Enqueued      uint64 // keys enqueued
+	Reported      uint64 // changes reported
 }
 
-// Watcher turns netlink notifications into controller keys.
+// Watcher turns netlink notifications into Changes.
 type Watcher struct {
 	h    *netlinkx.Handle
 	o    Options
 	vxlx atomic.Int64 // the VXLAN device's index; 0 when absent
 
-	subs, notes, enqueued atomic.Uint64
+	subs, notes, reported atomic.Uint64
 }
 
 // New returns a watcher of h's namespace.
@@ -100,7 +120,7 @@ func New(h *netlinkx.Handle, o Options) *Watcher {
 
 // Stats returns the watcher's counters.
 func (w *Watcher) Stats() Stats {
-	return Stats{Subscriptions: w.subs.Load(), Notifications: w.notes.Load(), Enqueued: w.enqueued.Load()}
+	return Stats{Subscriptions: w.subs.Load(), Notifications: w.notes.Load(), Reported: w.reported.Load()}
 }
 
 // Run watches until ctx is done; it returns only then, after every
@@ -154,7 +174,7 @@ func (w *Watcher) session(ctx context.Context) error {
 	}
 	w.subs.Add(1)
 	w.learnIndex()
-	w.enqueue(VXLANController, w.o.Iface, "netlink:subscribed")
+	w.report(Change{Object: Link, Key: w.o.Iface, Trigger: "netlink:subscribed"})
 	if w.o.Resync != nil {
 		w.o.Resync()
 	}
@@ -257,9 +277,9 @@ func (w *Watcher) learnIndex() {
 	w.vxlx.Store(int64(l.Attrs().Index))
 }
 
-func (w *Watcher) enqueue(controller, key, trigger string) {
-	w.enqueued.Add(1)
-	w.o.Enqueuer.Enqueue(controller, key, trigger)
+func (w *Watcher) report(c Change) {
+	w.reported.Add(1)
+	w.o.OnChange(c)
 }
 
 func (w *Watcher) onLink(u vnl.LinkUpdate) {
@@ -277,7 +297,7 @@ func (w *Watcher) onLink(u vnl.LinkUpdate) {
 	case a.Name == w.o.Iface:
 		w.vxlx.Store(idx)
 	}
-	w.enqueue(VXLANController, w.o.Iface, "netlink:"+verb+" "+w.o.Iface)
+	w.report(Change{Object: Link, Key: w.o.Iface, Trigger: "netlink:" + verb + " " + w.o.Iface})
 }
 
 func (w *Watcher) onRoute(u vnl.RouteUpdate) {
@@ -298,7 +318,7 @@ func (w *Watcher) onRoute(u vnl.RouteUpdate) {
 	if u.Type == unix.RTM_DELROUTE {
 		verb = "route-del"
 	}
-	w.enqueue(RoutesController, dst.String(), "netlink:"+verb+" "+dst.String())
+	w.report(Change{Object: Route, Key: dst.String(), Trigger: "netlink:" + verb + " " + dst.String()})
 }
 
 func (w *Watcher) onNeigh(u vnl.NeighUpdate) {
@@ -319,25 +339,20 @@ func (w *Watcher) onNeigh(u vnl.NeighUpdate) {
 		if del {
 			verb = "fdb-del"
 		}
-		w.enqueue(FDBController, mac, "netlink:"+verb+" "+mac)
+		w.report(Change{Object: FDB, Key: mac, Trigger: "netlink:" + verb + " " + mac})
 	case unix.AF_INET:
 		ip := netlinkx.Addr(n.IP)
 		verb := "neigh-new"
 		if del {
 			verb = "neigh-del"
 		}
-		trigger := "netlink:" + verb + " " + ip.String()
-		var keys []string
+		if !ip.IsValid() {
+			return
+		}
+		c := Change{Object: Neigh, Key: ip.String(), Trigger: "netlink:" + verb + " " + ip.String()}
 		if len(n.HardwareAddr) == 6 {
-			keys = append(keys, n.HardwareAddr.String())
+			c.MAC = n.HardwareAddr.String()
 		}
-		// The VTEP that wants the address must hear of it too: a deleted
-		// neighbour has lost its MAC, a replaced one carries the wrong one.
-		if w.o.NeighKeys != nil && ip.IsValid() {
-			keys = append(keys, w.o.NeighKeys(ip)...)
-		}
-		for _, k := range keys {
-			w.enqueue(FDBController, k, trigger)
-		}
+		w.report(c)
 	}
 }

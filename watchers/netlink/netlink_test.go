@@ -14,21 +14,21 @@ import (
 	vnl "github.com/vishvananda/netlink"
 
 	"github.com/flannel-registrar/flannel-registrar/pkg/netlinkx"
-	"github.com/flannel-registrar/flannel-registrar/pkg/netlinkx/netlinkxtest"
-	"github.com/flannel-registrar/flannel-registrar/pkg/testutil"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/netlinkxtest"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/testutil"
 	nlwatch "github.com/flannel-registrar/flannel-registrar/watchers/netlink"
 )
 
 var local = netip.MustParseAddr("198.51.100.1")
 
-// recorder is an Enqueuer that remembers "controller key trigger" lines.
+// recorder remembers each Change as an "object key [mac] trigger" line.
 type recorder struct {
 	mu    sync.Mutex
 	items []string
-	gate  chan struct{} // when non-nil, Enqueue blocks until it is closed
+	gate  chan struct{} // when non-nil, change blocks until it is closed
 }
 
-func (r *recorder) Enqueue(controller, key, trigger string) {
+func (r *recorder) change(c nlwatch.Change) {
 	r.mu.Lock()
 	gate := r.gate
 	r.mu.Unlock()
@@ -37,13 +37,14 @@ func (r *recorder) Enqueue(controller, key, trigger string) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.items = append(r.items, controller+" "+key+" "+trigger)
+	line := strings.Join(strings.Fields(c.Object.String()+" "+c.Key+" "+c.MAC+" "+c.Trigger), " ")
+	r.items = append(r.items, line)
 	if os.Getenv("FRDP_LOG") != "" {
-		fmt.Println("ENQ", controller, key, trigger)
+		fmt.Println("CHANGE", line)
 	}
 }
 
-// wait polls until a line with every part has been enqueued, and forgets
+// wait polls until a line with every part has been reported, and forgets
 // what came before it.
 func (r *recorder) wait(t *testing.T, parts ...string) {
 	t.Helper()
@@ -60,7 +61,7 @@ func (r *recorder) wait(t *testing.T, parts ...string) {
 	})
 }
 
-// none fails if a line with every part was enqueued.
+// none fails if a line with every part was reported.
 func (r *recorder) none(t *testing.T, parts ...string) {
 	t.Helper()
 	r.mu.Lock()
@@ -102,23 +103,21 @@ func TestNotificationsToKeys(t *testing.T) {
 	netlinkxtest.VXLAN(t, ns, "flannel.1", ul, local, nil)
 	rec := &recorder{}
 	var resyncs atomic.Int32
-	var asked sync.Map
-	w := nlwatch.New(h, nlwatch.Options{Iface: "flannel.1", Enqueuer: rec,
-		Resync:    func() { resyncs.Add(1) },
-		NeighKeys: func(ip netip.Addr) []string { asked.Store(ip, true); return []string{"aa:bb:cc:00:00:02"} }})
+	w := nlwatch.New(h, nlwatch.Options{Iface: "flannel.1", OnChange: rec.change,
+		Resync: func() { resyncs.Add(1) }})
 	start(t, w)
-	rec.wait(t, "vxlan flannel.1 netlink:subscribed")
+	rec.wait(t, "link flannel.1 netlink:subscribed")
 	if resyncs.Load() != 1 {
 		t.Errorf("%d resyncs after subscribing, want 1", resyncs.Load())
 	}
 	run := func(args ...string) { ns.Run(t, args[0], args[1:]...) }
 
 	run("ip", "route", "add", "198.18.2.0/24", "via", "198.18.2.0", "dev", "flannel.1", "onlink")
-	rec.wait(t, "routes 198.18.2.0/24 netlink:route-new")
+	rec.wait(t, "route 198.18.2.0/24 netlink:route-new")
 	run("ip", "route", "del", "198.18.2.0/24")
-	rec.wait(t, "routes 198.18.2.0/24 netlink:route-del")
+	rec.wait(t, "route 198.18.2.0/24 netlink:route-del")
 	run("ip", "route", "add", "10.30.0.0/16", "via", "198.51.100.253", "proto", "76")
-	rec.wait(t, "routes 10.30.0.0/16 netlink:route-new")
+	rec.wait(t, "route 10.30.0.0/16 netlink:route-new")
 	run("ip", "route", "add", "10.31.0.0/16", "via", "198.51.100.253", "proto", "static")
 
 	run("bridge", "fdb", "append", "aa:bb:cc:00:00:03", "dev", "flannel.1", "dst", "198.51.100.3", "self", "permanent")
@@ -127,23 +126,20 @@ func TestNotificationsToKeys(t *testing.T) {
 	rec.wait(t, "fdb aa:bb:cc:00:00:03 netlink:fdb-del")
 
 	run("ip", "neigh", "replace", "198.18.4.0", "lladdr", "aa:bb:cc:00:00:04", "dev", "flannel.1", "nud", "permanent")
-	rec.wait(t, "fdb aa:bb:cc:00:00:04 netlink:neigh-new 198.18.4.0")
+	rec.wait(t, "neigh 198.18.4.0 aa:bb:cc:00:00:04 netlink:neigh-new 198.18.4.0")
 	run("ip", "neigh", "del", "198.18.4.0", "dev", "flannel.1")
-	rec.wait(t, "fdb aa:bb:cc:00:00:02 netlink:neigh-del 198.18.4.0") // the MAC comes from NeighKeys
-	if _, ok := asked.Load(netip.MustParseAddr("198.18.4.0")); !ok {
-		t.Error("NeighKeys not asked about the deleted neighbour")
-	}
+	rec.wait(t, "neigh 198.18.4.0 netlink:neigh-del 198.18.4.0") // a deleted neighbour names no MAC
 	run("ip", "neigh", "replace", "198.51.100.9", "lladdr", "aa:bb:cc:00:00:09", "dev", "ul0", "nud", "permanent")
 
 	run("ip", "link", "set", "flannel.1", "address", "02:00:00:00:00:01")
-	rec.wait(t, "vxlan flannel.1 netlink:link-new")
+	rec.wait(t, "link flannel.1 netlink:link-new")
 	run("ip", "link", "del", "flannel.1")
-	rec.wait(t, "vxlan flannel.1 netlink:link-del")
+	rec.wait(t, "link flannel.1 netlink:link-del")
 	netlinkxtest.VXLAN(t, ns, "flannel.1", ul, local, nil)
-	rec.wait(t, "vxlan flannel.1 netlink:link-new")
+	rec.wait(t, "link flannel.1 netlink:link-new")
 	// Routes on the recreated device (new index) are still followed.
 	run("ip", "route", "add", "198.18.5.0/24", "via", "198.18.5.0", "dev", "flannel.1", "onlink")
-	rec.wait(t, "routes 198.18.5.0/24 netlink:route-new")
+	rec.wait(t, "route 198.18.5.0/24 netlink:route-new")
 
 	rec.none(t, "10.31.0.0/16")
 	rec.none(t, "aa:bb:cc:00:00:09")
@@ -160,7 +156,7 @@ func TestResubscribesAfterOverflow(t *testing.T) {
 	rec := &recorder{}
 	var resyncs atomic.Int32
 	subscribed := make(chan struct{}, 8)
-	w := nlwatch.New(h, nlwatch.Options{Iface: "flannel.1", Enqueuer: rec, ReceiveBuffer: 4096,
+	w := nlwatch.New(h, nlwatch.Options{Iface: "flannel.1", OnChange: rec.change, ReceiveBuffer: 4096,
 		MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond,
 		Resync: func() { resyncs.Add(1); subscribed <- struct{}{} }})
 	start(t, w)
@@ -186,8 +182,8 @@ func TestResubscribesAfterOverflow(t *testing.T) {
 	if s := w.Stats(); s.Subscriptions < 2 || resyncs.Load() < 2 {
 		t.Errorf("stats %+v, %d resyncs; want a second subscription and resync", s, resyncs.Load())
 	}
-	rec.wait(t, "vxlan flannel.1 netlink:subscribed")
+	rec.wait(t, "link flannel.1 netlink:subscribed")
 	run := []string{"ip", "route", "add", "198.19.0.0/24", "via", "198.19.0.0", "dev", "flannel.1", "onlink"}
 	ns.Run(t, run[0], run[1:]...)
-	rec.wait(t, "routes 198.19.0.0/24 netlink:route-new")
+	rec.wait(t, "route 198.19.0.0/24 netlink:route-new")
 }

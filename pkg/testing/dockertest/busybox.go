@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flannel-registrar/flannel-registrar/pkg/testutil"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/testutil"
 )
 
 // busyboxPaths are where Debian's busybox-static puts its binary.

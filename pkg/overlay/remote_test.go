@@ -1,4 +1,4 @@
-package remote
+package overlay
 
 import (
 	"encoding/json"

@@ -12,8 +12,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/flannel-registrar/flannel-registrar/pkg/mountinfo"
-	"github.com/flannel-registrar/flannel-registrar/pkg/testutil"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/mounts"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/testutil"
 )
 
 // cleanup removes everything the daemon made, in dependency order: its
@@ -31,7 +31,7 @@ func (d *Daemon) cleanup() {
 	}
 	errs = append(errs, killMatching(d.Dir))
 	errs = append(errs, removeCgroups(filepath.Base(d.Dir)))
-	errs = append(errs, mountinfo.UnmountUnder(d.Dir))
+	errs = append(errs, mounts.UnmountUnder(d.Dir))
 	if err := os.RemoveAll(d.Dir); err != nil {
 		errs = append(errs, fmt.Errorf("remove %s: %w", d.Dir, err))
 	}

@@ -1,9 +1,9 @@
-// Package remote decides, from the snapshot, which subnets this host reaches
+// Package overlay decides, from the snapshot, which subnets this host reaches
 // through the VXLAN device and behind which VTEP: the desired state that the
 // fdb and routes controllers converge. Everything here is a pure function of
 // its arguments, so the decisions are table-tested without a kernel and do
 // not depend on the order in which records and leases arrived.
-package remote
+package overlay
 
 import (
 	"cmp"

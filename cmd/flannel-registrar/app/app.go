@@ -1,8 +1,10 @@
 // Package app wires the daemon together: clients (etcd, Docker, netlink),
 // the state store, the watchers that feed it, the controllers that converge
-// the host and etcd, and the logging of what they report. It is the layer
-// that decides what to log; the packages it wires only return errors and call
-// hooks.
+// the host and etcd, and the logging of what they report. Watchers report
+// facts; this package decides which controller each fact concerns (the
+// event-to-keys routing) and what to log. The packages it wires only return
+// errors and call hooks. It lives beside the command that runs it, so that
+// nothing in pkg/ knows a controller or a watcher.
 package app
 
 import (
@@ -10,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -249,7 +252,8 @@ func (a *App) buildWatchers() error {
 		return fmt.Errorf("etcd watcher: %w", err)
 	}
 	a.dockerW = dockerwatch.New(a.docker, a.store, dockerwatch.Options{
-		Enqueuer: a.mgr,
+		// Docker rewrote its iptables rules: ours must stay first.
+		OnRulesChanged: func(trigger string) { a.mgr.Enqueue(forwarding.Name, forwarding.Key, trigger) },
 		OnSkip: func(name, reason string) {
 			a.log.Debug("docker network not registered", "network", name, "reason", reason)
 		},
@@ -266,16 +270,48 @@ func (a *App) buildWatchers() error {
 		OnDisconnected: a.dockerDown.report,
 	})
 	a.nlW = nlwatch.New(a.nl, nlwatch.Options{
-		Iface:     a.cfg.VXLANIface,
-		Enqueuer:  a.mgr,
-		Resync:    func() { a.resyncAll("netlink-resubscribed") },
-		NeighKeys: a.fdb.KeysForIP,
+		Iface:    a.cfg.VXLANIface,
+		OnChange: KernelChanges(a.mgr, a.fdb.KeysForIP),
+		Resync:   func() { a.resyncAll("netlink-resubscribed") },
 		OnBroken: func(err error, retryIn time.Duration) {
 			a.log.Warn("netlink subscription broken; re-subscribing", "error", err.Error(), "retry_in", retryIn)
 		},
 		OnError: func(err error) { a.log.Debug("netlink subscription error", "error", err.Error()) },
 	})
 	return nil
+}
+
+// Enqueuer queues a key of a controller (*reconcile.Manager satisfies it).
+type Enqueuer interface {
+	Enqueue(controller, key, trigger string)
+}
+
+// KernelChanges routes the netlink watcher's changes to the controllers
+// they concern: the device to vxlan, a route to the routes key of its
+// destination (which also converges HOST_GATEWAY_MAP/FLANNEL_ROUTES_EXTRA
+// routes to it), an FDB entry to the fdb key of its MAC, and a neighbour to
+// the fdb key of its MAC and of every VTEP that wants its address (a
+// deleted neighbour has lost its MAC, a replaced one carries the wrong one).
+func KernelChanges(q Enqueuer, neighKeys func(netip.Addr) []string) func(nlwatch.Change) {
+	return func(c nlwatch.Change) {
+		switch c.Object {
+		case nlwatch.Link:
+			q.Enqueue(vxlan.Name, c.Key, c.Trigger)
+		case nlwatch.Route:
+			q.Enqueue(routes.Name, c.Key, c.Trigger)
+		case nlwatch.FDB:
+			q.Enqueue(fdb.Name, c.Key, c.Trigger)
+		case nlwatch.Neigh:
+			if c.MAC != "" {
+				q.Enqueue(fdb.Name, c.MAC, c.Trigger)
+			}
+			if ip, err := netip.ParseAddr(c.Key); err == nil {
+				for _, k := range neighKeys(ip) {
+					q.Enqueue(fdb.Name, k, c.Trigger)
+				}
+			}
+		}
+	}
 }
 
 // route maps a state change to the keys of every controller it concerns and

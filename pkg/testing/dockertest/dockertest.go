@@ -27,7 +27,7 @@ import (
 
 	"github.com/docker/docker/client"
 
-	"github.com/flannel-registrar/flannel-registrar/pkg/testutil"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/testutil"
 )
 
 // Image is the name of the busybox image ImportBusybox creates.

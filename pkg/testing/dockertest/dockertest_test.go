@@ -11,8 +11,8 @@ import (
 
 	"github.com/docker/docker/api/types/network"
 
-	"github.com/flannel-registrar/flannel-registrar/pkg/mountinfo"
-	"github.com/flannel-registrar/flannel-registrar/pkg/testutil"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/mounts"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/testutil"
 )
 
 // rootState is what a daemon in a namespace must never change in the root
@@ -100,7 +100,7 @@ func TestDaemonLifecycleLeavesNothing(t *testing.T) {
 	if pids := pidsMatching(dir); len(pids) > 0 {
 		t.Errorf("processes left: %v", pids)
 	}
-	if mps, _ := mountinfo.Under(dir); len(mps) > 0 {
+	if mps, _ := mounts.Under(dir); len(mps) > 0 {
 		t.Errorf("mounts left: %v", mps)
 	}
 	if left, _ := filepath.Glob("/sys/fs/cgroup/*/" + filepath.Base(dir)); len(left) > 0 {
