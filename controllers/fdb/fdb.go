@@ -22,12 +22,14 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/flannel-registrar/flannel-registrar/pkg/netlinkx"
 	"github.com/flannel-registrar/flannel-registrar/pkg/overlay"
+	"github.com/flannel-registrar/flannel-registrar/pkg/policy"
 	"github.com/flannel-registrar/flannel-registrar/pkg/reconcile"
 	"github.com/flannel-registrar/flannel-registrar/pkg/registry"
 	"github.com/flannel-registrar/flannel-registrar/pkg/state"
@@ -39,7 +41,13 @@ const Name = "fdb"
 // Options configure the controller.
 type Options struct {
 	Host     string     // this host's name (HOST_NAME)
-	PublicIP netip.Addr // FLANNELD_PUBLIC_IP; zero: the VXLAN device's local address
+	PublicIP netip.Addr // FLANNELD_PUBLIC_IP; zero: see overlay.PublicIPOf
+	// Policy, when set, is the trust boundary every remote claim must pass
+	// (pkg/policy); nothing is programmed until the underlay was observed.
+	Policy *policy.Policy
+	// SweepGrace overrides how long a flannel-shaped object no lease wants
+	// must stay unwanted before it is deleted (0: SweepGrace; < 0: none).
+	SweepGrace time.Duration
 }
 
 // Controller converges FDB entries and neighbours.
@@ -60,6 +68,20 @@ type Controller struct {
 	// swept also when the store cannot prove it sees flanneld's registry.
 	ownFDB   map[string]struct{}
 	ownNeigh map[neighEntry]struct{}
+	// settle delays deleting entries only flanneld could have made (see
+	// reconcile.Settle): their lease may not have arrived yet.
+	settle *reconcile.Settle
+}
+
+// SweepGrace is how long a flannel-shaped neighbour or FDB entry must be
+// unwanted before it is deleted.
+const SweepGrace = 2 * time.Second
+
+func grace(d time.Duration) time.Duration {
+	if d == 0 {
+		return SweepGrace
+	}
+	return d
 }
 
 type neighEntry struct {
@@ -81,7 +103,7 @@ type plan struct {
 // New returns the fdb controller.
 func New(h *netlinkx.Handle, store *state.Store, o Options) *Controller {
 	return &Controller{h: h, store: store, opts: o, seen: map[netip.Addr]string{}, byMAC: map[string]map[netip.Addr]struct{}{},
-		ownFDB: map[string]struct{}{}, ownNeigh: map[neighEntry]struct{}{}}
+		ownFDB: map[string]struct{}{}, ownNeigh: map[neighEntry]struct{}{}, settle: reconcile.NewSettle(grace(o.SweepGrace))}
 }
 
 // Name implements reconcile.Controller.
@@ -97,13 +119,13 @@ func (c *Controller) desired() *plan {
 		return p
 	}
 	link := c.store.Link()
-	self := overlay.Self{Host: c.opts.Host, PublicIP: c.opts.PublicIP}
-	if !self.PublicIP.IsValid() {
-		self.PublicIP = link.Local
+	self := overlay.Self{Host: c.opts.Host, PublicIP: overlay.PublicIPOf(c.opts.PublicIP, link, c.store), VtepMAC: link.MAC}
+	if c.opts.Policy != nil {
+		self.Trust = &overlay.Trust{Policy: *c.opts.Policy, Facts: c.store.Facts(), Claims: c.store}
 	}
 	p = &plan{version: v, link: link, self: self}
 	var subnets map[netip.Prefix]overlay.Subnet
-	if self.Known() {
+	if self.Known() && (c.opts.Policy == nil || c.store.Underlay().Observed) {
 		subnets, _ = overlay.All(self, c.store.Networks(), c.store.Leases())
 		p.l2 = overlay.L2Of(subnets)
 		p.sweep = overlay.SeesFlannel(c.store, self, link.MAC)
@@ -140,11 +162,34 @@ func (c *Controller) Reconcile(ctx context.Context, key string) error {
 	for _, ip := range p.l2.ByMAC[key] {
 		errs = append(errs, c.ensureNeigh(ctx, p.link.Index, dev, mac, ip))
 	}
-	errs = append(errs, c.sweepNeighs(ctx, p, dev, key))
+	var wait time.Duration
+	errs = append(errs, c.sweepNeighs(ctx, p, dev, key, &wait))
 	if _, ok := p.l2.FDB[key]; !ok && (p.sweep || c.ownsFDB(key)) {
-		errs = append(errs, c.sweepFDB(ctx, p.link.Index, dev, mac))
+		errs = append(errs, c.sweepFDB(ctx, p.link.Index, dev, mac, &wait))
+	} else {
+		c.settle.Clear("fdb " + key)
 	}
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if wait > 0 {
+		return reconcile.RequeueAfter(wait, "confirming that no flannel lease wants VTEP "+key)
+	}
+	return nil
+}
+
+// settled says whether a flannel-shaped entry that only flanneld could have
+// made (not ours) has been unwanted for the grace period; otherwise it
+// records in *wait when to look again.
+func (c *Controller) settled(what string, wait *time.Duration) bool {
+	ok, left := c.settle.Ready(what)
+	if !ok && (*wait == 0 || left < *wait) {
+		*wait = left
+	}
+	if ok {
+		c.settle.Clear(what)
+	}
+	return ok
 }
 
 // FDBEntry is flannel's FDB entry for a VTEP.
@@ -196,16 +241,21 @@ func (c *Controller) ensureNeigh(ctx context.Context, index int, dev string, mac
 // whose address no VTEP wants. An address wanted by another VTEP is left to
 // that VTEP's reconcile, which replaces it. Without p.sweep only those a
 // record wanted are deleted.
-func (c *Controller) sweepNeighs(ctx context.Context, p *plan, dev, key string) error {
+func (c *Controller) sweepNeighs(ctx context.Context, p *plan, dev, key string, wait *time.Duration) error {
 	var errs []error
 	for _, ip := range c.candidates(key) {
 		if _, wanted := p.l2.Neigh[ip]; wanted {
+			c.settle.Clear("neigh " + ip.String())
 			if p.l2.Neigh[ip] != key {
 				c.forget(key, ip)
 			}
 			continue
 		}
-		if !p.sweep && !c.ownsNeigh(ip, key) {
+		owned := c.ownsNeigh(ip, key)
+		if !p.sweep && !owned {
+			continue
+		}
+		if !owned && !c.settled("neigh "+ip.String(), wait) {
 			continue
 		}
 		cur, err := c.h.Neigh(p.link.Index, ip)
@@ -229,13 +279,17 @@ func (c *Controller) sweepNeighs(ctx context.Context, p *plan, dev, key string) 
 	return errors.Join(errs...)
 }
 
-func (c *Controller) sweepFDB(ctx context.Context, index int, dev string, mac net.HardwareAddr) error {
+func (c *Controller) sweepFDB(ctx context.Context, index int, dev string, mac net.HardwareAddr, wait *time.Duration) error {
 	cur, err := c.h.FDBEntry(index, mac)
 	if err != nil {
 		return err
 	}
 	if cur == nil || !flannelFDB(*cur) {
 		c.disownFDB(mac.String())
+		c.settle.Clear("fdb " + mac.String())
+		return nil
+	}
+	if !c.ownsFDB(mac.String()) && !c.settled("fdb "+mac.String(), wait) {
 		return nil
 	}
 	if err := c.h.NeighDel(cur); err != nil {
@@ -404,11 +458,16 @@ func (c *Controller) KeysFor(ev state.Event) []string {
 				keys = append(keys, c.known(p)...)
 			}
 		}
-	case state.KindLink:
+	case state.KindLink, state.KindUnderlay, state.KindHost:
+		// The device, the trust boundary's facts or a host's vouching for
+		// its VTEP changed: any VTEP may be concerned.
 		keys = append(keys, c.known(c.desired())...)
 	}
 	for _, s := range subnets {
 		keys = append(keys, c.claimants(s)...)
+		for _, q := range c.store.Overlapping(s) {
+			keys = append(keys, c.claimants(q)...)
+		}
 	}
 	keys = slices.DeleteFunc(keys, func(k string) bool { return k == "" })
 	slices.Sort(keys)

@@ -45,7 +45,7 @@ func setup(t *testing.T) *fixture {
 	f.ul = netlinkxtest.Underlay(t, ns, localIP)
 	f.vx = netlinkxtest.VXLAN(t, ns, iface, f.ul, localIP, nil)
 	f.observe()
-	f.c = fdb.New(f.h, f.store, fdb.Options{Host: "h1"})
+	f.c = fdb.New(f.h, f.store, fdb.Options{Host: "h1", SweepGrace: -1})
 	return f
 }
 
@@ -135,7 +135,7 @@ func TestPeersOldMACSwept(t *testing.T) {
 	f.pass()
 	f.store.PutNetwork(key, registry.Network{Host: "h2", Network: "a", Subnet: netip.MustParsePrefix("198.18.2.0/24"),
 		PublicIP: peerIP(2), VtepMAC: mac(0x22), VNI: 1}, "test")
-	f.c = fdb.New(f.h, f.store, fdb.Options{Host: "h1"}) // a restarted registrar knows nothing of the old MAC
+	f.c = fdb.New(f.h, f.store, fdb.Options{Host: "h1", SweepGrace: -1}) // a restarted registrar knows nothing of the old MAC
 	got := f.pass()
 	want := []string{
 		"fdb del aa:bb:cc:00:00:02 dst 198.51.100.2 dev flannel.1 self permanent",
@@ -254,7 +254,7 @@ func TestKeysFor(t *testing.T) {
 		{"lease", state.Event{Kind: state.KindLease, New: state.Lease{Subnet: netip.MustParsePrefix("198.18.5.0/24"), VtepMAC: mac(5)}},
 			[]string{mac(5).String()}},
 		{"link: every wanted VTEP", state.Event{Kind: state.KindLink}, []string{mac(2).String(), mac(3).String()}},
-		{"host: nothing", state.Event{Kind: state.KindHost}, nil},
+		{"host: every wanted VTEP (it vouches for its VTEP)", state.Event{Kind: state.KindHost}, []string{mac(2).String(), mac(3).String()}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := f.c.KeysFor(tc.ev); !slices.Equal(got, tc.want) {

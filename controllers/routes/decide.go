@@ -44,8 +44,14 @@ type Decision struct {
 	// False while the store shows no lease of this host: then a wrong
 	// FLANNEL_PREFIX, not flanneld, may be why no lease wants them.
 	SweepFlannel bool
-	// Local: Dst overlaps a local network, so no tunnel route may exist.
+	// Local: Dst overlaps a local network, so no tunnel route of ours may
+	// exist.
 	Local bool
+	// LocalExact: a local network's subnet is exactly Dst, so flanneld's
+	// route there is deleted too (it holds the bridge route's key). A local
+	// network that only contains Dst (10.0.0.0/8 around a flannel /24)
+	// leaves flanneld's more specific route alone.
+	LocalExact bool
 	// Claimed: a lease or record claims Dst (with Local: a conflict).
 	Claimed bool
 	// Restore holds the connected routes of local networks whose subnet is
@@ -83,8 +89,11 @@ func Decide(in Input) (Decision, error) {
 	s, ok, c := overlay.Resolve(in.Self, in.Dst, in.Records, in.Lease)
 	vxlanLease := in.Lease != nil && in.Lease.IsVXLAN()
 	d.Claimed = ok || c != nil || vxlanLease
+	remoteLease := vxlanLease && in.Lease.PublicIP != in.Self.PublicIP
 	if len(in.Locals) > 0 {
 		d.Local = true
+		d.LocalExact = slices.ContainsFunc(in.Locals, func(l state.LocalNetwork) bool { return l.Subnet == in.Dst })
+		d.KeepFlannel = remoteLease && !d.LocalExact
 		if d.Claimed {
 			d.Conflict = localConflict(in, s, ok, c)
 		}
@@ -94,12 +103,12 @@ func Decide(in Input) (Decision, error) {
 		return d, nil
 	}
 	if c != nil {
-		d.Conflict = &Conflict{Prefix: c.Prefix, Reason: c.Reason, Claimants: c.Claimants}
+		d.Conflict = &Conflict{Prefix: c.Prefix, Rule: c.Rule, Reason: c.Reason, Claimants: c.Claimants}
 	}
 	if d.Want == nil && ok {
 		d.Want = TunnelRoute(s, in.Link.Index)
 	}
-	d.KeepFlannel = d.Want == nil && vxlanLease && in.Lease.PublicIP != in.Self.PublicIP
+	d.KeepFlannel = d.Want == nil && remoteLease
 	return d, nil
 }
 
@@ -180,7 +189,7 @@ func Plan(d Decision, actual []netlink.Route, vxlanIndex int) ([]Step, *Conflict
 			return false
 		}
 		return r.Protocol == netlinkx.RouteProtocol ||
-			flannelShaped(r, vxlanIndex) && (d.Local || (!d.KeepFlannel && d.SweepFlannel))
+			flannelShaped(r, vxlanIndex) && (d.LocalExact || (!d.KeepFlannel && d.SweepFlannel))
 	}
 	var adds, dels []netlink.Route
 	var conflict *Conflict

@@ -26,6 +26,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -33,6 +34,7 @@ import (
 	"github.com/flannel-registrar/flannel-registrar/pkg/config"
 	"github.com/flannel-registrar/flannel-registrar/pkg/netlinkx"
 	"github.com/flannel-registrar/flannel-registrar/pkg/overlay"
+	"github.com/flannel-registrar/flannel-registrar/pkg/policy"
 	"github.com/flannel-registrar/flannel-registrar/pkg/reconcile"
 	"github.com/flannel-registrar/flannel-registrar/pkg/registry"
 	"github.com/flannel-registrar/flannel-registrar/pkg/state"
@@ -53,6 +55,12 @@ type Options struct {
 	PublicIP netip.Addr // FLANNELD_PUBLIC_IP; zero: the VXLAN device's local address
 	Gateways []config.GatewayRoute
 	Extra    []config.ExtraRoute
+	// Policy, when set, is the trust boundary every remote claim must pass
+	// (pkg/policy); nothing is programmed until the underlay was observed.
+	Policy *policy.Policy
+	// SweepGrace overrides how long a flannel-shaped object no lease wants
+	// must stay unwanted before it is deleted (0: SweepGrace; < 0: none).
+	SweepGrace time.Duration
 	// OnConflict is called when a destination's conflict appears, changes or
 	// (Active false) clears. It runs in the reconcile and must not block.
 	OnConflict func(Conflict)
@@ -61,6 +69,7 @@ type Options struct {
 // Conflict is a destination not routed as its claimants ask.
 type Conflict struct {
 	Prefix    netip.Prefix
+	Rule      string // the policy rule that refused it; "" for conflicting claims
 	Reason    string
 	Claimants []string
 	Local     []string // local networks involved, by name
@@ -72,7 +81,7 @@ func (c Conflict) String() string {
 }
 
 func sameConflict(a, b Conflict) bool {
-	return a.Prefix == b.Prefix && a.Reason == b.Reason && slices.Equal(a.Claimants, b.Claimants) && slices.Equal(a.Local, b.Local)
+	return a.Prefix == b.Prefix && a.Rule == b.Rule && a.Reason == b.Reason && slices.Equal(a.Claimants, b.Claimants) && slices.Equal(a.Local, b.Local)
 }
 
 // Controller converges routes.
@@ -85,12 +94,27 @@ type Controller struct {
 
 	mu        sync.Mutex // guards conflicts
 	conflicts map[netip.Prefix]Conflict
+	// settle delays deleting a flannel-shaped route no lease wants (see
+	// reconcile.Settle): the lease may not have arrived yet.
+	settle *reconcile.Settle
+}
+
+// SweepGrace is how long a flannel-shaped route must be unwanted before it
+// is deleted.
+const SweepGrace = 2 * time.Second
+
+func grace(d time.Duration) time.Duration {
+	if d == 0 {
+		return SweepGrace
+	}
+	return d
 }
 
 // New returns the routes controller.
 func New(h *netlinkx.Handle, store *state.Store, o Options) *Controller {
 	c := &Controller{h: h, store: store, opts: o, gw: map[netip.Prefix]config.GatewayRoute{},
-		extra: map[netip.Prefix]config.ExtraRoute{}, conflicts: map[netip.Prefix]Conflict{}}
+		extra: map[netip.Prefix]config.ExtraRoute{}, conflicts: map[netip.Prefix]Conflict{},
+		settle: reconcile.NewSettle(grace(o.SweepGrace))}
 	for _, g := range o.Gateways {
 		c.gw[g.Dst.Masked()] = g
 	}
@@ -115,6 +139,13 @@ func (c *Controller) Conflicts() []Conflict {
 	return out
 }
 
+// Refused returns, from the current snapshot, every remote claim the trust
+// boundary refuses (overlay.Conflict.Rule set), sorted by subnet.
+func (c *Controller) Refused() []overlay.Conflict {
+	_, conflicts := overlay.All(c.self(c.store.Link()), c.store.Networks(), c.store.Leases())
+	return slices.DeleteFunc(conflicts, func(x overlay.Conflict) bool { return x.Rule == "" })
+}
+
 // ParseKey returns the destination a key names.
 func ParseKey(key string) (netip.Prefix, error) {
 	s := strings.TrimPrefix(strings.TrimPrefix(key, GatewayPrefix), ExtraPrefix)
@@ -126,11 +157,17 @@ func ParseKey(key string) (netip.Prefix, error) {
 }
 
 func (c *Controller) self(l state.Link) overlay.Self {
-	s := overlay.Self{Host: c.opts.Host, PublicIP: c.opts.PublicIP}
-	if !s.PublicIP.IsValid() {
-		s.PublicIP = l.Local
+	s := overlay.Self{Host: c.opts.Host, PublicIP: overlay.PublicIPOf(c.opts.PublicIP, l, c.store), VtepMAC: l.MAC}
+	if c.opts.Policy != nil {
+		s.Trust = &overlay.Trust{Policy: *c.opts.Policy, Facts: c.store.Facts(), Claims: c.store}
 	}
 	return s
+}
+
+// trusted says whether the trust boundary can be applied: without a policy
+// there is none; with one, the underlay must have been observed.
+func (c *Controller) trusted() bool {
+	return c.opts.Policy == nil || c.store.Underlay().Observed
 }
 
 // Reconcile converges the destination key names.
@@ -147,7 +184,7 @@ func (c *Controller) Reconcile(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
-	if d.Skip {
+	if d.Skip || (!c.trusted() && in.Gateway == nil && in.Extra == nil) {
 		return nil
 	}
 	actual, err := c.h.RoutesTo(dst)
@@ -161,7 +198,32 @@ func (c *Controller) Reconcile(ctx context.Context, key string) error {
 	default:
 		c.report(dst, d.Conflict)
 	}
-	return c.apply(ctx, steps, in)
+	steps, wait := c.settleSweeps(dst, d, steps)
+	if err := c.apply(ctx, steps, in); err != nil {
+		return err
+	}
+	if wait > 0 {
+		return reconcile.RequeueAfter(wait, "confirming that no flannel lease wants "+dst.String())
+	}
+	return nil
+}
+
+// settleSweeps holds back deleting flanneld's routes that no lease wants
+// until they have been unwanted for SweepGrace, and says how long to wait.
+// A local network's exact subnet does not wait: its bridge route must be
+// restored at once.
+func (c *Controller) settleSweeps(dst netip.Prefix, d Decision, steps []Step) ([]Step, time.Duration) {
+	key := dst.String()
+	pending := func(s Step) bool { return s.Del && s.Route.Protocol != netlinkx.RouteProtocol && !d.LocalExact }
+	if !slices.ContainsFunc(steps, pending) {
+		c.settle.Clear(key)
+		return steps, 0
+	}
+	if ok, wait := c.settle.Ready(key); !ok {
+		return slices.DeleteFunc(steps, pending), wait
+	}
+	c.settle.Clear(key)
+	return steps, 0
 }
 
 func (c *Controller) input(dst netip.Prefix) (Input, error) {
@@ -312,7 +374,7 @@ func (c *Controller) wantedKeys() []string {
 // be swept).
 func (c *Controller) KeysFor(ev state.Event) []string {
 	var keys []string
-	if ev.Kind == state.KindLink || (ev.Kind == state.KindLease && c.selfLease(ev.New)) {
+	if ev.Kind == state.KindLink || ev.Kind == state.KindUnderlay || (ev.Kind == state.KindLease && c.selfLease(ev.New)) {
 		keys, _ = c.Keys(context.Background()) // a failed dump still yields the wanted keys
 	}
 	var ps []netip.Prefix
@@ -320,13 +382,23 @@ func (c *Controller) KeysFor(ev state.Event) []string {
 	case state.KindNetwork:
 		for _, v := range []any{ev.Old, ev.New} {
 			if n, ok := v.(registry.Network); ok {
+				// Claims it overlaps may win or lose against it.
 				ps = append(ps, n.Subnet)
+				ps = append(ps, c.store.Overlapping(n.Subnet)...)
 			}
 		}
 	case state.KindLease:
 		for _, v := range []any{ev.Old, ev.New} {
 			if l, ok := v.(state.Lease); ok {
 				ps = append(ps, l.Subnet)
+				ps = append(ps, c.store.Overlapping(l.Subnet)...)
+			}
+		}
+	case state.KindHost:
+		// A host record vouches for its host's VTEP (overlay.Trust.binding).
+		for _, v := range []any{ev.Old, ev.New} {
+			if h, ok := v.(registry.HostRecord); ok {
+				ps = append(ps, c.subnetsOf(h.Host)...)
 			}
 		}
 	case state.KindLocal:
@@ -355,23 +427,27 @@ func (c *Controller) selfLease(v any) bool {
 	return overlay.IsSelfLease(l, c.self(link), link.MAC)
 }
 
+// subnetsOf returns the subnets of host's records.
+func (c *Controller) subnetsOf(host string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, n := range c.store.Networks() {
+		if n.Host == host {
+			out = append(out, n.Subnet)
+		}
+	}
+	return out
+}
+
 // overlapping returns the subnets of records, leases and reported conflicts
 // that overlap p: a local network appearing or going changes how they are
-// routed. O(records + leases).
+// routed.
 func (c *Controller) overlapping(p netip.Prefix) []netip.Prefix {
 	if !p.IsValid() {
 		return nil
 	}
-	var out []netip.Prefix
-	for _, n := range c.store.Networks() {
-		if n.Subnet.Overlaps(p) {
-			out = append(out, n.Subnet)
-		}
-	}
-	for _, l := range c.store.Leases() {
-		if l.Subnet.Overlaps(p) {
-			out = append(out, l.Subnet)
-		}
+	out := c.store.Overlapping(p)
+	if _, ok := c.store.Lease(p); ok || len(c.store.NetworksBySubnet(p)) > 0 {
+		out = append(out, p)
 	}
 	c.mu.Lock()
 	for q := range c.conflicts {

@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -25,6 +26,8 @@ import (
 	"time"
 
 	"github.com/flannel-registrar/flannel-registrar/pkg/flannel"
+	"github.com/flannel-registrar/flannel-registrar/pkg/overlay"
+	"github.com/flannel-registrar/flannel-registrar/pkg/policy"
 	"github.com/flannel-registrar/flannel-registrar/pkg/reconcile"
 	"github.com/flannel-registrar/flannel-registrar/pkg/registry"
 	"github.com/flannel-registrar/flannel-registrar/pkg/state"
@@ -62,6 +65,13 @@ type Options struct {
 	// Enqueuer, when set, is poked to refresh the host record when the
 	// counts it carries change.
 	Enqueuer Enqueuer
+	// Policy, when set, is the trust boundary a local network must pass to
+	// be published (pkg/policy): the same rules peers apply to what they
+	// program. Nothing is published until the underlay was observed.
+	Policy *policy.Policy
+	// OnRefused is called once when a local network is refused by the
+	// policy (or its reason changes), and with nil when it passes again.
+	OnRefused func(network string, r *policy.Refusal)
 }
 
 // Controller is the subnets controller.
@@ -70,8 +80,9 @@ type Controller struct {
 	host string
 	keys registry.Keys
 
-	mu         sync.Mutex // guards conflicts, registered and duplicates
+	mu         sync.Mutex // guards conflicts, refused, registered and duplicates
 	conflicts  map[string]registry.ConflictError
+	refused    map[string]policy.Refusal
 	registered map[string]netip.Prefix
 	duplicates map[string]registry.DuplicateHost // by PublicIP
 }
@@ -87,6 +98,7 @@ func New(o Options) (*Controller, error) {
 	return &Controller{
 		o: o, host: o.Registry.Host(), keys: o.Registry.Keys(),
 		conflicts:  map[string]registry.ConflictError{},
+		refused:    map[string]policy.Refusal{},
 		registered: map[string]netip.Prefix{},
 		duplicates: map[string]registry.DuplicateHost{},
 	}, nil
@@ -120,10 +132,7 @@ func (c *Controller) identity() (identity, string) {
 	if err != nil {
 		return identity{}, fmt.Sprintf("waiting for %s: no usable MAC (%v)", name, err)
 	}
-	ip := c.o.PublicIP
-	if !ip.IsValid() {
-		ip = l.Local
-	}
+	ip := overlay.PublicIPOf(c.o.PublicIP, l, c.o.Store)
 	if _, err := registry.ValidPublicIP(ip.String()); err != nil || !ip.IsValid() {
 		return identity{}, fmt.Sprintf("waiting for %s: no usable local address (%q); set FLANNELD_PUBLIC_IP or give the device a local address", name, ip)
 	}
@@ -150,12 +159,26 @@ func (c *Controller) Reconcile(ctx context.Context, key string) error {
 	}
 	local, ok := c.o.Store.Local(key)
 	if !ok {
+		c.setRefused(key, nil)
 		return c.unregister(ctx, key, id)
 	}
 	return c.register(ctx, local, id)
 }
 
 func (c *Controller) register(ctx context.Context, local state.LocalNetwork, id identity) error {
+	if c.o.Policy != nil {
+		if !c.o.Store.Underlay().Observed {
+			return nil // the underlay event enqueues every local network
+		}
+		if r := c.o.Policy.Check(local.Subnet, c.o.Store.Facts()); r != nil {
+			if err := c.unregister(ctx, local.Name, id); err != nil {
+				return err
+			}
+			c.setRefused(local.Name, r)
+			return nil
+		}
+		c.setRefused(local.Name, nil)
+	}
 	n := registry.Network{
 		Host: c.host, Network: local.Name, NetworkID: local.ID,
 		Subnet: local.Subnet, Gateway: local.Gateway,
@@ -295,6 +318,33 @@ func (c *Controller) clearConflict(name string) {
 	c.pokeHost("conflict cleared " + name)
 }
 
+// setRefused records (nil: clears) the policy's refusal of a local network
+// and reports a change.
+func (c *Controller) setRefused(name string, r *policy.Refusal) {
+	c.mu.Lock()
+	old, had := c.refused[name]
+	if r != nil {
+		c.refused[name] = *r
+	} else {
+		delete(c.refused, name)
+	}
+	c.mu.Unlock()
+	changed := (r == nil && had) || (r != nil && (!had || old != *r))
+	if changed && c.o.OnRefused != nil {
+		c.o.OnRefused(name, r)
+	}
+	if changed {
+		c.pokeHost("policy " + name)
+	}
+}
+
+// Refused returns the local networks the policy refuses to publish.
+func (c *Controller) Refused() map[string]policy.Refusal {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.refused)
+}
+
 // setRegistered records name as registered at p (invalid p: not registered).
 func (c *Controller) setRegistered(name string, p netip.Prefix) {
 	c.mu.Lock()
@@ -405,15 +455,16 @@ func (c *Controller) KeysFor(ev state.Event) []string {
 	switch ev.Kind {
 	case state.KindLocal:
 		return []string{ev.Key, HostKey}
+	case state.KindUnderlay:
+		if c.o.Policy == nil {
+			return nil
+		}
+		return c.localKeys()
 	case state.KindLink:
 		if !identityChanged(ev) {
 			return nil
 		}
-		keys := []string{HostKey}
-		for _, n := range c.o.Store.LocalNetworks() {
-			keys = append(keys, n.Name)
-		}
-		return keys
+		return c.localKeys()
 	case state.KindNetwork:
 		// Our records: a hand edit or deletion is repaired at once.
 		if pk, err := c.keys.Parse(ev.Key); err == nil && pk.Kind == registry.KindNetwork && pk.Host == c.host {
@@ -429,11 +480,27 @@ func (c *Controller) KeysFor(ev state.Event) []string {
 	return nil
 }
 
+// localKeys returns the host record and every local network.
+func (c *Controller) localKeys() []string {
+	keys := []string{HostKey}
+	for _, n := range c.o.Store.LocalNetworks() {
+		keys = append(keys, n.Name)
+	}
+	return keys
+}
+
 // leaseKeys: our reservations (repair), and the local networks whose subnet
 // overlaps the lease's (an exact or overlapping conflict may have appeared or
-// cleared).
+// cleared); everything when it is flanneld's lease for this host's VTEP (it
+// may change the PublicIP we publish, overlay.PublicIPOf).
 func (c *Controller) leaseKeys(ev state.Event) []string {
 	var keys []string
+	link := c.o.Store.Link()
+	for _, v := range []any{ev.Old, ev.New} {
+		if l, ok := v.(state.Lease); ok && l.IsVXLAN() && len(link.MAC) == 6 && l.VtepMAC.String() == link.MAC.String() {
+			keys = append(keys, c.localKeys()...)
+		}
+	}
 	for _, v := range []any{ev.Old, ev.New} {
 		if l, ok := v.(state.Lease); ok && l.Reservation != nil && l.Reservation.Host == c.host {
 			keys = append(keys, l.Reservation.Network)

@@ -147,6 +147,9 @@ func (h *Host) startRegistrar(ctx context.Context) error {
 		"DOCKER_HOST=unix://"+h.DockerSocket(),
 		fmt.Sprintf("INTERVAL=%d", h.lab.Interval),
 		"LOG_FORMAT=json",
+		// The lab's container networks are in the benchmark range, outside
+		// the policy's default (flannel's Network and RFC 1918).
+		"ALLOWED_SUBNETS="+AllowedSubnets,
 	)
 	env = append(env, h.lab.RegistrarEnv...)
 	argv := inNetns(h.Netns, h.lab.RegistrarPath())

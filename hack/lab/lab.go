@@ -39,6 +39,9 @@ const (
 
 	FlannelPrefix  = "/coreos.com/network"
 	FlannelNetwork = "198.18.0.0/16"
+	// AllowedSubnets is the registrars' ALLOWED_SUBNETS: flannel's Network
+	// and the custom networks' 198.19.0.0/16.
+	AllowedSubnets = "198.18.0.0/15"
 	FlannelConfig  = `{"Network":"198.18.0.0/16","SubnetLen":24,"Backend":{"Type":"vxlan","VNI":1}}`
 	VXLANDevice    = "flannel.1"
 

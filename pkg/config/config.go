@@ -82,6 +82,9 @@ type Config struct {
 	HostGatewayMap []GatewayRoute // HOST_GATEWAY_MAP
 	RoutesExtra    []ExtraRoute   // FLANNEL_ROUTES_EXTRA
 
+	AllowedSubnets []netip.Prefix // ALLOWED_SUBNETS; nil: the policy's defaults
+	MinPrefixLen   int            // MIN_PREFIX_LEN
+
 	FlannelContainerName string // FLANNEL_CONTAINER_NAME
 	Debug                bool   // DEBUG
 
@@ -268,6 +271,8 @@ func (c Config) LogValue() slog.Value {
 		slog.String("public_ip", publicIP),
 		slog.Any("host_gateway_map", stringsOf(c.HostGatewayMap)),
 		slog.Any("routes_extra", stringsOf(c.RoutesExtra)),
+		slog.Any("allowed_subnets", stringsOf(c.AllowedSubnets)),
+		slog.Int("min_prefix_len", c.MinPrefixLen),
 		slog.String("flannel_container_name", c.FlannelContainerName),
 		slog.Bool("debug", c.Debug),
 		slog.Duration("registration_ttl", c.RegistrationTTL),

@@ -45,6 +45,7 @@ func TestDefaults(t *testing.T) {
 		LogFormat:            "auto",
 		VXLANIface:           "flannel.1",
 		HostLivenessTTL:      3 * time.Minute,
+		MinPrefixLen:         12,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("defaults:\n got %+v\nwant %+v", got, want)
@@ -114,6 +115,11 @@ func settingCases(t *testing.T) []settingCase {
 				{netip.MustParsePrefix("10.10.0.0/16"), netip.MustParseAddr("198.51.100.1"), "eth0"},
 				{netip.MustParsePrefix("10.11.0.0/16"), netip.MustParseAddr("198.51.100.2"), ""},
 			}},
+		{"ALLOWED_SUBNETS", "allowed-subnets", "10.5.0.0/16, 198.18.0.0/15", "10.0.0.0/8",
+			func(c Config) any { return c.AllowedSubnets }, []netip.Prefix{
+				netip.MustParsePrefix("10.5.0.0/16"), netip.MustParsePrefix("198.18.0.0/15"),
+			}},
+		{"MIN_PREFIX_LEN", "min-prefix-len", "16", "20", func(c Config) any { return c.MinPrefixLen }, 16},
 		{"FLANNEL_CONTAINER_NAME", "flannel-container-name", "/flanneld_1", "other",
 			func(c Config) any { return c.FlannelContainerName }, "flanneld_1"},
 		{"DEBUG", "debug", "1", "false", func(c Config) any { return c.Debug }, true},
@@ -397,6 +403,11 @@ func TestValidationErrors(t *testing.T) {
 		{"extra empty dev", e("FLANNEL_ROUTES_EXTRA", "10.10.0.0/16:198.51.100.1:"), nil, []string{`device "": expected a Linux interface name`}, 0},
 		{"extra bad cidr", e("FLANNEL_ROUTES_EXTRA", "10.10.0.0/33:198.51.100.1"), nil, []string{`destination "10.10.0.0/33": expected an IPv4 address or CIDR`}, 0},
 		{"extra duplicate", e("FLANNEL_ROUTES_EXTRA", "10.10.0.0/16:198.51.100.1,10.10.0.0/16:198.51.100.2:eth0"), nil, []string{`destination 10.10.0.0/16 is listed twice`}, 0},
+		{"allowed not a cidr", e("ALLOWED_SUBNETS", "10.5.0.0"), nil, []string{`ALLOWED_SUBNETS="10.5.0.0": entry "10.5.0.0": expected IPv4 CIDRs`}, 0},
+		{"allowed host bits", e("ALLOWED_SUBNETS", "10.5.0.1/16"), nil, []string{`entry "10.5.0.1/16" has host bits set: expected 10.5.0.0/16`}, 0},
+		{"allowed v6", e("ALLOWED_SUBNETS", "fd00::/8"), nil, []string{`entry "fd00::/8": expected IPv4 CIDRs`}, 0},
+		{"min prefix too short", e("MIN_PREFIX_LEN", "4"), nil, []string{`MIN_PREFIX_LEN="4": expected a prefix length from 8 to 32`}, 0},
+		{"min prefix not a number", e("MIN_PREFIX_LEN", "/16"), nil, []string{`MIN_PREFIX_LEN="/16": expected a prefix length from 8 to 32`}, 0},
 		{"container name short", e("FLANNEL_CONTAINER_NAME", "f"), nil, []string{`FLANNEL_CONTAINER_NAME="f": expected a Docker container name`}, 0},
 		{"container name chars", e("FLANNEL_CONTAINER_NAME", "flannel:1"), nil, []string{`FLANNEL_CONTAINER_NAME="flannel:1": expected a Docker container name`}, 0},
 		{"log format", e("LOG_FORMAT", "xml"), nil, []string{`LOG_FORMAT="xml": expected auto, json or text`}, 0},

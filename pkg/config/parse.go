@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/flannel-registrar/flannel-registrar/pkg/policy"
 )
 
 // Parsers return an error whose text says what is expected; the caller prefixes the setting's
@@ -390,4 +392,35 @@ func parseLogFormat(v string) (string, error) {
 		return f, nil
 	}
 	return "", errors.New("expected auto, json or text")
+}
+
+// parseAllowedSubnets reads ALLOWED_SUBNETS: IPv4 CIDRs without host bits.
+// Empty means the policy's defaults (nil).
+func parseAllowedSubnets(v string) ([]netip.Prefix, error) {
+	if v == "" {
+		return nil, nil
+	}
+	var out []netip.Prefix
+	for _, f := range strings.Split(v, ",") {
+		f = strings.TrimSpace(f)
+		p, err := netip.ParsePrefix(f)
+		if err != nil || !p.Addr().Is4() {
+			return nil, fmt.Errorf("entry %q: expected IPv4 CIDRs, comma-separated, e.g. 10.5.0.0/16,172.16.0.0/12", f)
+		}
+		if p != p.Masked() {
+			return nil, fmt.Errorf("entry %q has host bits set: expected %s", f, p.Masked())
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// parseMinPrefixLen reads MIN_PREFIX_LEN: a prefix length from 8 to 32 (a
+// shorter one would let a single record cover whole private ranges).
+func parseMinPrefixLen(v string) (int, error) {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 8 || n > 32 {
+		return 0, fmt.Errorf("expected a prefix length from 8 to 32, e.g. %d", policy.DefaultMinBits)
+	}
+	return n, nil
 }

@@ -3,7 +3,10 @@ package config
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
+
+	"github.com/flannel-registrar/flannel-registrar/pkg/policy"
 )
 
 // setting is one environment variable and its flag. Values are strings until apply parses them,
@@ -114,6 +117,18 @@ var settings = []setting{
 		help: "extra static routes: cidr:gateway[:dev], comma-separated; removed when dropped from the list",
 		apply: func(_ *loader, c *Config, v string) (err error) {
 			c.RoutesExtra, err = parseRoutesExtra(v)
+			return err
+		}},
+	{env: "ALLOWED_SUBNETS", flag: "allowed-subnets", metavar: "CIDRS",
+		help: "ranges a subnet must lie in to be routed or published, comma-separated; default: flannel's Network (from <FLANNEL_PREFIX>/config) and 10.0.0.0/8,172.16.0.0/12,192.168.0.0/16",
+		apply: func(_ *loader, c *Config, v string) (err error) {
+			c.AllowedSubnets, err = parseAllowedSubnets(v)
+			return err
+		}},
+	{env: "MIN_PREFIX_LEN", flag: "min-prefix-len", def: strconv.Itoa(policy.DefaultMinBits), metavar: "BITS",
+		help: "shortest prefix length of a subnet that is routed or published (8-32)",
+		apply: func(_ *loader, c *Config, v string) (err error) {
+			c.MinPrefixLen, err = parseMinPrefixLen(v)
 			return err
 		}},
 	{env: "FLANNEL_CONTAINER_NAME", flag: "flannel-container-name", def: "flannel", metavar: "NAME",

@@ -151,3 +151,25 @@ func Addr(ip net.IP) netip.Addr {
 	}
 	return a.Unmap()
 }
+
+// Addrs dumps every IPv4 address of every link.
+func (h *Handle) Addrs() ([]netlink.Addr, error) {
+	return dump(h, "addresses", func() ([]netlink.Addr, error) {
+		return h.nl.AddrList(nil, netlink.FAMILY_V4)
+	})
+}
+
+// RouteGet asks the kernel which route it would use to reach ip (as `ip
+// route get`); ok false when ip is unreachable.
+func (h *Handle) RouteGet(ip netip.Addr) (netlink.Route, bool, error) {
+	rs, err := h.nl.RouteGet(ip.AsSlice())
+	switch {
+	case errors.Is(err, unix.ENETUNREACH), errors.Is(err, unix.EHOSTUNREACH):
+		return netlink.Route{}, false, nil
+	case err != nil:
+		return netlink.Route{}, false, fmt.Errorf("route get %s: %w", ip, err)
+	case len(rs) == 0:
+		return netlink.Route{}, false, nil
+	}
+	return rs[0], true, nil
+}

@@ -17,10 +17,16 @@ import (
 	"github.com/flannel-registrar/flannel-registrar/pkg/state"
 )
 
-// Self is this host's identity.
+// Self is this host's identity, and the trust boundary its decisions obey.
 type Self struct {
 	Host     string
-	PublicIP netip.Addr // FLANNELD_PUBLIC_IP, else the VXLAN device's local address
+	PublicIP netip.Addr // see PublicIPOf
+	// VtepMAC is this host's VXLAN device MAC: a remote record naming it is
+	// refused.
+	VtepMAC net.HardwareAddr
+	// Trust, when set, applies the policy to every claim (trust.go); nil
+	// decides on the claims alone (tests of the resolution rules).
+	Trust *Trust
 }
 
 // Known says whether the identity is complete enough to tell remote from local.
@@ -52,6 +58,8 @@ type Subnet struct {
 	VtepMAC  net.HardwareAddr
 	Source   Source
 	Owner    string // the record's etcd key, or "lease <prefix>"
+	Host     string // the record's host; "" for a lease
+	Reserved bool   // a record whose host holds the subnet's reservation
 }
 
 // Gateway is the neighbour address flannel routes the subnet through: its
@@ -61,15 +69,19 @@ func (s Subnet) Gateway() netip.Addr { return s.Prefix.Addr() }
 // MAC is the VTEP MAC in the key form of the fdb controller (lowercase).
 func (s Subnet) MAC() string { return s.VtepMAC.String() }
 
-// Conflict is a subnet claimed in ways that cannot all be honoured; nothing
-// is routed for it.
+// Conflict is a subnet claimed in ways that cannot all be honoured, or
+// refused by the trust boundary; nothing is routed for it.
 type Conflict struct {
 	Prefix    netip.Prefix
+	Rule      string // the policy rule (policy.Rule*); "" for a plain claim conflict
 	Reason    string
 	Claimants []string
 }
 
 func (c Conflict) String() string {
+	if c.Rule != "" {
+		return fmt.Sprintf("%s: refused (%s): %s (%v)", c.Prefix, c.Rule, c.Reason, c.Claimants)
+	}
 	return fmt.Sprintf("%s: %s (%v)", c.Prefix, c.Reason, c.Claimants)
 }
 
@@ -82,7 +94,20 @@ func (c Conflict) String() string {
 // PublicIP) is local. Remote records win over a lease; among several remote
 // records, the one of the host holding p's reservation wins, else they must
 // agree on the VTEP. A remote, valid vxlan lease is used when no record claims p.
+// With self.Trust, the result must also pass the trust boundary (trust.go).
 func Resolve(self Self, p netip.Prefix, records []state.KeyedNetwork, lease *state.Lease) (Subnet, bool, *Conflict) {
+	s, ok, c := resolve(self, p, records, lease)
+	if self.Trust == nil || !ok {
+		return s, ok, c
+	}
+	s, refused := self.Trust.check(self, s)
+	if refused != nil {
+		return Subnet{}, false, refused
+	}
+	return s, ok, c
+}
+
+func resolve(self Self, p netip.Prefix, records []state.KeyedNetwork, lease *state.Lease) (Subnet, bool, *Conflict) {
 	recs := slices.Clone(records)
 	slices.SortFunc(recs, func(a, b state.KeyedNetwork) int { return cmp.Compare(a.Key, b.Key) })
 	var remote, mine []state.KeyedNetwork
@@ -128,7 +153,8 @@ func fromRecords(p netip.Prefix, remote []state.KeyedNetwork, lease *state.Lease
 			}
 		}
 	}
-	return Subnet{Prefix: p, PublicIP: pick.PublicIP, VtepMAC: pick.VtepMAC, Source: FromRecord, Owner: pick.Key}, true, nil
+	return Subnet{Prefix: p, PublicIP: pick.PublicIP, VtepMAC: pick.VtepMAC, Source: FromRecord, Owner: pick.Key, Host: pick.Host,
+		Reserved: lease != nil && lease.Reservation != nil && lease.Reservation.Host == pick.Host}, true, nil
 }
 
 func fromLease(self Self, l state.Lease) (Subnet, bool) {

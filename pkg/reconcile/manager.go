@@ -136,7 +136,8 @@ func (m *Manager) Once(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("list keys of %s: %w", r.Name(), err))
 		}
 		for _, k := range keys {
-			if err := r.ReconcileNow(ctx, k, "once"); err != nil {
+			var later *RequeueError
+			if err := r.ReconcileNow(ctx, k, "once"); err != nil && !errors.As(err, &later) {
 				errs = append(errs, fmt.Errorf("%s %s: %w", r.Name(), k, err))
 			}
 		}

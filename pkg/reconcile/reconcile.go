@@ -9,7 +9,9 @@ package reconcile
 
 import (
 	"context"
+	"fmt"
 	"sync"
+	"time"
 )
 
 // Controller converges one kind of state, one key at a time.
@@ -53,4 +55,19 @@ func Record(ctx context.Context, change string) {
 		r.changes = append(r.changes, change)
 		r.mu.Unlock()
 	}
+}
+
+// RequeueError asks the runner to reconcile the key again after a delay,
+// without counting a failure: the controller waits for something to settle
+// (e.g. a grace period before sweeping).
+type RequeueError struct {
+	After  time.Duration
+	Reason string
+}
+
+func (e *RequeueError) Error() string { return fmt.Sprintf("requeue after %s: %s", e.After, e.Reason) }
+
+// RequeueAfter returns a RequeueError.
+func RequeueAfter(d time.Duration, reason string) error {
+	return &RequeueError{After: d, Reason: reason}
 }

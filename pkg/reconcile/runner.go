@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -123,9 +124,18 @@ func (r *Runner) processNext(ctx context.Context) bool {
 	r.mu.Unlock()
 
 	err := r.ReconcileNow(ctx, key, trigger)
+	var later *RequeueError
 	switch {
 	case err == nil:
 		r.queue.Forget(key)
+	case errors.As(err, &later):
+		r.queue.Forget(key)
+		r.mu.Lock()
+		if _, ok := r.triggers[key]; !ok {
+			r.triggers[key] = "requeue: " + later.Reason
+		}
+		r.mu.Unlock()
+		r.queue.AddAfter(key, later.After)
 	case ctx.Err() != nil:
 		// Shutting down: the key is not lost, the next start resyncs it.
 	default:
@@ -157,7 +167,10 @@ func (r *Runner) ReconcileNow(ctx context.Context, key, trigger string) error {
 	if len(changes) > 0 {
 		attrs = append(attrs, "changes", changes)
 	}
+	var later *RequeueError
 	switch {
+	case errors.As(err, &later):
+		r.log.Debug("requeued", append(attrs, "after", later.After, "reason", later.Reason)...)
 	case err != nil:
 		r.errs.Add(1)
 		attrs = append(attrs, "error", err.Error(), "attempt", r.queue.NumRequeues(key)+1)

@@ -61,12 +61,13 @@ type Kind int
 
 // Kinds of events.
 const (
-	KindLocal   Kind = iota + 1 // Key: network name
-	KindNetwork                 // Key: etcd key of a network record
-	KindLease                   // Key: subnet prefix string
-	KindHost                    // Key: host name
-	KindLink                    // Key: interface name
-	KindSynced                  // Key: source name ("docker", "etcd")
+	KindLocal    Kind = iota + 1 // Key: network name
+	KindNetwork                  // Key: etcd key of a network record
+	KindLease                    // Key: subnet prefix string
+	KindHost                     // Key: host name
+	KindLink                     // Key: interface name
+	KindSynced                   // Key: source name ("docker", "etcd")
+	KindUnderlay                 // Key: "underlay" or "flannel-network": the policy's facts
 )
 
 // Event describes one change. Old and New are nil when the item was absent
@@ -93,6 +94,9 @@ type Store struct {
 	hosts      map[string]registry.HostRecord
 	link       Link
 	synced     map[string]bool
+	idx        claimIndex // overlaps and VTEP addresses (claims.go)
+	underlay   Underlay
+	flannelNet netip.Prefix
 
 	subsMu sync.Mutex // guards subs; separate so subscribers may read the store
 	subs   []func(Event)
@@ -115,6 +119,7 @@ func New() *Store {
 
 		vxlanByMAC: map[string]map[netip.Prefix]struct{}{},
 		vxlanByIP:  map[netip.Addr]map[netip.Prefix]struct{}{},
+		idx:        newClaimIndex(),
 	}
 }
 
@@ -189,6 +194,7 @@ func (s *Store) ReplaceEtcd(v EtcdView, trigger string) {
 	evs = append(evs, diff(KindHost, s.hosts, v.Hosts, trigger, hostEqual, sameKey)...)
 	s.networks = v.Networks
 	s.bySubnet = map[netip.Prefix]map[string]struct{}{}
+	s.idx = newClaimIndex()
 	for k, n := range v.Networks {
 		s.indexNetwork(k, n)
 	}
@@ -485,6 +491,7 @@ func (s *Store) Link() Link {
 // ---- helpers ----
 
 func (s *Store) indexNetwork(key string, n registry.Network) {
+	s.idx.add(n.Subnet, n.PublicIP, 1)
 	m := s.bySubnet[n.Subnet]
 	if m == nil {
 		m = map[string]struct{}{}
@@ -494,6 +501,7 @@ func (s *Store) indexNetwork(key string, n registry.Network) {
 }
 
 func (s *Store) unindexNetwork(key string, n registry.Network) {
+	s.idx.add(n.Subnet, n.PublicIP, -1)
 	if m := s.bySubnet[n.Subnet]; m != nil {
 		delete(m, key)
 		if len(m) == 0 {
@@ -505,8 +513,10 @@ func (s *Store) unindexNetwork(key string, n registry.Network) {
 // indexLease adds a vxlan lease to the MAC and PublicIP indexes.
 func (s *Store) indexLease(l Lease) {
 	if !l.IsVXLAN() {
+		s.idx.add(l.Subnet, netip.Addr{}, 1)
 		return
 	}
+	s.idx.add(l.Subnet, l.PublicIP, 1)
 	if len(l.VtepMAC) > 0 {
 		addIndex(s.vxlanByMAC, l.VtepMAC.String(), l.Subnet)
 	}
@@ -517,8 +527,10 @@ func (s *Store) indexLease(l Lease) {
 
 func (s *Store) unindexLease(l Lease) {
 	if !l.IsVXLAN() {
+		s.idx.add(l.Subnet, netip.Addr{}, -1)
 		return
 	}
+	s.idx.add(l.Subnet, l.PublicIP, -1)
 	if len(l.VtepMAC) > 0 {
 		dropIndex(s.vxlanByMAC, l.VtepMAC.String(), l.Subnet)
 	}

@@ -28,9 +28,11 @@ import (
 	"github.com/flannel-registrar/flannel-registrar/controllers/forwarding"
 	"github.com/flannel-registrar/flannel-registrar/controllers/routes"
 	"github.com/flannel-registrar/flannel-registrar/controllers/subnets"
+	"github.com/flannel-registrar/flannel-registrar/controllers/underlay"
 	"github.com/flannel-registrar/flannel-registrar/controllers/vxlan"
 	"github.com/flannel-registrar/flannel-registrar/pkg/config"
 	"github.com/flannel-registrar/flannel-registrar/pkg/netlinkx"
+	"github.com/flannel-registrar/flannel-registrar/pkg/policy"
 	"github.com/flannel-registrar/flannel-registrar/pkg/reconcile"
 	"github.com/flannel-registrar/flannel-registrar/pkg/registry"
 	"github.com/flannel-registrar/flannel-registrar/pkg/state"
@@ -68,12 +70,13 @@ type App struct {
 	dockerW *dockerwatch.Watcher
 	nlW     *nlwatch.Watcher
 
-	vxlan   *vxlan.Controller
-	subnets *subnets.Controller
-	fdb     *fdb.Controller
-	routes  *routes.Controller
-	fwd     *forwarding.Controller
-	ctrls   []controller
+	vxlan    *vxlan.Controller
+	underlay *underlay.Controller
+	subnets  *subnets.Controller
+	fdb      *fdb.Controller
+	routes   *routes.Controller
+	fwd      *forwarding.Controller
+	ctrls    []controller
 
 	dockerDown *outage
 
@@ -162,10 +165,25 @@ func (a *App) keys() registry.Keys {
 	return registry.Keys{FlannelPrefix: a.cfg.FlannelPrefix, ConfigPrefix: a.cfg.ConfigPrefix}
 }
 
+// policy is the trust boundary from the settings (pkg/policy).
+func (a *App) policy() *policy.Policy {
+	return &policy.Policy{Allowed: a.cfg.AllowedSubnets, MinBits: a.cfg.MinPrefixLen}
+}
+
 func (a *App) buildControllers() error {
 	var err error
 	a.vxlan = vxlan.New(a.nl, a.store, a.cfg.VXLANIface)
+	a.underlay = underlay.New(a.nl, a.store, underlay.Options{VXLANIface: a.cfg.VXLANIface, EtcdEndpoints: a.cfg.EtcdEndpoints})
 	a.subnets, err = subnets.New(subnets.Options{
+		Policy: a.policy(),
+		OnRefused: func(network string, r *policy.Refusal) {
+			if r == nil {
+				a.log.Info("local network passes the policy again", "network", network)
+				return
+			}
+			a.log.Error("local network not published: refused by policy", "network", network,
+				"subnet", r.Subnet.String(), "rule", r.Rule, "reason", r.Detail)
+		},
 		Store:     a.store,
 		Registry:  a.reg,
 		PublicIP:  a.cfg.PublicIP,
@@ -187,16 +205,21 @@ func (a *App) buildControllers() error {
 	if err != nil {
 		return fmt.Errorf("subnets controller: %w", err)
 	}
-	a.fdb = fdb.New(a.nl, a.store, fdb.Options{Host: a.cfg.HostName, PublicIP: a.cfg.PublicIP})
+	a.fdb = fdb.New(a.nl, a.store, fdb.Options{Host: a.cfg.HostName, PublicIP: a.cfg.PublicIP, Policy: a.policy()})
 	a.routes = routes.New(a.nl, a.store, routes.Options{
 		Host: a.cfg.HostName, PublicIP: a.cfg.PublicIP,
 		Gateways: a.cfg.HostGatewayMap, Extra: a.cfg.RoutesExtra,
+		Policy: a.policy(),
 		OnConflict: func(c routes.Conflict) {
-			if c.Active {
-				a.log.Error("subnet not routed into the tunnel: it is local to this host",
-					"subnet", c.Prefix.String(), "reason", c.Reason, "claimants", c.Claimants, "local", c.Local)
-			} else {
+			switch {
+			case !c.Active:
 				a.log.Info("routing conflict cleared", "subnet", c.Prefix.String())
+			case c.Rule != "":
+				a.log.Error("subnet not routed: refused by policy", "subnet", c.Prefix.String(),
+					"rule", c.Rule, "reason", c.Reason, "claimants", c.Claimants)
+			default:
+				a.log.Error("subnet not routed into the tunnel: conflicting claims", "subnet", c.Prefix.String(),
+					"reason", c.Reason, "claimants", c.Claimants, "local", c.Local)
 			}
 		},
 	})
@@ -209,16 +232,19 @@ func (a *App) buildControllers() error {
 	}
 	// Order matters for one-shot mode: observe the device, then register,
 	// then program peers, then forwarding.
-	a.ctrls = []controller{a.vxlan, a.subnets, a.fdb, a.routes, a.fwd}
+	a.ctrls = []controller{a.vxlan, a.underlay, a.subnets, a.fdb, a.routes, a.fwd}
 	for _, c := range a.ctrls {
 		a.mgr.Add(c, reconcile.Options{Workers: workers(c.Name())})
 	}
 	return nil
 }
 
-// registered says whether a local network is registered without conflict:
-// only those get forwarding rules.
+// registered says whether a local network is registered without conflict
+// (and not refused by the policy): only those get forwarding rules.
 func (a *App) registered(n state.LocalNetwork) bool {
+	if _, refused := a.subnets.Refused()[n.Name]; refused {
+		return false
+	}
 	for _, c := range a.subnets.Conflicts() {
 		if c.Network == n.Name {
 			return false
@@ -409,6 +435,7 @@ func (a *App) startSources(ctx context.Context) (wait func()) {
 	run("etcd watcher", a.etcdW.Run)
 	run("docker watcher", a.dockerW.Run)
 	run("netlink watcher", a.nlW.Run)
+	wg.Go(func() { a.followFlannelConfig(ctx) })
 	return wg.Wait
 }
 
@@ -461,6 +488,9 @@ func (a *App) Run(ctx context.Context) error {
 func (a *App) observeLink(ctx context.Context) {
 	if err := a.mgr.Runner(vxlan.Name).ReconcileNow(ctx, a.cfg.VXLANIface, "start"); err != nil {
 		a.log.Warn("cannot read the VXLAN device", "iface", a.cfg.VXLANIface, "error", err.Error())
+	}
+	if err := a.mgr.Runner(underlay.Name).ReconcileNow(ctx, underlay.Key, "start"); err != nil {
+		a.log.Warn("cannot read the underlay; nothing is routed or published until it is read", "error", err.Error())
 	}
 }
 

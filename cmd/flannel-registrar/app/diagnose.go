@@ -18,6 +18,9 @@ func (a *App) Diagnose(ctx context.Context, w io.Writer) error {
 	if err := a.mgr.Runner("vxlan").ReconcileNow(ctx, a.cfg.VXLANIface, "diagnose"); err != nil {
 		out.printf("VXLAN device %s: cannot read: %v\n", a.cfg.VXLANIface, err)
 	}
+	if err := a.mgr.Runner("underlay").ReconcileNow(ctx, "underlay", "diagnose"); err != nil {
+		out.printf("underlay: cannot read: %v\n", err)
+	}
 	wctx, wcancel := context.WithTimeout(ctx, 15*time.Second)
 	defer wcancel()
 	syncErr := a.waitSynced(wctx)
@@ -70,6 +73,7 @@ func (a *App) printDiagnosis(out *report, syncErr error) {
 	for _, c := range a.routes.Conflicts() {
 		out.printf("conflict\t%s: %s %v\n", c.Prefix, c.Reason, c.Claimants)
 	}
+	a.printPolicy(out)
 }
 
 // report keeps the first write error so that the listing reads straight
@@ -82,5 +86,26 @@ type report struct {
 func (r *report) printf(format string, args ...any) {
 	if r.err == nil {
 		_, r.err = fmt.Fprintf(r.w, format, args...)
+	}
+}
+
+// printPolicy lists the trust boundary's facts and what it refuses.
+func (a *App) printPolicy(out *report) {
+	u := a.store.Underlay()
+	facts := a.store.Facts()
+	out.printf("\npolicy\tallowed %v, min prefix /%d\n", a.policy().AllowedRanges(facts), a.cfg.MinPrefixLen)
+	out.printf("underlay\taddresses %v connected %v gateways %v etcd path %v (observed: %v)\n",
+		u.Addrs, u.Routes, u.Gateways, u.Etcd, u.Observed)
+	byRule := map[string]int{}
+	for name, r := range a.subnets.Refused() {
+		byRule[r.Rule]++
+		out.printf("refused\tlocal network %s %s (%s): %s\n", name, r.Subnet, r.Rule, r.Detail)
+	}
+	for _, c := range a.routes.Refused() {
+		byRule[c.Rule]++
+		out.printf("refused\t%s (%s): %s %v\n", c.Prefix, c.Rule, c.Reason, c.Claimants)
+	}
+	if len(byRule) > 0 {
+		out.printf("refusals\t%v\n", byRule)
 	}
 }
