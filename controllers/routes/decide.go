@@ -94,7 +94,11 @@ func Decide(in Input) (Decision, error) {
 		d.Local = true
 		d.LocalExact = slices.ContainsFunc(in.Locals, func(l state.LocalNetwork) bool { return l.Subnet == in.Dst })
 		d.KeepFlannel = remoteLease && !d.LocalExact
-		if d.Claimed {
+		switch {
+		case c != nil && c.Rule != "":
+			// Refused by the trust boundary: that is the reason to report.
+			d.Conflict = &Conflict{Prefix: c.Prefix, Rule: c.Rule, Reason: c.Reason, Claimants: c.Claimants}
+		case d.Claimed:
 			d.Conflict = localConflict(in, s, ok, c)
 		}
 		if d.Want == nil {

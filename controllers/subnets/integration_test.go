@@ -32,7 +32,7 @@ type daemon struct {
 	stop  func()
 }
 
-func startDaemon(t *testing.T, srv *etcdtest.Server, host string, store *state.Store) *daemon {
+func startDaemon(t *testing.T, srv *etcdtest.Server, host string, store *state.Store, opts ...func(*subnets.Options)) *daemon {
 	t.Helper()
 	cli, err := srv.NewClient()
 	if err != nil {
@@ -48,7 +48,11 @@ func startDaemon(t *testing.T, srv *etcdtest.Server, host string, store *state.S
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctrl, err := subnets.New(subnets.Options{Store: store, Registry: reg, Version: "test", Enqueuer: mgr})
+	o := subnets.Options{Store: store, Registry: reg, Version: "test", Enqueuer: mgr}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	ctrl, err := subnets.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}

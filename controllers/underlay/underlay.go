@@ -69,7 +69,7 @@ func (c *Controller) Name() string { return Name }
 // Keys returns the one key.
 func (c *Controller) Keys(context.Context) ([]string, error) { return []string{Key}, nil }
 
-// KeysFor: a local network (its bridge is left out) or the VXLAN device
+// KeysFor returns the key when a local network (its bridge is left out) or the VXLAN device
 // changed.
 func (c *Controller) KeysFor(ev state.Event) []string {
 	if ev.Kind == state.KindLocal || ev.Kind == state.KindLink {

@@ -102,7 +102,7 @@ var settings = []setting{
 			return err
 		}},
 	{env: "FLANNELD_PUBLIC_IP", flag: "flanneld-public-ip", metavar: "IPV4",
-		help: "override this host's public (underlay) IPv4; default: the VXLAN device's local address",
+		help: "override this host's public (underlay) IPv4; default: the PublicIP of flanneld's lease for this host's VTEP MAC, else the VXLAN device's local address",
 		apply: func(_ *loader, c *Config, v string) (err error) {
 			c.PublicIP, err = parsePublicIP(v)
 			return err

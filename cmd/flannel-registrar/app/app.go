@@ -177,6 +177,7 @@ func (a *App) buildControllers() error {
 	a.subnets, err = subnets.New(subnets.Options{
 		Policy: a.policy(),
 		OnRefused: func(network string, r *policy.Refusal) {
+			a.mgr.Enqueue(forwarding.Name, forwarding.Key, "policy:"+network)
 			if r == nil {
 				a.log.Info("local network passes the policy again", "network", network)
 				return
@@ -242,6 +243,11 @@ func (a *App) buildControllers() error {
 // registered says whether a local network is registered without conflict
 // (and not refused by the policy): only those get forwarding rules.
 func (a *App) registered(n state.LocalNetwork) bool {
+	// The policy is asked directly too: the forwarding reconcile may run
+	// before the subnets controller has looked at a new network.
+	if !a.store.Underlay().Observed || a.policy().Check(n.Subnet, a.store.Facts()) != nil {
+		return false
+	}
 	if _, refused := a.subnets.Refused()[n.Name]; refused {
 		return false
 	}
@@ -352,6 +358,10 @@ func (a *App) route(ev state.Event) {
 		if a.store.Synced("docker") && a.store.Synced("etcd") {
 			a.once.Do(func() { close(a.synced) })
 		}
+	case state.KindUnderlay:
+		// The policy's facts changed: which local networks may have
+		// forwarding rules may have too (App.registered).
+		a.mgr.Enqueue(forwarding.Name, forwarding.Key, ev.Trigger)
 	}
 	for _, c := range a.ctrls {
 		for _, k := range c.KeysFor(ev) {
