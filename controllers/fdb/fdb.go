@@ -46,7 +46,7 @@ type Options struct {
 	// (pkg/policy); nothing is programmed until the underlay was observed.
 	Policy *policy.Policy
 	// SweepGrace overrides how long a flannel-shaped object no lease wants
-	// must stay unwanted before it is deleted (0: SweepGrace; < 0: none).
+	// must stay unwanted before it is deleted (0: reconcile.DefaultGrace; < 0: none).
 	SweepGrace time.Duration
 }
 
@@ -73,17 +73,6 @@ type Controller struct {
 	settle *reconcile.Settle
 }
 
-// SweepGrace is how long a flannel-shaped neighbour or FDB entry must be
-// unwanted before it is deleted.
-const SweepGrace = 2 * time.Second
-
-func grace(d time.Duration) time.Duration {
-	if d == 0 {
-		return SweepGrace
-	}
-	return d
-}
-
 type neighEntry struct {
 	ip  netip.Addr
 	mac string
@@ -103,7 +92,7 @@ type plan struct {
 // New returns the fdb controller.
 func New(h *netlinkx.Handle, store *state.Store, o Options) *Controller {
 	return &Controller{h: h, store: store, opts: o, seen: map[netip.Addr]string{}, byMAC: map[string]map[netip.Addr]struct{}{},
-		ownFDB: map[string]struct{}{}, ownNeigh: map[neighEntry]struct{}{}, settle: reconcile.NewSettle(grace(o.SweepGrace))}
+		ownFDB: map[string]struct{}{}, ownNeigh: map[neighEntry]struct{}{}, settle: reconcile.NewSettle(o.SweepGrace)}
 }
 
 // Name implements reconcile.Controller.

@@ -59,7 +59,7 @@ type Options struct {
 	// (pkg/policy); nothing is programmed until the underlay was observed.
 	Policy *policy.Policy
 	// SweepGrace overrides how long a flannel-shaped object no lease wants
-	// must stay unwanted before it is deleted (0: SweepGrace; < 0: none).
+	// must stay unwanted before it is deleted (0: reconcile.DefaultGrace; < 0: none).
 	SweepGrace time.Duration
 	// OnConflict is called when a destination's conflict appears, changes or
 	// (Active false) clears. It runs in the reconcile and must not block.
@@ -99,22 +99,11 @@ type Controller struct {
 	settle *reconcile.Settle
 }
 
-// SweepGrace is how long a flannel-shaped route must be unwanted before it
-// is deleted.
-const SweepGrace = 2 * time.Second
-
-func grace(d time.Duration) time.Duration {
-	if d == 0 {
-		return SweepGrace
-	}
-	return d
-}
-
 // New returns the routes controller.
 func New(h *netlinkx.Handle, store *state.Store, o Options) *Controller {
 	c := &Controller{h: h, store: store, opts: o, gw: map[netip.Prefix]config.GatewayRoute{},
 		extra: map[netip.Prefix]config.ExtraRoute{}, conflicts: map[netip.Prefix]Conflict{},
-		settle: reconcile.NewSettle(grace(o.SweepGrace))}
+		settle: reconcile.NewSettle(o.SweepGrace)}
 	for _, g := range o.Gateways {
 		c.gw[g.Dst.Masked()] = g
 	}

@@ -19,8 +19,17 @@ type Settle struct {
 	first map[string]time.Time
 }
 
-// NewSettle returns a Settle with the given grace period.
+// DefaultGrace is the grace period of NewSettle(0): long enough for a
+// lease written with its kernel state to arrive through the watch, short
+// enough that a stale entry is gone before anyone looks.
+const DefaultGrace = 2 * time.Second
+
+// NewSettle returns a Settle with the given grace period: 0 means
+// DefaultGrace, a negative one none.
 func NewSettle(grace time.Duration) *Settle {
+	if grace == 0 {
+		grace = DefaultGrace
+	}
 	return &Settle{Grace: grace, now: time.Now, first: map[string]time.Time{}}
 }
 
