@@ -18,6 +18,7 @@ type Claims interface {
 	Overlapping(p netip.Prefix) []netip.Prefix
 	VXLANLeaseWithMAC(mac net.HardwareAddr) (state.Lease, bool)
 	Host(host string) (registry.HostRecord, bool)
+	HostsWithMAC(mac net.HardwareAddr) []registry.HostRecord
 }
 
 // Trust is the trust boundary of the data plane: a remote subnet is routed
@@ -67,12 +68,22 @@ func (t *Trust) check(self Self, s Subnet) (Subnet, *Conflict) {
 }
 
 // binding keeps one MAC to one PublicIP: flanneld's lease for a VTEP MAC is
-// the authority. A record of that VTEP's own host (its host record names the
+// the authority, else the host record naming the MAC. A record of that VTEP's own host (its host record names the
 // MAC) that disagrees is flanneld run with --public-ip behind NAT: the
 // lease's address wins for the FDB. Anyone else naming the MAC is refused.
 func (t *Trust) binding(s Subnet) (Subnet, *Conflict) {
 	l, ok := t.Claims.VXLANLeaseWithMAC(s.VtepMAC)
-	if !ok || l.PublicIP == s.PublicIP {
+	if !ok {
+		// No flanneld lease names the MAC: a registrar's host record is the
+		// authority; another host's naming it refuses the record.
+		for _, hr := range t.Claims.HostsWithMAC(s.VtepMAC) {
+			if hr.Host != s.Host {
+				return s, refusal(s, policy.RuleVTEP, fmt.Sprintf("VTEP MAC %s belongs to host %s at %s", s.MAC(), hr.Host, hr.PublicIP))
+			}
+		}
+		return s, nil
+	}
+	if l.PublicIP == s.PublicIP {
 		return s, nil
 	}
 	if hr, ok := t.Claims.Host(s.Host); ok && sameMAC(hr.VtepMAC, s.VtepMAC) {

@@ -42,6 +42,7 @@ func cluster(t *testing.T) (*state.Store, Self) {
 	s.PutLease(l, "test")
 	putHost(s, "h4", ip(4), mac(4))
 	putRecord(s, rec("h4", "db", "198.19.4.0/24", 4))
+	putHost(s, "h5", ip(5), mac(5)) // a registrar host without a flanneld lease in view
 
 	p := policy.Policy{Allowed: []netip.Prefix{netip.MustParsePrefix("198.18.0.0/15")}}
 	self := Self{Host: "h1", PublicIP: ip(1), VtepMAC: mac(1)}
@@ -86,6 +87,7 @@ func TestHostileRecordsRefused(t *testing.T) {
 		{evil("ownmac", "198.19.10.0/24", bad, mac(1)), policy.RuleVTEP, "this host's own VTEP MAC"},
 		{evil("loopback", "198.19.11.0/24", netip.MustParseAddr("127.0.0.1"), mac(67)), policy.RuleVTEP, "not a unicast"},
 		{evil("self", "198.19.12.0/24", netip.MustParseAddr("0.0.0.1"), mac(68)), policy.RuleVTEP, "reserved range"},
+		{evil("hostmac", "198.19.13.0/24", bad, mac(5)), policy.RuleVTEP, "belongs to host h5 at 198.51.100.5"},
 	}
 	check := func(t *testing.T, s *state.Store, self Self, want map[netip.Prefix]string) {
 		t.Helper()

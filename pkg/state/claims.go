@@ -1,11 +1,15 @@
 package state
 
 import (
+	"net"
 	"net/netip"
+	"slices"
+	"strings"
 
 	"github.com/gaissmai/bart"
 
 	"github.com/flannel-registrar/flannel-registrar/pkg/policy"
+	"github.com/flannel-registrar/flannel-registrar/pkg/registry"
 )
 
 // Underlay is what this host needs to reach its peers and etcd, observed
@@ -138,4 +142,19 @@ func equalSlices[T comparable](a, b []T) bool {
 		}
 	}
 	return true
+}
+
+// HostsWithMAC returns the host records naming mac as their VTEP. O(hosts):
+// host records are few.
+func (s *Store) HostsWithMAC(mac net.HardwareAddr) []registry.HostRecord {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []registry.HostRecord
+	for _, h := range s.hosts {
+		if m, err := net.ParseMAC(h.VtepMAC); err == nil && m.String() == mac.String() {
+			out = append(out, h)
+		}
+	}
+	slices.SortFunc(out, func(a, b registry.HostRecord) int { return strings.Compare(a.Host, b.Host) })
+	return out
 }
