@@ -114,6 +114,8 @@ func (f *fakeIPT) Append(table, chain string, spec ...string) error {
 	return nil
 }
 
+// DeleteById is for tests that mess with the tables (the controller
+// deletes by spec only).
 func (f *fakeIPT) DeleteById(table, chain string, id int) error {
 	rules, err := f.chain(table, chain)
 	if err != nil {
@@ -124,6 +126,54 @@ func (f *fakeIPT) DeleteById(table, chain string, id int) error {
 	}
 	f.writes++
 	f.tables[table][chain] = slices.Delete(rules, id-1, id)
+	return nil
+}
+
+// Delete removes the first rule equal to spec (options in any order, as
+// iptables compares rules, not texts).
+func (f *fakeIPT) Delete(table, chain string, spec ...string) error {
+	rules, err := f.chain(table, chain)
+	if err != nil {
+		return err
+	}
+	k := ruleKey(spec)
+	for i, r := range rules {
+		if ruleKey(r) == k {
+			f.writes++
+			f.tables[table][chain] = slices.Delete(rules, i, i+1)
+			return nil
+		}
+	}
+	return fmt.Errorf("bad rule (does a matching rule exist in that chain?)")
+}
+
+// Restore applies "-D CHAIN spec" and "-I CHAIN N spec" lines all or
+// nothing, like iptables-restore --noflush.
+func (f *fakeIPT) Restore(table string, lines []string) error {
+	saved := map[string][][]string{}
+	for c, r := range f.tables[table] {
+		saved[c] = slices.Clone(r)
+	}
+	writes := f.writes
+	for _, l := range lines {
+		a := splitSpec(l)
+		var err error
+		switch {
+		case len(a) >= 2 && a[0] == "-D":
+			err = f.Delete(table, a[1], a[2:]...)
+		case len(a) >= 3 && a[0] == "-I":
+			pos := 0
+			if _, err = fmt.Sscan(a[2], &pos); err == nil {
+				err = f.Insert(table, a[1], pos, a[3:]...)
+			}
+		default:
+			err = fmt.Errorf("fake restore: cannot apply %q", l)
+		}
+		if err != nil {
+			f.tables[table], f.writes = saved, writes
+			return fmt.Errorf("line %q: %w", l, err)
+		}
+	}
 	return nil
 }
 

@@ -14,6 +14,13 @@
 // It only ever changes its own chains and its own jumps. Docker rewrites its
 // rules on network and container changes (inserting at the top), so the
 // Docker watcher enqueues Key after such events, and a resync re-checks.
+//
+// Rules are deleted by their spec, never by their number: the numbers come
+// from a snapshot, and Docker may insert rules between the snapshot and the
+// delete (e.g. "docker compose up" creating several networks), which would
+// shift them onto one of Docker's rules. Moving our jump to the top is one
+// atomic iptables-restore batch (delete every jump by spec, insert one first),
+// so it is never missing and never duplicated in between.
 package forwarding
 
 import (
@@ -51,13 +58,18 @@ const DefaultVXLAN = "flannel.1"
 // snapshot of a table per reconcile, instead of one exec per chain (and
 // iptables-nft 1.8.9 reports a missing chain as "incompatible", which
 // go-iptables does not recognise as "does not exist").
+//
+// Delete removes the first rule equal to rulespec (iptables -D chain spec);
+// Restore applies lines ("-D CHAIN spec", "-I CHAIN 1 spec", …) to table as
+// one atomic batch (iptables-restore --noflush).
 type IPTables interface {
 	ListTable(table string) ([]string, error)
 	NewChain(table, chain string) error
 	Insert(table, chain string, pos int, rulespec ...string) error
 	Append(table, chain string, rulespec ...string) error
-	DeleteById(table, chain string, id int) error
+	Delete(table, chain string, rulespec ...string) error
 	ClearAndDeleteChain(table, chain string) error
+	Restore(table string, lines []string) error
 }
 
 // Options configure the controller. Every field is optional.
@@ -182,9 +194,9 @@ func (c *Controller) syncNAT(ctx context.Context, nets []state.LocalNetwork) err
 	return c.jumpFirst(ctx, tab, PostRouting, NATChain)
 }
 
-// table is a snapshot of one table: its chains and their rule specs (rule
-// number i+1 is rules[chain][i]). Each step of a reconcile changes a
-// different chain, so the numbers stay valid for the whole reconcile.
+// table is a snapshot of one table: its chains and their rule specs, in
+// order. Positions are only ever used to decide, never to delete: others
+// (Docker) may change a chain right after the snapshot.
 type table struct {
 	name  string
 	rules map[string][][]string // chain → rules; present for every chain
@@ -215,7 +227,7 @@ func parseTable(name string, lines []string) *table {
 				t.rules[f[1]] = nil
 			}
 		case "-A":
-			t.rules[f[1]] = append(t.rules[f[1]], f[2:])
+			t.rules[f[1]] = append(t.rules[f[1]], splitSpec(strings.TrimPrefix(l, "-A "+f[1]+" ")))
 		}
 	}
 	return t
@@ -244,11 +256,11 @@ func (c *Controller) syncChain(ctx context.Context, tab *table, chain string, wa
 		}
 		c.record(ctx, "iptables -t %s -A %s %s", tab.name, chain, strings.Join(w, " "))
 	}
-	// Appends do not move earlier rules, so the listed numbers still hold;
-	// delete from the bottom up to keep them valid.
-	for i := len(have) - 1; i >= 0; i-- {
+	// A delete by spec removes the first equal rule; findRule keeps the last
+	// of equal ones, so what survives is exactly what was kept.
+	for i, r := range have {
 		if !keep[i] {
-			errs = append(errs, c.deleteRule(ctx, tab.name, chain, i+1, have[i]))
+			errs = append(errs, c.deleteRule(ctx, tab.name, chain, r))
 		}
 	}
 	return errors.Join(errs...)
@@ -264,34 +276,39 @@ func (c *Controller) jumpFirst(ctx context.Context, tab *table, parent, target s
 	if len(at) == 1 && at[0] == 0 && len(have[0]) == 2 {
 		return nil
 	}
-	// Insert before deleting: the jump is never missing in between.
-	if err := c.ipt.Insert(tab.name, parent, 1, "-j", target); err != nil {
-		return fmt.Errorf("iptables -t %s -I %s 1 -j %s: %w", tab.name, parent, target, err)
+	// One atomic batch: every jump of ours deleted by its spec, one inserted
+	// first. Whatever Docker inserted since the snapshot stays untouched, and
+	// the jump is never missing in between.
+	lines := make([]string, 0, len(at)+1)
+	for _, i := range at {
+		lines = append(lines, "-D "+parent+" "+joinSpec(have[i]))
 	}
-	c.record(ctx, "iptables -t %s -I %s 1 -j %s", tab.name, parent, target)
-	var errs []error
-	for _, i := range slices.Backward(at) {
-		// +1 for 1-based numbers, +1 for the rule just inserted.
-		errs = append(errs, c.deleteRule(ctx, tab.name, parent, i+2, have[i]))
+	lines = append(lines, "-I "+parent+" 1 -j "+target)
+	if err := c.ipt.Restore(tab.name, lines); err != nil {
+		return fmt.Errorf("iptables-restore -t %s %q: %w", tab.name, lines, err)
 	}
-	return errors.Join(errs...)
+	for _, l := range lines {
+		c.record(ctx, "iptables -t %s %s", tab.name, l)
+	}
+	return nil
 }
 
 // removeJumps deletes every jump to target from parent.
 func (c *Controller) removeJumps(ctx context.Context, tab *table, parent, target string) error {
 	have := tab.rules[parent]
 	var errs []error
-	for _, i := range slices.Backward(jumpPositions(have, target)) {
-		errs = append(errs, c.deleteRule(ctx, tab.name, parent, i+1, have[i]))
+	for _, i := range jumpPositions(have, target) {
+		errs = append(errs, c.deleteRule(ctx, tab.name, parent, have[i]))
 	}
 	return errors.Join(errs...)
 }
 
-func (c *Controller) deleteRule(ctx context.Context, table, chain string, id int, spec []string) error {
-	if err := c.ipt.DeleteById(table, chain, id); err != nil {
-		return fmt.Errorf("iptables -t %s -D %s %d: %w", table, chain, id, err)
+// deleteRule deletes one rule equal to spec (by spec: see the package doc).
+func (c *Controller) deleteRule(ctx context.Context, table, chain string, spec []string) error {
+	if err := c.ipt.Delete(table, chain, spec...); err != nil {
+		return fmt.Errorf("iptables -t %s -D %s %s: %w", table, chain, joinSpec(spec), err)
 	}
-	c.record(ctx, "iptables -t %s -D %s %s", table, chain, strings.Join(spec, " "))
+	c.record(ctx, "iptables -t %s -D %s %s", table, chain, joinSpec(spec))
 	return nil
 }
 
@@ -342,16 +359,61 @@ func jumpPositions(have [][]string, target string) []int {
 	return at
 }
 
-// findRule returns the index of the first rule in have, not yet kept, equal
-// to want, or -1.
+// findRule returns the index of the last rule in have, not yet kept, equal
+// to want, or -1. The last, because deletes by spec remove the first equal
+// rules: the kept ones must be those left over.
 func findRule(have [][]string, keep []bool, want []string) int {
 	k := ruleKey(want)
-	for i, r := range have {
-		if !keep[i] && ruleKey(r) == k {
+	for i := len(have) - 1; i >= 0; i-- {
+		if !keep[i] && ruleKey(have[i]) == k {
 			return i
 		}
 	}
 	return -1
+}
+
+// splitSpec splits a rule spec as "iptables -S" prints it into arguments:
+// fields, with double-quoted ones (comments) unquoted.
+func splitSpec(s string) []string {
+	var out []string
+	var cur strings.Builder
+	inQuote, started := false, false
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
+		switch {
+		case inQuote && ch == '\\' && i+1 < len(s):
+			i++
+			cur.WriteByte(s[i])
+		case ch == '"':
+			inQuote, started = !inQuote, true
+		case !inQuote && (ch == ' ' || ch == '\t'):
+			if started {
+				out = append(out, cur.String())
+				cur.Reset()
+				started = false
+			}
+		default:
+			cur.WriteByte(ch)
+			started = true
+		}
+	}
+	if started {
+		out = append(out, cur.String())
+	}
+	return out
+}
+
+// joinSpec renders spec for iptables-restore and logs, quoting arguments
+// with spaces or quotes as "iptables -S" does.
+func joinSpec(spec []string) string {
+	out := make([]string, len(spec))
+	for i, a := range spec {
+		if a == "" || strings.ContainsAny(a, " \t\"\\") {
+			a = `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(a) + `"`
+		}
+		out[i] = a
+	}
+	return strings.Join(out, " ")
 }
 
 // ruleKey makes rules comparable whatever the order of their options

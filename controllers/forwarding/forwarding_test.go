@@ -92,8 +92,8 @@ func TestJumpMovedBackToFirstAfterDockerInserts(t *testing.T) {
 	_ = f.Insert("nat", PostRouting, 1, "-s", "10.9.0.0/24", "!", "-o", "br-x", "-j", "MASQUERADE")
 	changes := reconcileOK(t, c)
 	want := []string{
-		"iptables -t nat -I POSTROUTING 1 -j " + NATChain,
 		"iptables -t nat -D POSTROUTING -j " + NATChain,
+		"iptables -t nat -I POSTROUTING 1 -j " + NATChain,
 	}
 	if !slices.Equal(changes, want) {
 		t.Errorf("changes %q, want %q", changes, want)
@@ -291,5 +291,24 @@ func TestCheckDocker(t *testing.T) {
 	}
 	if _, err := CheckDocker(ctx, versionAPI{err: errors.New("down")}, ""); err == nil {
 		t.Error("no error when Docker is down")
+	}
+}
+
+func TestSplitAndJoinSpec(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		want []string
+	}{
+		{"-s 10.0.0.0/24 ! -o br-1 -j MASQUERADE", []string{"-s", "10.0.0.0/24", "!", "-o", "br-1", "-j", "MASQUERADE"}},
+		{`-m comment --comment "a \"b\" c" -j RETURN`, []string{"-m", "comment", "--comment", `a "b" c`, "-j", "RETURN"}},
+		{`-m comment --comment "" -j RETURN`, []string{"-m", "comment", "--comment", "", "-j", "RETURN"}},
+	} {
+		got := splitSpec(tc.line)
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("splitSpec(%q) = %q, want %q", tc.line, got, tc.want)
+		}
+		if back := joinSpec(got); back != tc.line {
+			t.Errorf("joinSpec(%q) = %q, want %q", got, back, tc.line)
+		}
 	}
 }

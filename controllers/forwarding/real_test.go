@@ -45,8 +45,12 @@ func (n *nsIPT) Append(table, chain string, spec ...string) error {
 	return n.ns.Do(func() error { return n.ipt.Append(table, chain, spec...) })
 }
 
-func (n *nsIPT) DeleteById(table, chain string, id int) error {
-	return n.ns.Do(func() error { return n.ipt.DeleteById(table, chain, id) })
+func (n *nsIPT) Delete(table, chain string, spec ...string) error {
+	return n.ns.Do(func() error { return n.ipt.Delete(table, chain, spec...) })
+}
+
+func (n *nsIPT) Restore(table string, lines []string) error {
+	return n.ns.Do(func() error { return n.ipt.Restore(table, lines) })
 }
 
 func (n *nsIPT) ClearAndDeleteChain(table, chain string) error {
