@@ -2,6 +2,7 @@ package forwarding
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 )
@@ -10,9 +11,10 @@ import (
 // prints rules with their options in another order than they were given,
 // as iptables -S does.
 type fakeIPT struct {
-	tables map[string]map[string][][]string
-	user   map[string][]string // user chains per table, in creation order
-	writes int
+	tables   map[string]map[string][][]string
+	user     map[string][]string // user chains per table, in creation order
+	writes   int
+	counters map[string][2]uint64 // packets, bytes by rule text (ListWithCounters)
 }
 
 var builtin = map[string][]string{
@@ -208,4 +210,80 @@ func (f *fakeIPT) set(table, chain string) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// ListWithCounters prints one chain as "iptables -v -S" does, with the
+// counters set in f.counters (by rule text), else zero.
+func (f *fakeIPT) ListWithCounters(table, chain string) ([]string, error) {
+	rules, err := f.chain(table, chain)
+	if err != nil {
+		return nil, err
+	}
+	out := []string{"-N " + chain + " -c 0 0"}
+	for _, r := range rules {
+		c := f.counters[strings.Join(r, " ")]
+		spec := reorder(r)
+		// -c comes before the target, as iptables prints it.
+		out = append(out, "-A "+chain+" "+strings.Join(spec[:len(spec)-2], " ")+fmt.Sprintf(" -c %d %d ", c[0], c[1])+strings.Join(spec[len(spec)-2:], " "))
+	}
+	return out, nil
+}
+
+// fakeSets is an in-memory ipset.
+type fakeSets struct {
+	sets   map[string][]netip.Prefix
+	inUse  func(name string) bool // nil: never
+	writes int
+}
+
+func newFakeSets() *fakeSets { return &fakeSets{sets: map[string][]netip.Prefix{}} }
+
+func (f *fakeSets) IPSetNets(prefix string) (map[string][]netip.Prefix, error) {
+	out := map[string][]netip.Prefix{}
+	for n, ps := range f.sets {
+		if strings.HasPrefix(n, prefix) {
+			c := slices.Clone(ps)
+			slices.SortFunc(c, comparePrefix)
+			out[n] = c
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeSets) IPSetCreateNet(name string) error {
+	if len(name) > 31 {
+		return fmt.Errorf("ipset name %q too long", name)
+	}
+	if _, ok := f.sets[name]; !ok {
+		f.sets[name] = nil
+	}
+	f.writes++
+	return nil
+}
+
+func (f *fakeSets) IPSetAdd(name string, p netip.Prefix) error {
+	ps, ok := f.sets[name]
+	if !ok {
+		return fmt.Errorf("no set %s", name)
+	}
+	f.writes++
+	if !slices.Contains(ps, p) {
+		f.sets[name] = append(ps, p)
+	}
+	return nil
+}
+
+func (f *fakeSets) IPSetDel(name string, p netip.Prefix) error {
+	f.writes++
+	f.sets[name] = slices.DeleteFunc(f.sets[name], func(q netip.Prefix) bool { return q == p })
+	return nil
+}
+
+func (f *fakeSets) IPSetDestroy(name string) error {
+	if f.inUse != nil && f.inUse(name) {
+		return fmt.Errorf("ipset destroy %s: in use", name)
+	}
+	f.writes++
+	delete(f.sets, name)
+	return nil
 }

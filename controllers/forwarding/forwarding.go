@@ -1,10 +1,12 @@
 // Package forwarding keeps Docker's iptables defaults from breaking or
-// disguising overlay traffic (design.md §4 "Forwarding"):
+// disguising overlay traffic (design.md §4 "Forwarding"), and enforces
+// isolation groups (groups.go):
 //
 //   - filter: a chain of ours (FilterChain), jumped first from DOCKER-USER
 //     where it exists, else from FORWARD, accepting "-i <vxlan> -d <net>" and
 //     "-o <vxlan> -s <net>" for every registered local network, so Docker's
-//     FORWARD policy DROP lets overlay traffic through;
+//     FORWARD policy DROP lets overlay traffic through; for a grouped
+//     network, "-i <vxlan> -d <net>" only from its groups' ipsets;
 //   - nat: a chain of ours (NATChain), jumped first from POSTROUTING, with
 //     "-s <net> -o <vxlan> -j ACCEPT", so Docker's MASQUERADE never rewrites
 //     the source of traffic into the overlay. ACCEPT, not RETURN: RETURN only
@@ -29,8 +31,13 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"net/netip"
 	"sync/atomic"
 
+	"github.com/vishvananda/netns"
+
+	"github.com/flannel-registrar/flannel-registrar/pkg/netlinkx"
+	"github.com/flannel-registrar/flannel-registrar/pkg/overlay"
 	"github.com/flannel-registrar/flannel-registrar/pkg/reconcile"
 	"github.com/flannel-registrar/flannel-registrar/pkg/state"
 )
@@ -70,6 +77,20 @@ type IPTables interface {
 	Delete(table, chain string, rulespec ...string) error
 	ClearAndDeleteChain(table, chain string) error
 	Restore(table string, lines []string) error
+	// ListWithCounters is "iptables -t table -v -S chain" (rules with
+	// "-c packets bytes"), for GroupDrops.
+	ListWithCounters(table, chain string) ([]string, error)
+}
+
+// IPSets is what the controller needs of ipset: pkg/netlinkx's Handle
+// (netlink, no ipset binary), or a fake in unit tests. Every verb is
+// idempotent (create/add of what exists, del/destroy of what is gone: done).
+type IPSets interface {
+	IPSetNets(prefix string) (map[string][]netip.Prefix, error)
+	IPSetCreateNet(name string) error
+	IPSetAdd(name string, p netip.Prefix) error
+	IPSetDel(name string, p netip.Prefix) error
+	IPSetDestroy(name string) error
 }
 
 // Options configure the controller. Every field is optional.
@@ -78,6 +99,14 @@ type Options struct {
 	VXLAN string
 	// IPTables runs the rules; nil: go-iptables for IPv4.
 	IPTables IPTables
+	// IPSets keeps the group sets; nil: a netlink handle on the current
+	// network namespace.
+	IPSets IPSets
+	// Host and PublicIP are this host's identity (PublicIP zero: the VXLAN
+	// device's local address), to tell remote records from our own when
+	// filling the group sets.
+	Host     string
+	PublicIP netip.Addr
 	// Filter keeps only the networks it returns true for (e.g. only those
 	// registered without conflict); nil: every local network in the store.
 	// With a Filter, KeysFor also reacts to network record changes.
@@ -89,7 +118,10 @@ type Options struct {
 type Controller struct {
 	store  *state.Store
 	ipt    IPTables
+	sets   IPSets
 	vxlan  string
+	host   string
+	ip     netip.Addr
 	filter func(state.LocalNetwork) bool
 	writes atomic.Uint64
 }
@@ -106,7 +138,14 @@ func New(store *state.Store, o Options) (*Controller, error) {
 		}
 		o.IPTables = ipt
 	}
-	return &Controller{store: store, ipt: o.IPTables, vxlan: o.VXLAN, filter: o.Filter}, nil
+	if o.IPSets == nil {
+		h, err := netlinkx.Open(netns.None())
+		if err != nil {
+			return nil, fmt.Errorf("ipset netlink: %w", err)
+		}
+		o.IPSets = h
+	}
+	return &Controller{store: store, ipt: o.IPTables, sets: o.IPSets, vxlan: o.VXLAN, host: o.Host, ip: o.PublicIP, filter: o.Filter}, nil
 }
 
 // Name implements reconcile.Controller.
@@ -115,10 +154,12 @@ func (c *Controller) Name() string { return Name }
 // Keys implements reconcile.Controller: the one key is always wanted.
 func (c *Controller) Keys(context.Context) ([]string, error) { return []string{Key}, nil }
 
-// KeysFor maps a store change to our key: local networks always, network
-// records only when a Filter may depend on them.
+// KeysFor maps a store change to our key: local networks, network records
+// and leases (they decide the group sets' members) and the VXLAN device
+// (its address tells our records from others').
 func (c *Controller) KeysFor(ev state.Event) []string {
-	if ev.Kind == state.KindLocal || (ev.Kind == state.KindNetwork && c.filter != nil) {
+	switch ev.Kind {
+	case state.KindLocal, state.KindNetwork, state.KindLease, state.KindLink:
 		return []string{Key}
 	}
 	return nil
@@ -133,8 +174,33 @@ func (c *Controller) Reconcile(ctx context.Context, key string) error {
 	if key != Key {
 		return nil
 	}
-	nets := c.networks()
-	return errors.Join(c.syncFilter(ctx, nets), c.syncNAT(ctx, nets))
+	w := c.Want()
+	// Sets before the rules that name them; stale sets after the rules that
+	// named them are gone (a set in use cannot be destroyed).
+	if err := c.syncSets(ctx, w); err != nil {
+		return err
+	}
+	ferr := c.syncFilter(ctx, w.Filter)
+	nerr := c.syncNAT(ctx, w.NAT)
+	if ferr != nil {
+		return errors.Join(ferr, nerr)
+	}
+	return errors.Join(nerr, c.destroyStaleSets(ctx, w))
+}
+
+// Want derives the desired state from the store (see Derive).
+func (c *Controller) Want() Want {
+	self := overlay.Self{Host: c.host, PublicIP: c.ip}
+	if !self.PublicIP.IsValid() {
+		self.PublicIP = c.store.Link().Local
+	}
+	var records []state.KeyedNetwork
+	var leases []state.Lease
+	local := c.networks()
+	if slices.ContainsFunc(local, func(n state.LocalNetwork) bool { return len(n.Groups) > 0 }) {
+		records, leases = c.store.Networks(), c.store.Leases()
+	}
+	return Derive(Snapshot{VXLAN: c.vxlan, Self: self, Local: local, Records: records, Leases: leases})
 }
 
 func (c *Controller) networks() []state.LocalNetwork {
@@ -145,32 +211,26 @@ func (c *Controller) networks() []state.LocalNetwork {
 	return slices.DeleteFunc(all, func(n state.LocalNetwork) bool { return !c.filter(n) })
 }
 
-// FilterRules are the rules of FilterChain for nets, in order.
+// FilterRules are the rules of FilterChain for ungrouped nets, in order.
 func FilterRules(vxlan string, nets []state.LocalNetwork) [][]string {
-	out := make([][]string, 0, 2*len(nets))
-	for _, n := range nets {
-		out = append(out,
-			[]string{"-d", n.Subnet.String(), "-i", vxlan, "-j", "ACCEPT"},
-			[]string{"-s", n.Subnet.String(), "-o", vxlan, "-j", "ACCEPT"})
+	var out [][]string
+	for _, r := range Derive(Snapshot{VXLAN: vxlan, Local: nets}).Filter {
+		out = append(out, r.Spec)
 	}
 	return out
 }
 
 // NATRules are the rules of NATChain for nets, in order.
 func NATRules(vxlan string, nets []state.LocalNetwork) [][]string {
-	out := make([][]string, 0, len(nets))
-	for _, n := range nets {
-		out = append(out, []string{"-s", n.Subnet.String(), "-o", vxlan, "-j", "ACCEPT"})
-	}
-	return out
+	return Derive(Snapshot{VXLAN: vxlan, Local: nets}).NAT
 }
 
-func (c *Controller) syncFilter(ctx context.Context, nets []state.LocalNetwork) error {
+func (c *Controller) syncFilter(ctx context.Context, want []Rule) error {
 	tab, err := c.table("filter")
 	if err != nil {
 		return err
 	}
-	if err := c.syncChain(ctx, tab, FilterChain, FilterRules(c.vxlan, nets)); err != nil {
+	if err := c.syncChain(ctx, tab, FilterChain, want); err != nil {
 		return err
 	}
 	// DOCKER-USER is Docker's place for user rules, evaluated before its own;
@@ -183,12 +243,16 @@ func (c *Controller) syncFilter(ctx context.Context, nets []state.LocalNetwork) 
 		c.removeJumps(ctx, tab, Forward, FilterChain)) // ours from before Docker started
 }
 
-func (c *Controller) syncNAT(ctx context.Context, nets []state.LocalNetwork) error {
+func (c *Controller) syncNAT(ctx context.Context, nat [][]string) error {
 	tab, err := c.table("nat")
 	if err != nil {
 		return err
 	}
-	if err := c.syncChain(ctx, tab, NATChain, NATRules(c.vxlan, nets)); err != nil {
+	want := make([]Rule, len(nat))
+	for i, r := range nat {
+		want[i] = Rule{Spec: r}
+	}
+	if err := c.syncChain(ctx, tab, NATChain, want); err != nil {
 		return err
 	}
 	return c.jumpFirst(ctx, tab, PostRouting, NATChain)
@@ -233,9 +297,12 @@ func parseTable(name string, lines []string) *table {
 	return t
 }
 
-// syncChain makes chain (ours) hold exactly want, in any order: it creates
-// the chain, appends what is missing, then deletes what is not wanted.
-func (c *Controller) syncChain(ctx context.Context, tab *table, chain string, want [][]string) error {
+// syncChain makes chain (ours) hold exactly want. Order matters only
+// between Early rules and Drop rules (every Early before every Drop): a
+// missing Early rule is inserted first, a missing Drop (or one found above
+// an Early rule) appended, any other missing rule appended; then what is not
+// wanted is deleted. A converged chain gets no write.
+func (c *Controller) syncChain(ctx context.Context, tab *table, chain string, want []Rule) error {
 	if !tab.has(chain) {
 		if err := c.ipt.NewChain(tab.name, chain); err != nil {
 			return fmt.Errorf("iptables -t %s -N %s: %w", tab.name, chain, err)
@@ -244,17 +311,44 @@ func (c *Controller) syncChain(ctx context.Context, tab *table, chain string, wa
 	}
 	have := tab.rules[chain]
 	keep := make([]bool, len(have))
+	at := make([]int, len(want)) // index in have, -1: missing
+	lastEarly := -1
+	for i, w := range want {
+		at[i] = findRule(have, keep, w.Spec)
+		if at[i] >= 0 {
+			keep[at[i]] = true
+			if w.Early {
+				lastEarly = max(lastEarly, at[i])
+			}
+		}
+	}
 	var errs []error
-	for _, w := range want {
-		if i := findRule(have, keep, w); i >= 0 {
-			keep[i] = true
-			continue
+	add := func(w Rule) {
+		spec := strings.Join(w.Spec, " ")
+		var err error
+		if w.Early {
+			err = c.ipt.Insert(tab.name, chain, 1, w.Spec...)
+			spec = "1 " + spec
+		} else {
+			err = c.ipt.Append(tab.name, chain, w.Spec...)
 		}
-		if err := c.ipt.Append(tab.name, chain, w...); err != nil {
-			errs = append(errs, fmt.Errorf("iptables -t %s -A %s %s: %w", tab.name, chain, strings.Join(w, " "), err))
-			continue
+		verb := map[bool]string{true: "-I", false: "-A"}[w.Early]
+		if err != nil {
+			errs = append(errs, fmt.Errorf("iptables -t %s %s %s %s: %w", tab.name, verb, chain, spec, err))
+			return
 		}
-		c.record(ctx, "iptables -t %s -A %s %s", tab.name, chain, strings.Join(w, " "))
+		c.record(ctx, "iptables -t %s %s %s %s", tab.name, verb, chain, spec)
+	}
+	for i, w := range want {
+		switch {
+		case at[i] < 0:
+			add(w)
+		case w.Drop && at[i] < lastEarly:
+			// Above an ACCEPT it must follow: append a copy, then the delete
+			// by spec below removes the first equal rule, this one.
+			keep[at[i]] = false
+			add(w)
+		}
 	}
 	// A delete by spec removes the first equal rule; findRule keeps the last
 	// of equal ones, so what survives is exactly what was kept.
@@ -312,7 +406,7 @@ func (c *Controller) deleteRule(ctx context.Context, table, chain string, spec [
 	return nil
 }
 
-// Remove deletes our jumps and chains from both tables (for uninstall; a
+// Remove deletes our jumps and chains from both tables, then our ipsets (for uninstall; a
 // registrar that stops keeps them, so traffic keeps flowing meanwhile).
 func (c *Controller) Remove(ctx context.Context) error {
 	var errs []error
@@ -340,7 +434,10 @@ func (c *Controller) Remove(ctx context.Context) error {
 		}
 		c.record(ctx, "iptables -t %s -X %s", r.table, r.chain)
 	}
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return err // the rules may still name our sets
+	}
+	return c.destroyStaleSets(ctx, Want{})
 }
 
 func (c *Controller) record(ctx context.Context, format string, args ...any) {

@@ -23,7 +23,7 @@ func newController(t *testing.T, f *fakeIPT, nets ...state.LocalNetwork) (*Contr
 	t.Helper()
 	s := state.New()
 	s.ReplaceLocal(nets, "test")
-	c, err := New(s, Options{IPTables: f})
+	c, err := New(s, Options{IPTables: f, IPSets: newFakeSets()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +148,7 @@ func TestFilterOption(t *testing.T) {
 	f := newFake()
 	s := state.New()
 	s.ReplaceLocal([]state.LocalNetwork{local("app1", "10.5.35.0/24"), local("conflicted", "10.5.36.0/24")}, "test")
-	c, err := New(s, Options{IPTables: f, VXLAN: "vx0", Filter: func(n state.LocalNetwork) bool { return n.Name != "conflicted" }})
+	c, err := New(s, Options{IPTables: f, IPSets: newFakeSets(), VXLAN: "vx0", Filter: func(n state.LocalNetwork) bool { return n.Name != "conflicted" }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +164,12 @@ func TestKeys(t *testing.T) {
 	if got := c.KeysFor(state.Event{Kind: state.KindLocal, Key: "app1"}); !slices.Equal(got, []string{Key}) {
 		t.Errorf("KeysFor(local) = %v", got)
 	}
-	for _, k := range []state.Kind{state.KindNetwork, state.KindLease, state.KindHost, state.KindLink, state.KindSynced} {
+	for _, k := range []state.Kind{state.KindNetwork, state.KindLease, state.KindLink} {
+		if got := c.KeysFor(state.Event{Kind: k}); !slices.Equal(got, []string{Key}) {
+			t.Errorf("KeysFor(%d) = %v: records, leases and the device decide group sets", k, got)
+		}
+	}
+	for _, k := range []state.Kind{state.KindHost, state.KindSynced} {
 		if got := c.KeysFor(state.Event{Kind: k}); got != nil {
 			t.Errorf("KeysFor(%d) = %v", k, got)
 		}

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/flannel-registrar/flannel-registrar/pkg/state"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/netlinkxtest"
 	"github.com/flannel-registrar/flannel-registrar/pkg/testing/testutil"
 )
 
@@ -132,7 +133,7 @@ func TestDeletesBySpecWhileDockerInserts(t *testing.T) {
 	racy := &racyIPT{nsIPT: newNsIPT(t, ns), t: t}
 	s := state.New()
 	s.ReplaceLocal([]state.LocalNetwork{local("app1", "198.18.5.0/24")}, "test")
-	c, err := New(s, Options{IPTables: racy})
+	c, err := New(s, Options{IPTables: racy, IPSets: netlinkxtest.Handle(t, ns)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +180,7 @@ func TestReconcilesWhileAnotherProcessInserts(t *testing.T) {
 	ns := testutil.NewNetns(t, "frdk")
 	messyStart(t, ns)
 	s := state.New()
-	c, err := New(s, Options{IPTables: newNsIPT(t, ns)})
+	c, err := New(s, Options{IPTables: newNsIPT(t, ns), IPSets: netlinkxtest.Handle(t, ns)})
 	if err != nil {
 		t.Fatal(err)
 	}
