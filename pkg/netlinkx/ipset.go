@@ -22,43 +22,44 @@ const IPSetTypeNet = "hash:net"
 const hashNetRevision = 6
 
 // IPSetNets lists the IPv4 hash:net sets whose names start with prefix, with
-// their members (sorted). Other sets are not returned.
+// their members (sorted). Other sets are not returned, and not even read:
+// the names come from a names-only dump, then only matching sets are listed
+// (the library logs every attribute it does not know, and other tools' sets
+// have some).
 func (h *Handle) IPSetNets(prefix string) (map[string][]netip.Prefix, error) {
-	res, err := h.nl.IpsetListAll()
+	names, err := h.ipsetNames()
 	if err != nil {
-		return nil, fmt.Errorf("list ipsets: %w", err)
+		return nil, err
 	}
-	// A big set comes in several messages with the same name; the type is
-	// in the first one.
 	out := map[string][]netip.Prefix{}
-	types := map[string]string{}
-	for _, r := range res {
-		if !strings.HasPrefix(r.SetName, prefix) {
+	for _, name := range names {
+		if !strings.HasPrefix(name, prefix) {
 			continue
 		}
-		if r.TypeName != "" {
-			types[r.SetName] = r.TypeName
+		r, err := h.nl.IpsetList(name)
+		if IsNotFound(err) {
+			continue // destroyed since the dump
 		}
-		members := out[r.SetName]
+		if err != nil {
+			return nil, fmt.Errorf("list ipset %s: %w", name, err)
+		}
+		if r.TypeName != IPSetTypeNet {
+			continue
+		}
+		members := []netip.Prefix{}
 		for _, e := range r.Entries {
 			a, ok := netip.AddrFromSlice(e.IP)
 			if !ok {
 				continue
 			}
+			a = a.Unmap()
 			bits := int(e.CIDR)
 			if bits == 0 {
-				bits = a.Unmap().BitLen()
+				bits = a.BitLen()
 			}
-			if p, err := a.Unmap().Prefix(bits); err == nil {
+			if p, err := a.Prefix(bits); err == nil {
 				members = append(members, p)
 			}
-		}
-		out[r.SetName] = members
-	}
-	for name, members := range out {
-		if types[name] != IPSetTypeNet {
-			delete(out, name)
-			continue
 		}
 		slices.SortFunc(members, func(a, b netip.Prefix) int {
 			if c := a.Addr().Compare(b.Addr()); c != 0 {
@@ -70,6 +71,40 @@ func (h *Handle) IPSetNets(prefix string) (map[string][]netip.Prefix, error) {
 	}
 	return out, nil
 }
+
+// ipsetNames dumps the names of all sets (IPSET_FLAG_LIST_SETNAME: the
+// kernel sends nothing else).
+func (h *Handle) ipsetNames() ([]string, error) {
+	s, ok := h.get[unix.NETLINK_NETFILTER]
+	if !ok {
+		return nil, fmt.Errorf("list ipsets: no netfilter netlink socket")
+	}
+	req := nl.NewNetlinkRequest(nl.IPSET_CMD_LIST|(unix.NFNL_SUBSYS_IPSET<<8), nl.GetIpsetFlags(nl.IPSET_CMD_LIST))
+	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_NETFILTER: s}
+	req.AddData(&nl.Nfgenmsg{NfgenFamily: uint8(unix.AF_NETLINK), Version: nl.NFNETLINK_V0})
+	req.AddData(nl.NewRtAttr(nl.IPSET_ATTR_PROTOCOL, nl.Uint8Attr(nl.IPSET_PROTOCOL)))
+	req.AddData(&nl.Uint32Attribute{Type: nl.IPSET_ATTR_FLAGS | nl.NLA_F_NET_BYTEORDER, Value: ipsetFlagListSetname})
+	msgs, err := req.Execute(unix.NETLINK_NETFILTER, 0)
+	if err != nil {
+		return nil, fmt.Errorf("list ipset names: %w", err)
+	}
+	var names []string
+	for _, m := range msgs {
+		if len(m) < nl.SizeofNfgenmsg {
+			continue
+		}
+		for a := range nl.ParseAttributes(m[nl.SizeofNfgenmsg:]) {
+			if a.Type == nl.IPSET_ATTR_SETNAME {
+				names = append(names, nl.BytesToString(a.Value))
+			}
+		}
+	}
+	return names, nil
+}
+
+// ipsetFlagListSetname is IPSET_FLAG_LIST_SETNAME (linux/netfilter/ipset/
+// ip_set.h: 1 << IPSET_FLAG_BIT_LIST_SETNAME, bit 1), not in the library.
+const ipsetFlagListSetname = 1 << 1
 
 // IPSetCreateNet creates an IPv4 hash:net set; one that exists is done.
 func (h *Handle) IPSetCreateNet(name string) error {
