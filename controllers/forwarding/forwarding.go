@@ -29,9 +29,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
-	"net/netip"
 	"sync/atomic"
 
 	"github.com/vishvananda/netns"
