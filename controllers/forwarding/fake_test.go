@@ -15,6 +15,9 @@ type fakeIPT struct {
 	user     map[string][]string // user chains per table, in creation order
 	writes   int
 	counters map[string][2]uint64 // packets, bytes by rule text (ListWithCounters)
+	// refuse makes Restore fail when a line contains it (as iptables-restore
+	// refuses a whole batch for one bad line).
+	refuse string
 }
 
 var builtin = map[string][]string{
@@ -152,6 +155,11 @@ func (f *fakeIPT) Delete(table, chain string, spec ...string) error {
 // Restore applies "-D CHAIN spec" and "-I CHAIN N spec" lines all or
 // nothing, like iptables-restore --noflush.
 func (f *fakeIPT) Restore(table string, lines []string) error {
+	for _, l := range lines {
+		if f.refuse != "" && strings.Contains(l, f.refuse) {
+			return fmt.Errorf("line %q: refused", l)
+		}
+	}
 	saved := map[string][][]string{}
 	for c, r := range f.tables[table] {
 		saved[c] = slices.Clone(r)
@@ -163,6 +171,8 @@ func (f *fakeIPT) Restore(table string, lines []string) error {
 		switch {
 		case len(a) >= 2 && a[0] == "-D":
 			err = f.Delete(table, a[1], a[2:]...)
+		case len(a) >= 2 && a[0] == "-A":
+			err = f.Append(table, a[1], a[2:]...)
 		case len(a) >= 3 && a[0] == "-I":
 			pos := 0
 			if _, err = fmt.Sscan(a[2], &pos); err == nil {

@@ -347,3 +347,18 @@ func TestGroupDrops(t *testing.T) {
 		t.Errorf("GroupDrops = %v, want %v", got, want)
 	}
 }
+
+// One rule that iptables-restore refuses does not hold back the others:
+// the batch falls back to one call per rule.
+func TestBatchFallsBackPerRule(t *testing.T) {
+	f := newFake()
+	dockerLike(f)
+	c, _ := newController(t, f, local("a", "10.5.1.0/24"), local("b", "10.5.2.0/24"))
+	f.refuse = "10.5.2.0/24"
+	ch := reconcileOK(t, c)
+	wantChain(t, f, "filter", FilterChain, "-d 10.5.1.0/24 -i flannel.1 -j ACCEPT; -s 10.5.1.0/24 -o flannel.1 -j ACCEPT; "+
+		"-d 10.5.2.0/24 -i flannel.1 -j ACCEPT; -s 10.5.2.0/24 -o flannel.1 -j ACCEPT")
+	if !slices.Contains(ch, "iptables -t filter -A "+FilterChain+" -d 10.5.2.0/24 -i flannel.1 -j ACCEPT") {
+		t.Errorf("changes: %q", ch)
+	}
+}

@@ -14,14 +14,8 @@ import (
 // wanted ones, one add or del per difference (never a flush or a swap: a
 // converged set gets no write, and a changed one never lacks a member that
 // stays).
-func (c *Controller) syncSets(ctx context.Context, w Want) error {
-	if len(w.Sets) == 0 {
-		return nil
-	}
-	have, err := c.sets.IPSetNets(SetPrefix)
-	if err != nil {
-		return err
-	}
+// have is the current content of our sets.
+func (c *Controller) syncSets(ctx context.Context, w Want, have map[string][]netip.Prefix) error {
 	var errs []error
 	for _, name := range sortedKeys(w.Sets) {
 		cur, ok := have[name]
@@ -57,12 +51,9 @@ func (c *Controller) syncSets(ctx context.Context, w Want) error {
 	return errors.Join(errs...)
 }
 
-// destroyStaleSets destroys our sets (SetPrefix) that w does not want.
-func (c *Controller) destroyStaleSets(ctx context.Context, w Want) error {
-	have, err := c.sets.IPSetNets(SetPrefix)
-	if err != nil {
-		return err
-	}
+// destroyStaleSets destroys our sets (SetPrefix, listed in have) that w
+// does not want.
+func (c *Controller) destroyStaleSets(ctx context.Context, w Want, have map[string][]netip.Prefix) error {
 	var errs []error
 	for _, name := range sortedKeys(have) {
 		if _, ok := w.Sets[name]; ok {
