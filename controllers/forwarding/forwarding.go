@@ -168,28 +168,33 @@ func (c *Controller) KeysFor(ev state.Event) []string {
 // Writes counts the iptables changes made so far (zero on a converged host).
 func (c *Controller) Writes() uint64 { return c.writes.Load() }
 
-// Reconcile converges the filter and nat tables for Key; other keys are
-// ignored.
+// Reconcile converges our ipsets and the filter and nat tables for Key;
+// other keys are ignored.
 func (c *Controller) Reconcile(ctx context.Context, key string) error {
 	if key != Key {
 		return nil
 	}
 	w := c.Want()
-	have, err := c.sets.IPSetNets(SetPrefix)
-	if err != nil {
-		return err
+	have, lerr := c.sets.IPSetNets(SetPrefix)
+	if lerr != nil && len(w.Sets) == 0 {
+		// No group here (or a kernel without ipset): nothing to keep, and
+		// the rules of ungrouped networks must not wait for ipset.
+		have, lerr = nil, nil
 	}
-	// Sets before the rules that name them; stale sets after the rules that
-	// named them are gone (a set in use cannot be destroyed).
-	if err := c.syncSets(ctx, w, have); err != nil {
-		return err
+	// Sets before the rules that name them. A set that cannot be made fails
+	// closed: its ACCEPT is refused, the network's DROP is not; other
+	// networks' rules are unaffected. Stale sets go after the rules that
+	// named them (a set in use cannot be destroyed).
+	var serr error
+	if lerr == nil {
+		serr = c.syncSets(ctx, w, have)
 	}
 	ferr := c.syncFilter(ctx, w.Filter)
 	nerr := c.syncNAT(ctx, w.NAT)
-	if ferr != nil {
-		return errors.Join(ferr, nerr)
+	if lerr != nil || ferr != nil {
+		return errors.Join(lerr, serr, ferr, nerr)
 	}
-	return errors.Join(nerr, c.destroyStaleSets(ctx, w, have))
+	return errors.Join(serr, nerr, c.destroyStaleSets(ctx, w, have))
 }
 
 // Want derives the desired state from the store (see Derive).

@@ -2,6 +2,7 @@ package forwarding
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -360,5 +361,35 @@ func TestBatchFallsBackPerRule(t *testing.T) {
 		"-d 10.5.2.0/24 -i flannel.1 -j ACCEPT; -s 10.5.2.0/24 -o flannel.1 -j ACCEPT")
 	if !slices.Contains(ch, "iptables -t filter -A "+FilterChain+" -d 10.5.2.0/24 -i flannel.1 -j ACCEPT") {
 		t.Errorf("changes: %q", ch)
+	}
+}
+
+type brokenSets struct{ *fakeSets }
+
+func (brokenSets) IPSetNets(string) (map[string][]netip.Prefix, error) {
+	return nil, errors.New("ipset: protocol not supported")
+}
+
+// Without ipset in the kernel, ungrouped networks keep their rules, and a
+// grouped one fails closed (its DROP, no ACCEPT naming a missing set).
+func TestWithoutIPSet(t *testing.T) {
+	f := newFake()
+	dockerLike(f)
+	s := state.New()
+	s.ReplaceLocal([]state.LocalNetwork{local("a", "10.5.1.0/24")}, "test")
+	c, err := New(s, Options{IPTables: f, IPSets: brokenSets{newFakeSets()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reconcileOK(t, c)
+	wantChain(t, f, "filter", FilterChain, "-d 10.5.1.0/24 -i flannel.1 -j ACCEPT; -s 10.5.1.0/24 -o flannel.1 -j ACCEPT")
+	s.PutLocal(grouped("g", "10.5.2.0/24", "web"), "test")
+	f.refuse = "--match-set" // iptables refuses a rule naming a missing set
+	if err := c.Reconcile(context.Background(), Key); err == nil {
+		t.Fatal("no error without ipset for a grouped network")
+	}
+	rules := f.dump("filter", FilterChain)
+	if !strings.Contains(rules, "-d 10.5.2.0/24 -i flannel.1 -j DROP") || !strings.Contains(rules, "-d 10.5.1.0/24 -i flannel.1 -j ACCEPT") {
+		t.Errorf("rules: %s", rules)
 	}
 }
