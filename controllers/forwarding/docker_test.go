@@ -12,6 +12,7 @@ import (
 	"github.com/flannel-registrar/flannel-registrar/pkg/reconcile"
 	"github.com/flannel-registrar/flannel-registrar/pkg/state"
 	"github.com/flannel-registrar/flannel-registrar/pkg/testing/dockertest"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/netlinkxtest"
 	"github.com/flannel-registrar/flannel-registrar/pkg/testing/testutil"
 	"github.com/flannel-registrar/flannel-registrar/watchers/docker"
 )
@@ -76,7 +77,7 @@ func TestRealDockerdRules(t *testing.T) {
 	d := dockertest.Start(t, ns)
 
 	store := state.New()
-	c, err := forwarding.New(store, forwarding.Options{IPTables: forwarding.NewNsIPT(t, ns)})
+	c, err := forwarding.New(store, forwarding.Options{IPTables: forwarding.NewNsIPT(t, ns), IPSets: netlinkxtest.Handle(t, ns)})
 	if err != nil {
 		t.Fatal(err)
 	}

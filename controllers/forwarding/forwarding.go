@@ -1,10 +1,12 @@
 // Package forwarding keeps Docker's iptables defaults from breaking or
-// disguising overlay traffic (design.md §4 "Forwarding"):
+// disguising overlay traffic (design.md §4 "Forwarding"), and enforces
+// isolation groups (groups.go):
 //
 //   - filter: a chain of ours (FilterChain), jumped first from DOCKER-USER
 //     where it exists, else from FORWARD, accepting "-i <vxlan> -d <net>" and
 //     "-o <vxlan> -s <net>" for every registered local network, so Docker's
-//     FORWARD policy DROP lets overlay traffic through;
+//     FORWARD policy DROP lets overlay traffic through; for a grouped
+//     network, "-i <vxlan> -d <net>" only from its groups' ipsets;
 //   - nat: a chain of ours (NATChain), jumped first from POSTROUTING, with
 //     "-s <net> -o <vxlan> -j ACCEPT", so Docker's MASQUERADE never rewrites
 //     the source of traffic into the overlay. ACCEPT, not RETURN: RETURN only
@@ -14,16 +16,28 @@
 // It only ever changes its own chains and its own jumps. Docker rewrites its
 // rules on network and container changes (inserting at the top), so the
 // Docker watcher enqueues Key after such events, and a resync re-checks.
+//
+// Rules are deleted by their spec, never by their number: the numbers come
+// from a snapshot, and Docker may insert rules between the snapshot and the
+// delete (e.g. "docker compose up" creating several networks), which would
+// shift them onto one of Docker's rules. Moving our jump to the top is one
+// atomic iptables-restore batch (delete every jump by spec, insert one first),
+// so it is never missing and never duplicated in between.
 package forwarding
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync/atomic"
 
+	"github.com/vishvananda/netns"
+
+	"github.com/flannel-registrar/flannel-registrar/pkg/netlinkx"
+	"github.com/flannel-registrar/flannel-registrar/pkg/overlay"
 	"github.com/flannel-registrar/flannel-registrar/pkg/reconcile"
 	"github.com/flannel-registrar/flannel-registrar/pkg/state"
 )
@@ -51,13 +65,32 @@ const DefaultVXLAN = "flannel.1"
 // snapshot of a table per reconcile, instead of one exec per chain (and
 // iptables-nft 1.8.9 reports a missing chain as "incompatible", which
 // go-iptables does not recognise as "does not exist").
+//
+// Delete removes the first rule equal to rulespec (iptables -D chain spec);
+// Restore applies lines ("-D CHAIN spec", "-I CHAIN 1 spec", …) to table as
+// one atomic batch (iptables-restore --noflush).
 type IPTables interface {
 	ListTable(table string) ([]string, error)
 	NewChain(table, chain string) error
 	Insert(table, chain string, pos int, rulespec ...string) error
 	Append(table, chain string, rulespec ...string) error
-	DeleteById(table, chain string, id int) error
+	Delete(table, chain string, rulespec ...string) error
 	ClearAndDeleteChain(table, chain string) error
+	Restore(table string, lines []string) error
+	// ListWithCounters is "iptables -t table -v -S chain" (rules with
+	// "-c packets bytes"), for GroupDrops.
+	ListWithCounters(table, chain string) ([]string, error)
+}
+
+// IPSets is what the controller needs of ipset: pkg/netlinkx's Handle
+// (netlink, no ipset binary), or a fake in unit tests. Every verb is
+// idempotent (create/add of what exists, del/destroy of what is gone: done).
+type IPSets interface {
+	IPSetNets(prefix string) (map[string][]netip.Prefix, error)
+	IPSetCreateNet(name string) error
+	IPSetAdd(name string, p netip.Prefix) error
+	IPSetDel(name string, p netip.Prefix) error
+	IPSetDestroy(name string) error
 }
 
 // Options configure the controller. Every field is optional.
@@ -66,6 +99,14 @@ type Options struct {
 	VXLAN string
 	// IPTables runs the rules; nil: go-iptables for IPv4.
 	IPTables IPTables
+	// IPSets keeps the group sets; nil: a netlink handle on the current
+	// network namespace.
+	IPSets IPSets
+	// Host and PublicIP are this host's identity (PublicIP zero: the VXLAN
+	// device's local address), to tell remote records from our own when
+	// filling the group sets.
+	Host     string
+	PublicIP netip.Addr
 	// Filter keeps only the networks it returns true for (e.g. only those
 	// registered without conflict); nil: every local network in the store.
 	// With a Filter, KeysFor also reacts to network record changes.
@@ -77,7 +118,10 @@ type Options struct {
 type Controller struct {
 	store  *state.Store
 	ipt    IPTables
+	sets   IPSets
 	vxlan  string
+	host   string
+	ip     netip.Addr
 	filter func(state.LocalNetwork) bool
 	writes atomic.Uint64
 }
@@ -94,7 +138,14 @@ func New(store *state.Store, o Options) (*Controller, error) {
 		}
 		o.IPTables = ipt
 	}
-	return &Controller{store: store, ipt: o.IPTables, vxlan: o.VXLAN, filter: o.Filter}, nil
+	if o.IPSets == nil {
+		h, err := netlinkx.Open(netns.None())
+		if err != nil {
+			return nil, fmt.Errorf("ipset netlink: %w", err)
+		}
+		o.IPSets = h
+	}
+	return &Controller{store: store, ipt: o.IPTables, sets: o.IPSets, vxlan: o.VXLAN, host: o.Host, ip: o.PublicIP, filter: o.Filter}, nil
 }
 
 // Name implements reconcile.Controller.
@@ -103,10 +154,12 @@ func (c *Controller) Name() string { return Name }
 // Keys implements reconcile.Controller: the one key is always wanted.
 func (c *Controller) Keys(context.Context) ([]string, error) { return []string{Key}, nil }
 
-// KeysFor maps a store change to our key: local networks always, network
-// records only when a Filter may depend on them.
+// KeysFor maps a store change to our key: local networks, network records
+// and leases (they decide the group sets' members) and the VXLAN device
+// (its address tells our records from others').
 func (c *Controller) KeysFor(ev state.Event) []string {
-	if ev.Kind == state.KindLocal || (ev.Kind == state.KindNetwork && c.filter != nil) {
+	switch ev.Kind {
+	case state.KindLocal, state.KindNetwork, state.KindLease, state.KindLink:
 		return []string{Key}
 	}
 	return nil
@@ -115,14 +168,48 @@ func (c *Controller) KeysFor(ev state.Event) []string {
 // Writes counts the iptables changes made so far (zero on a converged host).
 func (c *Controller) Writes() uint64 { return c.writes.Load() }
 
-// Reconcile converges the filter and nat tables for Key; other keys are
-// ignored.
+// Reconcile converges our ipsets and the filter and nat tables for Key;
+// other keys are ignored.
 func (c *Controller) Reconcile(ctx context.Context, key string) error {
 	if key != Key {
 		return nil
 	}
-	nets := c.networks()
-	return errors.Join(c.syncFilter(ctx, nets), c.syncNAT(ctx, nets))
+	w := c.Want()
+	have, lerr := c.sets.IPSetNets(SetPrefix)
+	if lerr != nil && len(w.Sets) == 0 {
+		// No group here (or a kernel without ipset): nothing to keep, and
+		// the rules of ungrouped networks must not wait for ipset.
+		have, lerr = nil, nil
+	}
+	// Sets before the rules that name them. A set that cannot be made fails
+	// closed: its ACCEPT is refused, the network's DROP is not; other
+	// networks' rules are unaffected. Stale sets go after the rules that
+	// named them (a set in use cannot be destroyed).
+	var serr error
+	if lerr == nil {
+		serr = c.syncSets(ctx, w, have)
+	}
+	ferr := c.syncFilter(ctx, w.Filter)
+	nerr := c.syncNAT(ctx, w.NAT)
+	if lerr != nil || ferr != nil {
+		return errors.Join(lerr, serr, ferr, nerr)
+	}
+	return errors.Join(serr, nerr, c.destroyStaleSets(ctx, w, have))
+}
+
+// Want derives the desired state from the store (see Derive).
+func (c *Controller) Want() Want {
+	self := overlay.Self{Host: c.host, PublicIP: c.ip}
+	if !self.PublicIP.IsValid() {
+		self.PublicIP = c.store.Link().Local
+	}
+	var records []state.KeyedNetwork
+	var leases []state.Lease
+	local := c.networks()
+	if slices.ContainsFunc(local, func(n state.LocalNetwork) bool { return len(n.Groups) > 0 }) {
+		records, leases = c.store.Networks(), c.store.Leases()
+	}
+	return Derive(Snapshot{VXLAN: c.vxlan, Self: self, Local: local, Records: records, Leases: leases})
 }
 
 func (c *Controller) networks() []state.LocalNetwork {
@@ -133,32 +220,26 @@ func (c *Controller) networks() []state.LocalNetwork {
 	return slices.DeleteFunc(all, func(n state.LocalNetwork) bool { return !c.filter(n) })
 }
 
-// FilterRules are the rules of FilterChain for nets, in order.
+// FilterRules are the rules of FilterChain for ungrouped nets, in order.
 func FilterRules(vxlan string, nets []state.LocalNetwork) [][]string {
-	out := make([][]string, 0, 2*len(nets))
-	for _, n := range nets {
-		out = append(out,
-			[]string{"-d", n.Subnet.String(), "-i", vxlan, "-j", "ACCEPT"},
-			[]string{"-s", n.Subnet.String(), "-o", vxlan, "-j", "ACCEPT"})
+	var out [][]string
+	for _, r := range Derive(Snapshot{VXLAN: vxlan, Local: nets}).Filter {
+		out = append(out, r.Spec)
 	}
 	return out
 }
 
 // NATRules are the rules of NATChain for nets, in order.
 func NATRules(vxlan string, nets []state.LocalNetwork) [][]string {
-	out := make([][]string, 0, len(nets))
-	for _, n := range nets {
-		out = append(out, []string{"-s", n.Subnet.String(), "-o", vxlan, "-j", "ACCEPT"})
-	}
-	return out
+	return Derive(Snapshot{VXLAN: vxlan, Local: nets}).NAT
 }
 
-func (c *Controller) syncFilter(ctx context.Context, nets []state.LocalNetwork) error {
+func (c *Controller) syncFilter(ctx context.Context, want []Rule) error {
 	tab, err := c.table("filter")
 	if err != nil {
 		return err
 	}
-	if err := c.syncChain(ctx, tab, FilterChain, FilterRules(c.vxlan, nets)); err != nil {
+	if err := c.syncChain(ctx, tab, FilterChain, want); err != nil {
 		return err
 	}
 	// DOCKER-USER is Docker's place for user rules, evaluated before its own;
@@ -171,20 +252,24 @@ func (c *Controller) syncFilter(ctx context.Context, nets []state.LocalNetwork) 
 		c.removeJumps(ctx, tab, Forward, FilterChain)) // ours from before Docker started
 }
 
-func (c *Controller) syncNAT(ctx context.Context, nets []state.LocalNetwork) error {
+func (c *Controller) syncNAT(ctx context.Context, nat [][]string) error {
 	tab, err := c.table("nat")
 	if err != nil {
 		return err
 	}
-	if err := c.syncChain(ctx, tab, NATChain, NATRules(c.vxlan, nets)); err != nil {
+	want := make([]Rule, len(nat))
+	for i, r := range nat {
+		want[i] = Rule{Spec: r}
+	}
+	if err := c.syncChain(ctx, tab, NATChain, want); err != nil {
 		return err
 	}
 	return c.jumpFirst(ctx, tab, PostRouting, NATChain)
 }
 
-// table is a snapshot of one table: its chains and their rule specs (rule
-// number i+1 is rules[chain][i]). Each step of a reconcile changes a
-// different chain, so the numbers stay valid for the whole reconcile.
+// table is a snapshot of one table: its chains and their rule specs, in
+// order. Positions are only ever used to decide, never to delete: others
+// (Docker) may change a chain right after the snapshot.
 type table struct {
 	name  string
 	rules map[string][][]string // chain → rules; present for every chain
@@ -215,15 +300,18 @@ func parseTable(name string, lines []string) *table {
 				t.rules[f[1]] = nil
 			}
 		case "-A":
-			t.rules[f[1]] = append(t.rules[f[1]], f[2:])
+			t.rules[f[1]] = append(t.rules[f[1]], splitSpec(strings.TrimPrefix(l, "-A "+f[1]+" ")))
 		}
 	}
 	return t
 }
 
-// syncChain makes chain (ours) hold exactly want, in any order: it creates
-// the chain, appends what is missing, then deletes what is not wanted.
-func (c *Controller) syncChain(ctx context.Context, tab *table, chain string, want [][]string) error {
+// syncChain makes chain (ours) hold exactly want. Order matters only
+// between Early rules and Drop rules (every Early before every Drop): a
+// missing Early rule is inserted first, a missing Drop (or one found above
+// an Early rule) appended, any other missing rule appended; then what is not
+// wanted is deleted. A converged chain gets no write.
+func (c *Controller) syncChain(ctx context.Context, tab *table, chain string, want []Rule) error {
 	if !tab.has(chain) {
 		if err := c.ipt.NewChain(tab.name, chain); err != nil {
 			return fmt.Errorf("iptables -t %s -N %s: %w", tab.name, chain, err)
@@ -232,24 +320,96 @@ func (c *Controller) syncChain(ctx context.Context, tab *table, chain string, wa
 	}
 	have := tab.rules[chain]
 	keep := make([]bool, len(have))
-	var errs []error
-	for _, w := range want {
-		if i := findRule(have, keep, w); i >= 0 {
-			keep[i] = true
-			continue
+	idx := indexRules(have)
+	at := make([]int, len(want)) // index in have, -1: missing
+	lastEarly := -1
+	for i, w := range want {
+		at[i] = idx.take(w.Spec)
+		if at[i] >= 0 {
+			keep[at[i]] = true
+			if w.Early {
+				lastEarly = max(lastEarly, at[i])
+			}
 		}
-		if err := c.ipt.Append(tab.name, chain, w...); err != nil {
-			errs = append(errs, fmt.Errorf("iptables -t %s -A %s %s: %w", tab.name, chain, strings.Join(w, " "), err))
-			continue
-		}
-		c.record(ctx, "iptables -t %s -A %s %s", tab.name, chain, strings.Join(w, " "))
 	}
-	// Appends do not move earlier rules, so the listed numbers still hold;
-	// delete from the bottom up to keep them valid.
-	for i := len(have) - 1; i >= 0; i-- {
-		if !keep[i] {
-			errs = append(errs, c.deleteRule(ctx, tab.name, chain, i+1, have[i]))
+	var ops []chainOp
+	add := func(w Rule) {
+		if w.Early {
+			ops = append(ops, chainOp{verb: "-I", spec: w.Spec})
+		} else {
+			ops = append(ops, chainOp{verb: "-A", spec: w.Spec})
 		}
+	}
+	for i, w := range want {
+		switch {
+		case at[i] < 0:
+			add(w)
+		case w.Drop && at[i] < lastEarly:
+			// Above an ACCEPT it must follow: append a copy, then the delete
+			// by spec below removes the first equal rule, this one.
+			keep[at[i]] = false
+			add(w)
+		}
+	}
+	// A delete by spec removes the first equal rule; take keeps the last of
+	// equal ones, so what survives is exactly what was kept.
+	for i, r := range have {
+		if !keep[i] {
+			ops = append(ops, chainOp{verb: "-D", spec: r})
+		}
+	}
+	return c.apply(ctx, tab.name, chain, ops)
+}
+
+// chainOp is one change of a chain of ours: "-I" (at the top), "-A" or
+// "-D" (by spec).
+type chainOp struct {
+	verb string
+	spec []string
+}
+
+func (o chainOp) line(chain string) string {
+	if o.verb == "-I" {
+		return "-I " + chain + " 1 " + joinSpec(o.spec)
+	}
+	return o.verb + " " + chain + " " + joinSpec(o.spec)
+}
+
+// apply makes ops in one iptables-restore batch: one exec instead of one
+// per rule (1,000 networks in 20 groups: seconds otherwise), and the chain
+// changes at once, never half done. If the batch is refused, each op is
+// tried alone, so that one bad rule does not hold back the others and the
+// error names it.
+func (c *Controller) apply(ctx context.Context, table, chain string, ops []chainOp) error {
+	if len(ops) == 0 {
+		return nil
+	}
+	lines := make([]string, len(ops))
+	for i, o := range ops {
+		lines[i] = o.line(chain)
+	}
+	if err := c.ipt.Restore(table, lines); err == nil {
+		for _, l := range lines {
+			c.record(ctx, "iptables -t %s %s", table, l)
+		}
+		return nil
+	}
+	var errs []error
+	for i, o := range ops {
+		var err error
+		switch o.verb {
+		case "-I":
+			err = c.ipt.Insert(table, chain, 1, o.spec...)
+		case "-A":
+			err = c.ipt.Append(table, chain, o.spec...)
+		default:
+			err = c.ipt.Delete(table, chain, o.spec...)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("iptables -t %s %s: %w", table, lines[i], err))
+			continue
+		}
+		c.record(ctx, "iptables -t %s %s", table, lines[i])
 	}
 	return errors.Join(errs...)
 }
@@ -264,38 +424,43 @@ func (c *Controller) jumpFirst(ctx context.Context, tab *table, parent, target s
 	if len(at) == 1 && at[0] == 0 && len(have[0]) == 2 {
 		return nil
 	}
-	// Insert before deleting: the jump is never missing in between.
-	if err := c.ipt.Insert(tab.name, parent, 1, "-j", target); err != nil {
-		return fmt.Errorf("iptables -t %s -I %s 1 -j %s: %w", tab.name, parent, target, err)
+	// One atomic batch: every jump of ours deleted by its spec, one inserted
+	// first. Whatever Docker inserted since the snapshot stays untouched, and
+	// the jump is never missing in between.
+	lines := make([]string, 0, len(at)+1)
+	for _, i := range at {
+		lines = append(lines, "-D "+parent+" "+joinSpec(have[i]))
 	}
-	c.record(ctx, "iptables -t %s -I %s 1 -j %s", tab.name, parent, target)
-	var errs []error
-	for _, i := range slices.Backward(at) {
-		// +1 for 1-based numbers, +1 for the rule just inserted.
-		errs = append(errs, c.deleteRule(ctx, tab.name, parent, i+2, have[i]))
+	lines = append(lines, "-I "+parent+" 1 -j "+target)
+	if err := c.ipt.Restore(tab.name, lines); err != nil {
+		return fmt.Errorf("iptables-restore -t %s %q: %w", tab.name, lines, err)
 	}
-	return errors.Join(errs...)
+	for _, l := range lines {
+		c.record(ctx, "iptables -t %s %s", tab.name, l)
+	}
+	return nil
 }
 
 // removeJumps deletes every jump to target from parent.
 func (c *Controller) removeJumps(ctx context.Context, tab *table, parent, target string) error {
 	have := tab.rules[parent]
 	var errs []error
-	for _, i := range slices.Backward(jumpPositions(have, target)) {
-		errs = append(errs, c.deleteRule(ctx, tab.name, parent, i+1, have[i]))
+	for _, i := range jumpPositions(have, target) {
+		errs = append(errs, c.deleteRule(ctx, tab.name, parent, have[i]))
 	}
 	return errors.Join(errs...)
 }
 
-func (c *Controller) deleteRule(ctx context.Context, table, chain string, id int, spec []string) error {
-	if err := c.ipt.DeleteById(table, chain, id); err != nil {
-		return fmt.Errorf("iptables -t %s -D %s %d: %w", table, chain, id, err)
+// deleteRule deletes one rule equal to spec (by spec: see the package doc).
+func (c *Controller) deleteRule(ctx context.Context, table, chain string, spec []string) error {
+	if err := c.ipt.Delete(table, chain, spec...); err != nil {
+		return fmt.Errorf("iptables -t %s -D %s %s: %w", table, chain, joinSpec(spec), err)
 	}
-	c.record(ctx, "iptables -t %s -D %s %s", table, chain, strings.Join(spec, " "))
+	c.record(ctx, "iptables -t %s -D %s %s", table, chain, joinSpec(spec))
 	return nil
 }
 
-// Remove deletes our jumps and chains from both tables (for uninstall; a
+// Remove deletes our jumps and chains from both tables, then our ipsets (for uninstall; a
 // registrar that stops keeps them, so traffic keeps flowing meanwhile).
 func (c *Controller) Remove(ctx context.Context) error {
 	var errs []error
@@ -323,7 +488,14 @@ func (c *Controller) Remove(ctx context.Context) error {
 		}
 		c.record(ctx, "iptables -t %s -X %s", r.table, r.chain)
 	}
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return err // the rules may still name our sets
+	}
+	have, err := c.sets.IPSetNets(SetPrefix)
+	if err != nil {
+		return err
+	}
+	return c.destroyStaleSets(ctx, Want{}, have)
 }
 
 func (c *Controller) record(ctx context.Context, format string, args ...any) {
@@ -342,16 +514,73 @@ func jumpPositions(have [][]string, target string) []int {
 	return at
 }
 
-// findRule returns the index of the first rule in have, not yet kept, equal
-// to want, or -1.
-func findRule(have [][]string, keep []bool, want []string) int {
-	k := ruleKey(want)
+// ruleIndex finds rules of a chain by their ruleKey in O(1).
+type ruleIndex map[string][]int
+
+func indexRules(have [][]string) ruleIndex {
+	idx := make(ruleIndex, len(have))
 	for i, r := range have {
-		if !keep[i] && ruleKey(r) == k {
-			return i
+		k := ruleKey(r)
+		idx[k] = append(idx[k], i)
+	}
+	return idx
+}
+
+// take returns the index of the last rule equal to want not taken yet, or
+// -1. The last, because deletes by spec remove the first equal rules: the
+// kept ones must be those left over.
+func (idx ruleIndex) take(want []string) int {
+	k := ruleKey(want)
+	at := idx[k]
+	if len(at) == 0 {
+		return -1
+	}
+	idx[k] = at[:len(at)-1]
+	return at[len(at)-1]
+}
+
+// splitSpec splits a rule spec as "iptables -S" prints it into arguments:
+// fields, with double-quoted ones (comments) unquoted.
+func splitSpec(s string) []string {
+	var out []string
+	var cur strings.Builder
+	inQuote, started := false, false
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
+		switch {
+		case inQuote && ch == '\\' && i+1 < len(s):
+			i++
+			cur.WriteByte(s[i])
+		case ch == '"':
+			inQuote, started = !inQuote, true
+		case !inQuote && (ch == ' ' || ch == '\t'):
+			if started {
+				out = append(out, cur.String())
+				cur.Reset()
+				started = false
+			}
+		default:
+			cur.WriteByte(ch)
+			started = true
 		}
 	}
-	return -1
+	if started {
+		out = append(out, cur.String())
+	}
+	return out
+}
+
+// joinSpec renders spec for iptables-restore and logs, quoting arguments
+// with spaces or quotes as "iptables -S" does.
+func joinSpec(spec []string) string {
+	out := make([]string, len(spec))
+	for i, a := range spec {
+		if a == "" || strings.ContainsAny(a, " \t\"\\") {
+			a = `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(a) + `"`
+		}
+		out[i] = a
+	}
+	return strings.Join(out, " ")
 }
 
 // ruleKey makes rules comparable whatever the order of their options

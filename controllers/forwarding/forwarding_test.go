@@ -23,7 +23,7 @@ func newController(t *testing.T, f *fakeIPT, nets ...state.LocalNetwork) (*Contr
 	t.Helper()
 	s := state.New()
 	s.ReplaceLocal(nets, "test")
-	c, err := New(s, Options{IPTables: f})
+	c, err := New(s, Options{IPTables: f, IPSets: newFakeSets()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,8 +92,8 @@ func TestJumpMovedBackToFirstAfterDockerInserts(t *testing.T) {
 	_ = f.Insert("nat", PostRouting, 1, "-s", "10.9.0.0/24", "!", "-o", "br-x", "-j", "MASQUERADE")
 	changes := reconcileOK(t, c)
 	want := []string{
-		"iptables -t nat -I POSTROUTING 1 -j " + NATChain,
 		"iptables -t nat -D POSTROUTING -j " + NATChain,
+		"iptables -t nat -I POSTROUTING 1 -j " + NATChain,
 	}
 	if !slices.Equal(changes, want) {
 		t.Errorf("changes %q, want %q", changes, want)
@@ -148,7 +148,7 @@ func TestFilterOption(t *testing.T) {
 	f := newFake()
 	s := state.New()
 	s.ReplaceLocal([]state.LocalNetwork{local("app1", "10.5.35.0/24"), local("conflicted", "10.5.36.0/24")}, "test")
-	c, err := New(s, Options{IPTables: f, VXLAN: "vx0", Filter: func(n state.LocalNetwork) bool { return n.Name != "conflicted" }})
+	c, err := New(s, Options{IPTables: f, IPSets: newFakeSets(), VXLAN: "vx0", Filter: func(n state.LocalNetwork) bool { return n.Name != "conflicted" }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +164,12 @@ func TestKeys(t *testing.T) {
 	if got := c.KeysFor(state.Event{Kind: state.KindLocal, Key: "app1"}); !slices.Equal(got, []string{Key}) {
 		t.Errorf("KeysFor(local) = %v", got)
 	}
-	for _, k := range []state.Kind{state.KindNetwork, state.KindLease, state.KindHost, state.KindLink, state.KindSynced} {
+	for _, k := range []state.Kind{state.KindNetwork, state.KindLease, state.KindLink} {
+		if got := c.KeysFor(state.Event{Kind: k}); !slices.Equal(got, []string{Key}) {
+			t.Errorf("KeysFor(%d) = %v: records, leases and the device decide group sets", k, got)
+		}
+	}
+	for _, k := range []state.Kind{state.KindHost, state.KindSynced} {
 		if got := c.KeysFor(state.Event{Kind: k}); got != nil {
 			t.Errorf("KeysFor(%d) = %v", k, got)
 		}
@@ -291,5 +296,24 @@ func TestCheckDocker(t *testing.T) {
 	}
 	if _, err := CheckDocker(ctx, versionAPI{err: errors.New("down")}, ""); err == nil {
 		t.Error("no error when Docker is down")
+	}
+}
+
+func TestSplitAndJoinSpec(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		want []string
+	}{
+		{"-s 10.0.0.0/24 ! -o br-1 -j MASQUERADE", []string{"-s", "10.0.0.0/24", "!", "-o", "br-1", "-j", "MASQUERADE"}},
+		{`-m comment --comment "a \"b\" c" -j RETURN`, []string{"-m", "comment", "--comment", `a "b" c`, "-j", "RETURN"}},
+		{`-m comment --comment "" -j RETURN`, []string{"-m", "comment", "--comment", "", "-j", "RETURN"}},
+	} {
+		got := splitSpec(tc.line)
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("splitSpec(%q) = %q, want %q", tc.line, got, tc.want)
+		}
+		if back := joinSpec(got); back != tc.line {
+			t.Errorf("joinSpec(%q) = %q, want %q", got, back, tc.line)
+		}
 	}
 }

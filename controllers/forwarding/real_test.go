@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/flannel-registrar/flannel-registrar/pkg/state"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/netlinkxtest"
 	"github.com/flannel-registrar/flannel-registrar/pkg/testing/testutil"
 )
 
@@ -45,8 +46,17 @@ func (n *nsIPT) Append(table, chain string, spec ...string) error {
 	return n.ns.Do(func() error { return n.ipt.Append(table, chain, spec...) })
 }
 
-func (n *nsIPT) DeleteById(table, chain string, id int) error {
-	return n.ns.Do(func() error { return n.ipt.DeleteById(table, chain, id) })
+func (n *nsIPT) Delete(table, chain string, spec ...string) error {
+	return n.ns.Do(func() error { return n.ipt.Delete(table, chain, spec...) })
+}
+
+func (n *nsIPT) ListWithCounters(table, chain string) (out []string, err error) {
+	err = n.ns.Do(func() error { out, err = n.ipt.ListWithCounters(table, chain); return err })
+	return out, err
+}
+
+func (n *nsIPT) Restore(table string, lines []string) error {
+	return n.ns.Do(func() error { return n.ipt.Restore(table, lines) })
 }
 
 func (n *nsIPT) ClearAndDeleteChain(table, chain string) error {
@@ -94,7 +104,7 @@ func TestRealIptablesInNamespace(t *testing.T) {
 	dockerDefaults(t, ns)
 	s := state.New()
 	s.ReplaceLocal([]state.LocalNetwork{local("app1", "198.18.5.0/24"), local("app2", "198.18.6.0/24")}, "test")
-	c, err := New(s, Options{IPTables: newNsIPT(t, ns)})
+	c, err := New(s, Options{IPTables: newNsIPT(t, ns), IPSets: netlinkxtest.Handle(t, ns)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +189,7 @@ func TestRealIptablesWithoutDockerUsesForward(t *testing.T) {
 	ns.Run(t, "iptables", "-A", "FORWARD", "-i", "eth9", "-j", "ACCEPT")
 	s := state.New()
 	s.ReplaceLocal([]state.LocalNetwork{local("app1", "198.18.5.0/24")}, "test")
-	c, err := New(s, Options{IPTables: newNsIPT(t, ns)})
+	c, err := New(s, Options{IPTables: newNsIPT(t, ns), IPSets: netlinkxtest.Handle(t, ns)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +220,7 @@ func BenchmarkConvergedReconcile(b *testing.B) {
 	}
 	s := state.New()
 	s.ReplaceLocal(nets, "bench")
-	c, err := New(s, Options{IPTables: newNsIPT(b, ns)})
+	c, err := New(s, Options{IPTables: newNsIPT(b, ns), IPSets: netlinkxtest.Handle(b, ns)})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/flannel-registrar/flannel-registrar/pkg/state"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/netlinkxtest"
 	"github.com/flannel-registrar/flannel-registrar/pkg/testing/testutil"
 )
 
@@ -109,7 +110,7 @@ func TestRealTrafficThroughDockerDefaults(t *testing.T) {
 
 	s := state.New()
 	s.ReplaceLocal([]state.LocalNetwork{local("app1", "198.18.5.0/24")}, "test")
-	c, err := New(s, Options{IPTables: newNsIPT(t, l.host)})
+	c, err := New(s, Options{IPTables: newNsIPT(t, l.host), IPSets: netlinkxtest.Handle(t, l.host)})
 	if err != nil {
 		t.Fatal(err)
 	}

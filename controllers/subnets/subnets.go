@@ -182,7 +182,7 @@ func (c *Controller) register(ctx context.Context, local state.LocalNetwork, id 
 	n := registry.Network{
 		Host: c.host, Network: local.Name, NetworkID: local.ID,
 		Subnet: local.Subnet, Gateway: local.Gateway,
-		PublicIP: id.ip, VtepMAC: id.mac, VNI: id.vni,
+		PublicIP: id.ip, VtepMAC: id.mac, VNI: id.vni, Groups: local.Groups,
 	}
 	res, err := c.o.Registry.PutNetwork(ctx, n)
 	var ce *registry.ConflictError

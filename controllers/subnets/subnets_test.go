@@ -325,3 +325,38 @@ func TestQuarantineAndWithdrawRecorded(t *testing.T) {
 		t.Errorf("conflicts = %+v", cs)
 	}
 }
+
+// Isolation groups travel in the record, and a re-created network with
+// another label set updates it.
+func TestGroupsInRecord(t *testing.T) {
+	srv := etcdtest.Start(t)
+	cli := srv.Client(t)
+	store := state.New()
+	store.SetLink(link(), "test")
+	c := newController(t, store, newRegistry(t, cli, "h1"), &conflictLog{})
+	n := local("app1", "198.19.1.0/24")
+	n.Groups = []string{"db", "web"}
+	store.PutLocal(n, "test")
+	reconcileKey(t, c, "app1")
+	rec := value(t, cli, keys.Network("h1", "app1"))
+	if !strings.HasSuffix(rec, `"VNI":1,"Groups":["db","web"]}`) {
+		t.Fatalf("record = %s", rec)
+	}
+	if got := reconcileKey(t, c, "app1"); len(got) != 0 {
+		t.Fatalf("second reconcile changed %v", got)
+	}
+	n.Groups = []string{"web"}
+	store.PutLocal(n, "test")
+	if got := reconcileKey(t, c, "app1"); !slices.Equal(got, []string{"update network app1 198.19.1.0/24 (Groups)"}) {
+		t.Errorf("changes after new groups = %v", got)
+	}
+	if rec := value(t, cli, keys.Network("h1", "app1")); !strings.HasSuffix(rec, `"VNI":1,"Groups":["web"]}`) {
+		t.Errorf("record = %s", rec)
+	}
+	n.Groups = nil
+	store.PutLocal(n, "test")
+	reconcileKey(t, c, "app1")
+	if rec := value(t, cli, keys.Network("h1", "app1")); strings.Contains(rec, "Groups") {
+		t.Errorf("ungrouped record = %s", rec)
+	}
+}

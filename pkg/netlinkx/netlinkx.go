@@ -92,11 +92,13 @@ func New(h *netlink.Handle, ns netns.NsHandle) (*Handle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open netlink socket: %w", err)
 	}
-	return &Handle{
-		nl:  h,
-		ns:  ns,
-		get: map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: {Socket: s}},
-	}, nil
+	get := map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: {Socket: s}}
+	// For the ipset listing the library lacks (ipset.go); without it the
+	// ipset verbs report the error, nothing else is affected.
+	if nf, err := nl.GetNetlinkSocketAt(ns, netns.None(), unix.NETLINK_NETFILTER); err == nil {
+		get[unix.NETLINK_NETFILTER] = &nl.SocketHandle{Socket: nf}
+	}
+	return &Handle{nl: h, ns: ns, get: get}, nil
 }
 
 // Open returns a handle on namespace ns (netns.None() for the current one)

@@ -451,6 +451,7 @@ func recordFields(old []byte, want NetworkRecord) []string {
 	add("PublicIP", o.PublicIP != want.PublicIP)
 	add("VtepMAC", o.VtepMAC != want.VtepMAC)
 	add("VNI", o.VNI != want.VNI)
+	add("Groups", !slices.Equal(o.Groups, want.Groups))
 	if len(out) == 0 {
 		out = append(out, "record") // same fields, other bytes (e.g. extra fields)
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -129,6 +130,10 @@ type NetworkRecord struct {
 	PublicIP  string `json:"PublicIP"`
 	VtepMAC   string `json:"VtepMAC"`
 	VNI       int    `json:"VNI"`
+	// Groups are the network's isolation groups (label GroupLabel); omitted
+	// when empty, so records of ungrouped networks are as before, and older
+	// registrars ignore the field.
+	Groups []string `json:"Groups,omitempty"`
 }
 
 // Network is a validated network record.
@@ -139,6 +144,7 @@ type Network struct {
 	PublicIP                 netip.Addr
 	VtepMAC                  net.HardwareAddr
 	VNI                      int
+	Groups                   []string // sorted, unique, valid (ValidGroup); nil: ungrouped
 }
 
 // Record renders n as stored.
@@ -146,7 +152,7 @@ func (n Network) Record() NetworkRecord {
 	r := NetworkRecord{
 		Host: n.Host, Network: n.Network, NetworkID: n.NetworkID,
 		Subnet: n.Subnet.String(), PublicIP: n.PublicIP.String(),
-		VtepMAC: n.VtepMAC.String(), VNI: n.VNI,
+		VtepMAC: n.VtepMAC.String(), VNI: n.VNI, Groups: n.Groups,
 	}
 	if n.Gateway.IsValid() {
 		r.Gateway = n.Gateway.String()
@@ -212,10 +218,73 @@ func (r NetworkRecord) Validate() (Network, error) {
 	if r.VNI < 0 || r.VNI > 1<<24-1 {
 		errs = append(errs, fmt.Errorf("VNI %d out of range 0-16777215", r.VNI))
 	}
+	if len(r.Groups) > 0 {
+		g, err := NormalizeGroups(r.Groups)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("Groups: %w", err))
+		}
+		n.Groups = g
+	}
 	if err := errors.Join(errs...); err != nil {
 		return Network{}, fmt.Errorf("invalid network record: %w", err)
 	}
 	return n, nil
+}
+
+// GroupLabel is the Docker network label naming a network's isolation
+// groups: "flannel-registrar.group=NAME[,NAME…]".
+const GroupLabel = "flannel-registrar.group"
+
+// MaxGroupName is the longest group name.
+const MaxGroupName = 63
+
+// ValidGroup checks one group name: letters, digits, '-', '_', '.', 1 to
+// MaxGroupName characters.
+func ValidGroup(name string) error {
+	if name == "" || len(name) > MaxGroupName {
+		return fmt.Errorf("group name %q: want 1 to %d characters", name, MaxGroupName)
+	}
+	for _, r := range name {
+		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.'
+		if !ok {
+			return fmt.Errorf("group name %q: only letters, digits, '-', '_' and '.' are allowed", name)
+		}
+	}
+	return nil
+}
+
+// ParseGroups reads the value of GroupLabel: comma-separated names (spaces
+// around them ignored). The result is sorted and unique; an empty value or
+// any bad name is an error.
+func ParseGroups(label string) ([]string, error) {
+	var names []string
+	for _, f := range strings.Split(label, ",") {
+		names = append(names, strings.TrimSpace(f))
+	}
+	g, err := NormalizeGroups(names)
+	if err != nil {
+		return nil, fmt.Errorf("label %s=%q: %w", GroupLabel, label, err)
+	}
+	return g, nil
+}
+
+// NormalizeGroups validates names and returns them sorted and unique (nil
+// for none).
+func NormalizeGroups(names []string) ([]string, error) {
+	var errs []error
+	var out []string
+	for _, n := range names {
+		if err := ValidGroup(n); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out = append(out, n)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
 }
 
 // ValidPublicIP parses a peer's PublicIP and refuses addresses that cannot be

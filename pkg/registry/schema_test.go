@@ -3,6 +3,7 @@ package registry
 import (
 	"encoding/json"
 	"net/netip"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -105,7 +106,7 @@ func FuzzDecodeNetwork(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-decode %s: %v", enc, err)
 		}
-		if back.Record() != n.Record() {
+		if !reflect.DeepEqual(back.Record(), n.Record()) {
 			t.Fatalf("round trip changed the record: %+v -> %+v", n.Record(), back.Record())
 		}
 		again, _ := json.Marshal(back.Record())
@@ -113,4 +114,59 @@ func FuzzDecodeNetwork(f *testing.F) {
 			t.Fatalf("encoding not stable: %s vs %s", enc, again)
 		}
 	})
+}
+
+func TestParseGroups(t *testing.T) {
+	for _, tc := range []struct {
+		label string
+		want  []string
+		err   string
+	}{
+		{label: "a", want: []string{"a"}},
+		{label: "web,db", want: []string{"db", "web"}},
+		{label: " b , a,b ", want: []string{"a", "b"}},
+		{label: "A-b_c.9", want: []string{"A-b_c.9"}},
+		{label: strings.Repeat("x", 63), want: []string{strings.Repeat("x", 63)}},
+		{label: strings.Repeat("x", 64), err: "1 to 63"},
+		{label: "", err: "1 to 63"},
+		{label: "a,,b", err: "1 to 63"},
+		{label: "a b", err: "only letters"},
+		{label: "a/b", err: "only letters"},
+		{label: "grüne", err: "only letters"},
+		{label: "a,b*", err: "only letters"},
+	} {
+		got, err := ParseGroups(tc.label)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) || !strings.Contains(err.Error(), GroupLabel) {
+				t.Errorf("ParseGroups(%q) = %q, %v; want error with %q", tc.label, got, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("ParseGroups(%q) = %q, %v; want %q", tc.label, got, err, tc.want)
+		}
+	}
+}
+
+func TestNetworkRecordGroups(t *testing.T) {
+	base := `{"Host":"h1","Network":"app","NetworkID":"x","Subnet":"10.5.35.0/24","Gateway":"","PublicIP":"198.51.100.1","VtepMAC":"aa:bb:cc:00:00:01","VNI":1`
+	n, err := DecodeNetwork([]byte(base + `,"Groups":["web","db","web"]}`))
+	if err != nil || !reflect.DeepEqual(n.Groups, []string{"db", "web"}) {
+		t.Fatalf("decode groups: %q, %v", n.Groups, err)
+	}
+	enc, err := EncodeNetwork(n)
+	if err != nil || !strings.Contains(string(enc), `"Groups":["db","web"]`) {
+		t.Fatalf("encode groups: %s, %v", enc, err)
+	}
+	n.Groups = nil
+	if enc, _ := EncodeNetwork(n); strings.Contains(string(enc), "Groups") {
+		t.Errorf("ungrouped record carries Groups: %s", enc)
+	}
+	if _, err := DecodeNetwork([]byte(base + `,"Groups":["bad name"]}`)); err == nil || !strings.Contains(err.Error(), "Groups") {
+		t.Errorf("bad group accepted: %v", err)
+	}
+	// Older records (no field) decode as ungrouped.
+	if n, err := DecodeNetwork([]byte(base + `}`)); err != nil || n.Groups != nil {
+		t.Errorf("record without Groups: %q, %v", n.Groups, err)
+	}
 }

@@ -28,6 +28,7 @@ type LocalNetwork struct {
 	Subnet   netip.Prefix
 	Gateway  netip.Addr // zero when Docker gave none
 	Bridge   string     // the Linux bridge, e.g. br-0123456789ab
+	Groups   []string   // isolation groups (registry.GroupLabel), sorted; nil: ungrouped
 }
 
 // Lease is a valid flannel lease (a vxlan lease of some flanneld, our own
@@ -589,14 +590,17 @@ func diff[K comparable, T any](kind Kind, old, want map[K]T, trigger string, eq 
 
 func sameKey(k string) string { return k }
 
-func localEqual(a, b LocalNetwork) bool { return a == b }
+func localEqual(a, b LocalNetwork) bool {
+	return a.ID == b.ID && a.Name == b.Name && a.Subnet == b.Subnet && a.Gateway == b.Gateway &&
+		a.Bridge == b.Bridge && slices.Equal(a.Groups, b.Groups)
+}
 
 func hostEqual(a, b registry.HostRecord) bool { return a == b }
 
 func networkEqual(a, b registry.Network) bool {
 	return a.Host == b.Host && a.Network == b.Network && a.NetworkID == b.NetworkID &&
 		a.Subnet == b.Subnet && a.Gateway == b.Gateway && a.PublicIP == b.PublicIP &&
-		a.VtepMAC.String() == b.VtepMAC.String() && a.VNI == b.VNI
+		a.VtepMAC.String() == b.VtepMAC.String() && a.VNI == b.VNI && slices.Equal(a.Groups, b.Groups)
 }
 
 func leaseEqual(a, b Lease) bool {

@@ -41,7 +41,7 @@ func TestLocalEvents(t *testing.T) {
 	s.PutLocal(a, "docker:create app1")
 	s.PutLocal(a, "docker:create app1") // unchanged: no event
 	evs := r.take()
-	if len(evs) != 1 || evs[0].Kind != KindLocal || evs[0].Key != "app1" || evs[0].Old != nil || evs[0].New.(LocalNetwork) != a || evs[0].Trigger != "docker:create app1" {
+	if len(evs) != 1 || evs[0].Kind != KindLocal || evs[0].Key != "app1" || evs[0].Old != nil || !localEqual(evs[0].New.(LocalNetwork), a) || evs[0].Trigger != "docker:create app1" {
 		t.Fatalf("put: got %+v", evs)
 	}
 	b := LocalNetwork{ID: "2", Name: "app2", Subnet: netip.MustParsePrefix("198.19.2.0/24"), Bridge: "br-2"}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/docker/docker/api/types/network"
 
+	"github.com/flannel-registrar/flannel-registrar/pkg/registry"
 	"github.com/flannel-registrar/flannel-registrar/pkg/state"
 )
 
@@ -62,7 +63,15 @@ func classify(n network.Inspect) (state.LocalNetwork, string, verdict) {
 	if bridge == "" {
 		bridge = "br-" + n.ID[:12]
 	}
-	return state.LocalNetwork{ID: n.ID, Name: n.Name, Subnet: subnet, Gateway: gw, Bridge: bridge}, "", accept
+	var groups []string
+	if v, ok := n.Labels[registry.GroupLabel]; ok {
+		g, err := registry.ParseGroups(v)
+		if err != nil {
+			return state.LocalNetwork{}, err.Error(), invalid
+		}
+		groups = g
+	}
+	return state.LocalNetwork{ID: n.ID, Name: n.Name, Subnet: subnet, Gateway: gw, Bridge: bridge, Groups: groups}, "", accept
 }
 
 // skipReason names why n is not a user-defined local bridge network.

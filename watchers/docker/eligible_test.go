@@ -2,11 +2,13 @@ package docker
 
 import (
 	"net/netip"
+	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/docker/docker/api/types/network"
 
+	"github.com/flannel-registrar/flannel-registrar/pkg/registry"
 	"github.com/flannel-registrar/flannel-registrar/pkg/state"
 )
 
@@ -49,6 +51,8 @@ func TestEligible(t *testing.T) {
 		}, want: &want},
 		{name: "subnet not canonical is masked", mod: func(n *network.Inspect) { n.IPAM.Config[0].Subnet = "10.5.35.7/24" }, want: &want},
 		{name: "label true", mod: func(n *network.Inspect) { n.Labels[LabelEnable] = "true" }, want: &want},
+		{name: "groups label", mod: func(n *network.Inspect) { n.Labels[registry.GroupLabel] = "web, db,web" },
+			want: &state.LocalNetwork{ID: testID, Name: "app1", Subnet: want.Subnet, Gateway: want.Gateway, Bridge: want.Bridge, Groups: []string{"db", "web"}}},
 
 		{name: "default bridge by name", mod: func(n *network.Inspect) { n.Name = "bridge" }, reason: "default bridge", v: skip},
 		{name: "default bridge by option", mod: func(n *network.Inspect) { n.Name = "docker0ish"; n.Options[OptDefaultBridge] = "true" }, reason: "default bridge", v: skip},
@@ -65,6 +69,8 @@ func TestEligible(t *testing.T) {
 		{name: "no IPAM config", mod: func(n *network.Inspect) { n.IPAM.Config = nil }, reason: "no IPv4 subnet", v: skip},
 
 		{name: "label not a boolean", mod: func(n *network.Inspect) { n.Labels[LabelEnable] = "maybe" }, reason: "not a boolean", v: invalid},
+		{name: "bad group name", mod: func(n *network.Inspect) { n.Labels[registry.GroupLabel] = "web,d b" }, reason: registry.GroupLabel, v: invalid},
+		{name: "empty group label", mod: func(n *network.Inspect) { n.Labels[registry.GroupLabel] = "" }, reason: "1 to 63", v: invalid},
 		{name: "bad subnet", mod: func(n *network.Inspect) { n.IPAM.Config[0].Subnet = "10.5.35.0/33" }, reason: "IPAM subnet", v: invalid},
 		{name: "bad gateway", mod: func(n *network.Inspect) { n.IPAM.Config[0].Gateway = "gw" }, reason: "IPAM gateway", v: invalid},
 		{name: "gateway outside subnet", mod: func(n *network.Inspect) { n.IPAM.Config[0].Gateway = "10.9.9.1" }, reason: "outside", v: invalid},
@@ -74,7 +80,7 @@ func TestEligible(t *testing.T) {
 			n := userNet(tc.mod)
 			got, reason, ok := Eligible(n)
 			if tc.want != nil {
-				if !ok || got != *tc.want {
+				if !ok || !reflect.DeepEqual(got, *tc.want) {
 					t.Fatalf("Eligible = %+v, %q, %v; want %+v", got, reason, ok, *tc.want)
 				}
 				return

@@ -4,12 +4,15 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/flannel-registrar/flannel-registrar/pkg/registry"
 	"github.com/flannel-registrar/flannel-registrar/pkg/state"
 	"github.com/flannel-registrar/flannel-registrar/pkg/testing/dockertest"
 	"github.com/flannel-registrar/flannel-registrar/pkg/testing/testutil"
@@ -80,7 +83,7 @@ func TestRealDockerd(t *testing.T) {
 	t.Logf("docker network create → store: %s (poll granularity 10ms)", time.Since(created).Round(time.Millisecond))
 	id := d.Docker(t, "network", "inspect", "-f", "{{.Id}}", "app1")
 	want := state.LocalNetwork{ID: id, Name: "app1", Subnet: netip.MustParsePrefix("198.18.10.0/24"), Bridge: "br-" + id[:12]}
-	if got, _ := store.Local("app1"); got != want {
+	if got, _ := store.Local("app1"); !reflect.DeepEqual(got, want) {
 		t.Errorf("store has %+v, want %+v", got, want)
 	}
 	if out := d.NS.Run(t, "ip", "-o", "link", "show", want.Bridge); out == "" {
@@ -98,13 +101,31 @@ func TestRealDockerd(t *testing.T) {
 	// after them is in the store, their events have been handled.
 	d.Docker(t, "network", "create", "--label", LabelEnable+"=false", "--subnet", "198.18.12.0/24", "optout")
 	d.Docker(t, "network", "create", "--internal", "--subnet", "198.18.13.0/24", "inner")
+	// Isolation groups: a good label lands in the store, a bad one is
+	// refused through OnInvalid (one report) and the network stays out.
+	d.Docker(t, "network", "create", "--label", registry.GroupLabel+"=web,db", "--subnet", "198.18.17.0/24", "grouped")
+	d.Docker(t, "network", "create", "--label", registry.GroupLabel+"=we b", "--subnet", "198.18.18.0/24", "badgroup")
 	d.Docker(t, "network", "create", "--subnet", "198.18.14.0/24", "marker")
 	testutil.Eventually(t, 10*time.Second, func() error { return hasNet(store, "marker") })
-	for _, name := range []string{"optout", "inner"} {
+	if g, _ := store.Local("grouped"); !slices.Equal(g.Groups, []string{"db", "web"}) {
+		t.Errorf("grouped network in the store: %+v", g)
+	}
+	var refused int
+	for _, r := range rec.get(&rec.invalids) {
+		if strings.HasPrefix(r, "badgroup: ") && strings.Contains(r, registry.GroupLabel) {
+			refused++
+		}
+	}
+	if refused != 1 {
+		t.Errorf("bad group label reported %d times, want once: %q", refused, rec.get(&rec.invalids))
+	}
+	for _, name := range []string{"optout", "inner", "badgroup"} {
 		if err := lacksNet(store, name); err != nil {
 			t.Error(err)
 		}
 	}
+	d.Docker(t, "network", "rm", "grouped", "badgroup")
+	testutil.Eventually(t, 10*time.Second, func() error { return lacksNet(store, "grouped") })
 	skips := rec.get(&rec.skips)
 	for _, want := range []string{"optout: label " + LabelEnable + "=false", "inner: internal network (no traffic leaves the host)", "bridge: Docker's default bridge"} {
 		if !slices.Contains(skips, want) {

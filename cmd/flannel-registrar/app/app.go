@@ -227,6 +227,8 @@ func (a *App) buildControllers() error {
 	a.fwd, err = forwarding.New(a.store, forwarding.Options{
 		VXLAN:  a.cfg.VXLANIface,
 		Filter: a.registered,
+		IPSets: a.nl,
+		Host:   a.cfg.HostName, PublicIP: a.cfg.PublicIP,
 	})
 	if err != nil {
 		return fmt.Errorf("forwarding controller: %w", err)

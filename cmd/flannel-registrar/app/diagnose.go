@@ -4,8 +4,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/flannel-registrar/flannel-registrar/controllers/forwarding"
 )
 
 // Diagnose lists the sources and prints what this host sees and what it
@@ -50,15 +55,16 @@ func (a *App) printDiagnosis(out *report, syncErr error) {
 	if syncErr != nil {
 		out.printf("warning\tnot every source could be listed within 15s\n")
 	}
-	out.printf("\nLOCAL NETWORK\tSUBNET\tBRIDGE\tREGISTERED\n")
+	out.printf("\nLOCAL NETWORK\tSUBNET\tBRIDGE\tREGISTERED\tGROUPS\n")
 	for _, n := range a.store.LocalNetworks() {
 		_, ok := a.store.Network(a.keys().Network(a.cfg.HostName, n.Name))
-		out.printf("%s\t%s\t%s\t%v\n", n.Name, n.Subnet, n.Bridge, ok)
+		out.printf("%s\t%s\t%s\t%v\t%s\n", n.Name, n.Subnet, n.Bridge, ok, groupList(n.Groups))
 	}
-	out.printf("\nRECORD HOST\tNETWORK\tSUBNET\tPUBLIC IP\tVTEP MAC\n")
+	out.printf("\nRECORD HOST\tNETWORK\tSUBNET\tPUBLIC IP\tVTEP MAC\tGROUPS\n")
 	for _, n := range a.store.Networks() {
-		out.printf("%s\t%s\t%s\t%s\t%s\n", n.Host, n.Network.Network, n.Subnet, n.PublicIP, n.VtepMAC)
+		out.printf("%s\t%s\t%s\t%s\t%s\t%s\n", n.Host, n.Network.Network, n.Subnet, n.PublicIP, n.VtepMAC, groupList(n.Groups))
 	}
+	a.printGroups(out)
 	out.printf("\nFLANNEL LEASE\tBACKEND\tPUBLIC IP\tVTEP MAC\n")
 	for _, le := range a.store.Leases() {
 		out.printf("%s\t%s\t%s\t%s\n", le.Subnet, le.Raw.BackendType, le.PublicIP, le.VtepMAC)
@@ -74,6 +80,45 @@ func (a *App) printDiagnosis(out *report, syncErr error) {
 		out.printf("conflict\t%s: %s %v\n", c.Prefix, c.Reason, c.Claimants)
 	}
 	a.printPolicy(out)
+}
+
+// printGroups lists the isolation groups of this host's networks: the set
+// that enforces each, the members it should hold, and the packets dropped
+// into the group so far (iptables counters, read now).
+func (a *App) printGroups(out *report) {
+	want := a.fwd.Want()
+	if len(want.Sets) == 0 {
+		return
+	}
+	drops, err := a.fwd.GroupDrops()
+	out.printf("\nGROUP\tIPSET\tMEMBERS\tDROPPED PACKETS\n")
+	members := want.GroupMembers()
+	groups := make([]string, 0, len(members))
+	for g := range members {
+		groups = append(groups, g)
+	}
+	slices.Sort(groups)
+	for _, g := range groups {
+		ps := make([]string, len(members[g]))
+		for i, p := range members[g] {
+			ps[i] = p.String()
+		}
+		dropped := "?"
+		if err == nil {
+			dropped = strconv.FormatUint(drops[g].Packets, 10)
+		}
+		out.printf("%s\t%s\t%s\t%s\n", g, forwarding.SetName(g), strings.Join(ps, ","), dropped)
+	}
+	if err != nil {
+		out.printf("warning\tgroup drop counters: %v\n", err)
+	}
+}
+
+func groupList(g []string) string {
+	if len(g) == 0 {
+		return "-"
+	}
+	return strings.Join(g, ",")
 }
 
 // report keeps the first write error so that the listing reads straight
