@@ -108,10 +108,7 @@ func (c *Controller) desired() *plan {
 		return p
 	}
 	link := c.store.Link()
-	self := overlay.Self{Host: c.opts.Host, PublicIP: overlay.PublicIPOf(c.opts.PublicIP, link, c.store), VtepMAC: link.MAC}
-	if c.opts.Policy != nil {
-		self.Trust = &overlay.Trust{Policy: *c.opts.Policy, Facts: c.store.Facts(), Claims: c.store}
-	}
+	self := overlay.SelfOf(c.opts.Host, c.opts.PublicIP, c.opts.Policy, c.store)
 	p = &plan{version: v, link: link, self: self}
 	var subnets map[netip.Prefix]overlay.Subnet
 	if self.Known() && (c.opts.Policy == nil || c.store.Underlay().Observed) {

@@ -38,6 +38,7 @@ import (
 
 	"github.com/flannel-registrar/flannel-registrar/pkg/netlinkx"
 	"github.com/flannel-registrar/flannel-registrar/pkg/overlay"
+	"github.com/flannel-registrar/flannel-registrar/pkg/policy"
 	"github.com/flannel-registrar/flannel-registrar/pkg/reconcile"
 	"github.com/flannel-registrar/flannel-registrar/pkg/state"
 )
@@ -107,6 +108,9 @@ type Options struct {
 	// filling the group sets.
 	Host     string
 	PublicIP netip.Addr
+	// Policy, when set, is the trust boundary a remote record must pass to
+	// be a member of a group's set (as to be routed).
+	Policy *policy.Policy
 	// Filter keeps only the networks it returns true for (e.g. only those
 	// registered without conflict); nil: every local network in the store.
 	// With a Filter, KeysFor also reacts to network record changes.
@@ -123,6 +127,7 @@ type Controller struct {
 	host   string
 	ip     netip.Addr
 	filter func(state.LocalNetwork) bool
+	policy *policy.Policy
 	writes atomic.Uint64
 }
 
@@ -145,7 +150,7 @@ func New(store *state.Store, o Options) (*Controller, error) {
 		}
 		o.IPSets = h
 	}
-	return &Controller{store: store, ipt: o.IPTables, sets: o.IPSets, vxlan: o.VXLAN, host: o.Host, ip: o.PublicIP, filter: o.Filter}, nil
+	return &Controller{store: store, ipt: o.IPTables, sets: o.IPSets, vxlan: o.VXLAN, host: o.Host, ip: o.PublicIP, filter: o.Filter, policy: o.Policy}, nil
 }
 
 // Name implements reconcile.Controller.
@@ -199,10 +204,9 @@ func (c *Controller) Reconcile(ctx context.Context, key string) error {
 
 // Want derives the desired state from the store (see Derive).
 func (c *Controller) Want() Want {
-	self := overlay.Self{Host: c.host, PublicIP: c.ip}
-	if !self.PublicIP.IsValid() {
-		self.PublicIP = c.store.Link().Local
-	}
+	// The trust boundary decides which remote records may join a group's
+	// set, as it decides which are routed.
+	self := overlay.SelfOf(c.host, c.ip, c.policy, c.store)
 	var records []state.KeyedNetwork
 	var leases []state.Lease
 	local := c.networks()

@@ -13,6 +13,7 @@ import (
 
 	"github.com/flannel-registrar/flannel-registrar/pkg/flannel"
 	"github.com/flannel-registrar/flannel-registrar/pkg/overlay"
+	"github.com/flannel-registrar/flannel-registrar/pkg/policy"
 	"github.com/flannel-registrar/flannel-registrar/pkg/registry"
 	"github.com/flannel-registrar/flannel-registrar/pkg/state"
 )
@@ -391,5 +392,31 @@ func TestWithoutIPSet(t *testing.T) {
 	rules := f.dump("filter", FilterChain)
 	if !strings.Contains(rules, "-d 10.5.2.0/24 -i flannel.1 -j DROP") || !strings.Contains(rules, "-d 10.5.1.0/24 -i flannel.1 -j ACCEPT") {
 		t.Errorf("rules: %s", rules)
+	}
+}
+
+// The trust boundary decides set membership as it decides routing: a
+// hostile record claiming a group with a huge subnet, or a slice of another
+// host's grouped network, joins no set.
+func TestDeriveObeysTrustBoundary(t *testing.T) {
+	store := state.New()
+	records := []state.KeyedNetwork{
+		rec(2, "b", "198.18.2.0/24", "web"),
+		rec(6, "wide", "128.0.0.0/1", "web"),
+		rec(6, "slice", "198.18.2.128/25", "web"),
+	}
+	for _, r := range records {
+		store.PutNetwork(r.Key, r.Network, "test")
+	}
+	res := flannel.NewReservation("h2", "b")
+	store.PutLease(state.Lease{Subnet: netip.MustParsePrefix("198.18.2.0/24"), Raw: res, PublicIP: netip.IPv4Unspecified(),
+		Reservation: &flannel.ReservationData{Host: "h2", Network: "b"}}, "test")
+	store.SetUnderlay(state.Underlay{}, "test")
+	p := &policy.Policy{Allowed: prefixes("198.18.0.0/15")}
+	self := overlay.SelfOf("h1", hostIP(1), p, store)
+	w := Derive(Snapshot{VXLAN: "flannel.1", Self: self, Local: []state.LocalNetwork{grouped("a", "198.18.1.0/24", "web")},
+		Records: store.Networks(), Leases: store.Leases()})
+	if got, want := w.Sets[SetName("web")], prefixes("198.18.1.0/24", "198.18.2.0/24"); !slices.Equal(got, want) {
+		t.Fatalf("set web = %v, want %v", got, want)
 	}
 }

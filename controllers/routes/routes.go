@@ -145,12 +145,8 @@ func ParseKey(key string) (netip.Prefix, error) {
 	return p.Masked(), nil
 }
 
-func (c *Controller) self(l state.Link) overlay.Self {
-	s := overlay.Self{Host: c.opts.Host, PublicIP: overlay.PublicIPOf(c.opts.PublicIP, l, c.store), VtepMAC: l.MAC}
-	if c.opts.Policy != nil {
-		s.Trust = &overlay.Trust{Policy: *c.opts.Policy, Facts: c.store.Facts(), Claims: c.store}
-	}
-	return s
+func (c *Controller) self(state.Link) overlay.Self {
+	return overlay.SelfOf(c.opts.Host, c.opts.PublicIP, c.opts.Policy, c.store)
 }
 
 // trusted says whether the trust boundary can be applied: without a policy

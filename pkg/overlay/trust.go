@@ -164,3 +164,23 @@ func PublicIPOf(override netip.Addr, link state.Link, idx LeaseIndex) netip.Addr
 	}
 	return link.Local
 }
+
+// Snapshot is what SelfOf reads (*state.Store satisfies it).
+type Snapshot interface {
+	Claims
+	LeaseIndex
+	Link() state.Link
+	Facts() policy.Facts
+}
+
+// SelfOf is this host's identity as the controllers decide with it: its
+// PublicIP (PublicIPOf), its VTEP MAC, and the trust boundary when a policy
+// is set.
+func SelfOf(host string, publicIP netip.Addr, p *policy.Policy, s Snapshot) Self {
+	link := s.Link()
+	self := Self{Host: host, PublicIP: PublicIPOf(publicIP, link, s), VtepMAC: link.MAC}
+	if p != nil {
+		self.Trust = &Trust{Policy: *p, Facts: s.Facts(), Claims: s}
+	}
+	return self
+}

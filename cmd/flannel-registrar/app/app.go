@@ -228,6 +228,7 @@ func (a *App) buildControllers() error {
 		VXLAN:  a.cfg.VXLANIface,
 		Filter: a.registered,
 		IPSets: a.nl,
+		Policy: a.policy(),
 		Host:   a.cfg.HostName, PublicIP: a.cfg.PublicIP,
 	})
 	if err != nil {
