@@ -3,6 +3,16 @@
 // next revision; re-list when a watch falls behind compaction or ends (no
 // leader, lost stream), with backoff between failed attempts.
 //
+// etcd restored from a backup or restarted with an empty data directory
+// accepts the client's resumed watch on a revision it has not reached and
+// delivers nothing, without an error. The watcher therefore checks etcd's
+// header (a linearizable read of one key, every HeaderCheckInterval) and
+// every watch response's header: a revision below the one already applied,
+// a raft term below the highest seen, or another cluster ID means etcd's
+// history is not the one the store reflects, and the watcher re-lists
+// (OnRelist reason "etcd revision went back ...", "etcd raft term went
+// back ..." or "etcd cluster ID changed ...").
+//
 // Every key is decoded and validated before it reaches the store. An invalid
 // item (garbage value, 127.0.0.1 PublicIP, bad MAC, a record whose key and
 // value disagree) is skipped, counted and reported once per key and revision
@@ -20,6 +30,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -34,6 +45,10 @@ const Source = "etcd"
 
 // DefaultListTimeout bounds one list of both prefixes.
 const DefaultListTimeout = 30 * time.Second
+
+// DefaultHeaderCheckInterval is how often a watching watcher reads etcd's
+// header to notice a watch that etcd silently stopped serving (data loss).
+const DefaultHeaderCheckInterval = time.Second
 
 // Options configure a Watcher.
 type Options struct {
@@ -50,6 +65,9 @@ type Options struct {
 	// from 100ms to 5s, forever.
 	Backoff     func() backoff.BackOff
 	ListTimeout time.Duration // 0: DefaultListTimeout
+	// HeaderCheckInterval: 0 is DefaultHeaderCheckInterval; negative
+	// disables the periodic check (watch response headers are still checked).
+	HeaderCheckInterval time.Duration
 }
 
 // Stats are the watcher's counters.
@@ -70,6 +88,8 @@ type Watcher struct {
 	revs     [2]int64 // per watched prefix: last revision applied
 	listed   bool
 	needList bool
+	cluster  uint64 // cluster ID of the last list (0: unknown)
+	term     uint64 // highest raft term seen since the last list
 
 	lists, relists, compacted, events, invalid atomic.Uint64
 	revision                                   atomic.Int64
@@ -88,6 +108,9 @@ func New(o Options) (*Watcher, error) {
 	}
 	if o.ListTimeout <= 0 {
 		o.ListTimeout = DefaultListTimeout
+	}
+	if o.HeaderCheckInterval == 0 {
+		o.HeaderCheckInterval = DefaultHeaderCheckInterval
 	}
 	if o.Backoff == nil {
 		o.Backoff = func() backoff.BackOff {
@@ -219,6 +242,7 @@ func (w *Watcher) list(ctx context.Context, reason string) error {
 	w.o.Store.SetSynced(Source, trigger)
 	rev := resp.Header.Revision
 	w.revs = [2]int64{rev, rev}
+	w.cluster, w.term = resp.Header.ClusterId, resp.Header.RaftTerm
 	w.revision.Store(rev)
 	if w.listed {
 		w.relists.Add(1)
@@ -229,8 +253,9 @@ func (w *Watcher) list(ctx context.Context, reason string) error {
 }
 
 // watch watches both prefixes from where the store is until the watch ends.
-// It returns the reason, whether to re-list at once (compaction) rather than
-// after a backoff, and whether the watch delivered anything.
+// It returns the reason, whether to re-list at once (compaction, etcd lost
+// its history) rather than after a backoff, and whether the watch delivered
+// anything.
 func (w *Watcher) watch(ctx context.Context) (reason string, retryNow, progressed bool) {
 	// RequireLeader: a member that lost its cluster cancels the watch instead
 	// of leaving it silent.
@@ -242,6 +267,16 @@ func (w *Watcher) watch(ctx context.Context) (reason string, retryNow, progresse
 		chs[i] = w.o.Client.Watch(wctx, p, clientv3.WithPrefix(), clientv3.WithRev(w.revs[i]+1),
 			clientv3.WithProgressNotify())
 	}
+	var (
+		tick     <-chan time.Time
+		checks   = make(chan headerCheck, 1)
+		inFlight bool
+	)
+	if w.o.HeaderCheckInterval > 0 {
+		t := time.NewTicker(w.o.HeaderCheckInterval)
+		defer t.Stop()
+		tick = t.C
+	}
 	for {
 		var (
 			wr clientv3.WatchResponse
@@ -251,6 +286,20 @@ func (w *Watcher) watch(ctx context.Context) (reason string, retryNow, progresse
 		select {
 		case <-ctx.Done():
 			return "stopped", false, progressed
+		case <-tick:
+			if !inFlight {
+				inFlight = true
+				go w.checkHeader(wctx, max(w.revs[0], w.revs[1]), checks)
+			}
+			continue
+		case c := <-checks:
+			inFlight = false
+			if c.err == nil {
+				if why := w.historyLost(c.hdr, c.applied); why != "" {
+					return why, true, progressed
+				}
+			}
+			continue
 		case wr, ok = <-chs[0]:
 		case wr, ok = <-chs[1]:
 			i = 1
@@ -265,9 +314,55 @@ func (w *Watcher) watch(ctx context.Context) (reason string, retryNow, progresse
 		if err := wr.Err(); err != nil || wr.Canceled {
 			return fmt.Sprintf("watch ended: %v", err), false, progressed
 		}
+		if why := w.historyLost(&wr.Header, w.revs[i]); why != "" {
+			return why, true, progressed
+		}
 		progressed = true
 		w.apply(i, wr)
 	}
+}
+
+// headerCheck is the result of one header read.
+type headerCheck struct {
+	hdr     *etcdserverpb.ResponseHeader
+	applied int64 // highest revision applied when the read was sent
+	err     error
+}
+
+// checkHeader reads one key linearizably (count only) and sends etcd's
+// header to out. applied is the highest revision applied before the read:
+// a healthy etcd answers with a revision at least as high.
+func (w *Watcher) checkHeader(ctx context.Context, applied int64, out chan<- headerCheck) {
+	cctx, cancel := context.WithTimeout(ctx, max(2*w.o.HeaderCheckInterval, time.Second))
+	defer cancel()
+	// One key inside a watched prefix (the prefix itself): a user allowed to
+	// watch it may read it, and the read costs one index lookup.
+	resp, err := w.o.Client.Get(cctx, w.o.Keys.Subnets(), clientv3.WithCountOnly())
+	c := headerCheck{applied: applied, err: err}
+	if err == nil {
+		c.hdr = resp.Header
+	}
+	out <- c // buffered; one check in flight at a time
+}
+
+// historyLost says why etcd's history is not the one the store reflects, ""
+// when it is: hdr (from a response sent after revision applied was applied)
+// shows a lower revision, a lower raft term than seen before, or another
+// cluster ID. It records the highest term seen.
+func (w *Watcher) historyLost(hdr *etcdserverpb.ResponseHeader, applied int64) string {
+	if hdr == nil {
+		return ""
+	}
+	switch {
+	case hdr.ClusterId != 0 && w.cluster != 0 && hdr.ClusterId != w.cluster:
+		return fmt.Sprintf("etcd cluster ID changed (%x to %x)", w.cluster, hdr.ClusterId)
+	case hdr.Revision != 0 && hdr.Revision < applied:
+		return fmt.Sprintf("etcd revision went back (%d, below %d already applied): etcd lost its data or was restored", hdr.Revision, applied)
+	case hdr.RaftTerm != 0 && hdr.RaftTerm < w.term:
+		return fmt.Sprintf("etcd raft term went back (%d, below %d seen): etcd lost its data or was restored", hdr.RaftTerm, w.term)
+	}
+	w.term = max(w.term, hdr.RaftTerm)
+	return ""
 }
 
 // apply writes one watch response's events to the store.
