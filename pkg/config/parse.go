@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/flannel-registrar/flannel-registrar/pkg/names"
 )
 
 // Parsers return an error whose text says what is expected; the caller prefixes the setting's
@@ -87,32 +89,9 @@ func firstHostnameLine(s string) string {
 	return ""
 }
 
-const hostnameExpected = "expected a hostname: dot-separated labels of letters, digits and '-' (1-63 characters, not starting or ending with '-'), at most 253 characters, e.g. node-1"
-
-// checkHostname applies RFC 1123. The name becomes an etcd key segment, so this also rules out
-// '/', and '_' keeps it apart from our reserved "_hosts" and "_quarantine" segments.
-func checkHostname(s string) error {
-	if s == "" || len(s) > 253 {
-		return errors.New(hostnameExpected)
-	}
-	for label := range strings.SplitSeq(s, ".") {
-		if len(label) == 0 || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return errors.New(hostnameExpected)
-		}
-		for _, r := range label {
-			if !isHostnameRune(r) {
-				return errors.New(hostnameExpected)
-			}
-		}
-	}
-	return nil
-}
-
-// isHostnameRune is ASCII only: the unicode classes alone would admit
-// letters and digits of other scripts.
-func isHostnameRune(r rune) bool {
-	return r < unicode.MaxASCII && (r == '-' || unicode.IsLetter(r) || unicode.IsDigit(r))
-}
+// checkHostname applies the host name rule of names.CheckHost (RFC 1123, ASCII), the same rule
+// that host names read from etcd must pass.
+func checkHostname(s string) error { return names.CheckHost(s) }
 
 func parseEndpoints(v string) ([]string, error) {
 	var out []string

@@ -15,6 +15,9 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/flannel-registrar/flannel-registrar/pkg/names"
+	"github.com/flannel-registrar/flannel-registrar/pkg/strictjson"
 )
 
 // BackendVXLAN is the backend type of leases that flannel routes.
@@ -73,13 +76,23 @@ func ParseSubnetKey(s string) (netip.Prefix, error) {
 	return p, nil
 }
 
+// MaxValueSize caps a lease value (flanneld's are about 130 bytes): a bigger
+// one is refused unread.
+const MaxValueSize = 4096
+
 // Decode parses a lease value. It rejects values flanneld could not use:
-// unknown JSON shape, a missing backend type, or a PublicIP that is not IPv4.
+// unknown JSON shape, a missing backend type, or a PublicIP that is not IPv4;
+// and ambiguous or oversized ones: more than MaxValueSize bytes, duplicate
+// keys, or keys that differ from a field name only in case (encoding/json,
+// flanneld's decoder, would silently pick one; see pkg/strictjson).
 func Decode(b []byte) (Lease, error) {
-	// json.Unmarshal, as flanneld uses: it rejects any trailing data (a
-	// json.Decoder with More() let "{...}]" through).
+	if err := strictjson.CheckSize("lease value", b, MaxValueSize); err != nil {
+		return Lease{}, fmt.Errorf("decode lease: %w", err)
+	}
+	// json.Unmarshal underneath, as flanneld uses: it rejects any trailing
+	// data (a json.Decoder with More() let "{...}]" through).
 	var l Lease
-	if err := json.Unmarshal(b, &l); err != nil {
+	if err := strictjson.Unmarshal(b, &l); err != nil {
 		return Lease{}, fmt.Errorf("decode lease: %w", err)
 	}
 	if l.BackendType == "" {
@@ -113,7 +126,7 @@ func (l Lease) VXLAN() (VXLANData, net.HardwareAddr, error) {
 		return VXLANData{}, nil, fmt.Errorf("backend %q is not %q", l.BackendType, BackendVXLAN)
 	}
 	var d VXLANData
-	if err := json.Unmarshal(l.BackendData, &d); err != nil {
+	if err := strictjson.Unmarshal(l.BackendData, &d); err != nil {
 		return VXLANData{}, nil, fmt.Errorf("vxlan backend data: %w", err)
 	}
 	mac, err := ParseVtepMAC(d.VtepMAC)
@@ -132,11 +145,17 @@ func (l Lease) Reservation() (ReservationData, error) {
 		return ReservationData{}, fmt.Errorf("backend %q is not %q", l.BackendType, BackendReservation)
 	}
 	var d ReservationData
-	if err := json.Unmarshal(l.BackendData, &d); err != nil {
+	if err := strictjson.Unmarshal(l.BackendData, &d); err != nil {
 		return ReservationData{}, fmt.Errorf("reservation backend data: %w", err)
 	}
 	if d.Host == "" || d.Network == "" {
 		return ReservationData{}, errors.New("reservation backend data: empty Host or Network")
+	}
+	if err := names.CheckHost(d.Host); err != nil {
+		return ReservationData{}, fmt.Errorf("reservation backend data: Host %q: %w", d.Host, err)
+	}
+	if err := names.CheckNetwork(d.Network); err != nil {
+		return ReservationData{}, fmt.Errorf("reservation backend data: Network %q: %w", d.Network, err)
 	}
 	return d, nil
 }

@@ -56,6 +56,19 @@ func TestReservation(t *testing.T) {
 	if _, err := vx.Reservation(); err == nil {
 		t.Error("a vxlan lease parsed as a reservation")
 	}
+	// Names follow HOST_NAME's rule and Docker's network name rule.
+	for _, tc := range []struct{ data, why string }{
+		{`{"Host":"h_1","Network":"app1"}`, "expected a hostname"},
+		{`{"Host":"h1/x","Network":"app1"}`, "expected a hostname"},
+		{`{"Host":"h1","Network":"app/1"}`, "expected a Docker network name"},
+		{`{"Host":"h1","Network":".app"}`, "expected a Docker network name"},
+		{`{"Host":"h1","Network":"app1","network":"x"}`, "differ only in case"},
+	} {
+		l := Lease{PublicIP: "0.0.0.0", BackendType: BackendReservation, BackendData: []byte(tc.data)}
+		if _, err := l.Reservation(); err == nil || !strings.Contains(err.Error(), tc.why) {
+			t.Errorf("Reservation(%s) = %v; want an error about %q", tc.data, err, tc.why)
+		}
+	}
 }
 
 func TestDecodeRejects(t *testing.T) {
@@ -69,6 +82,13 @@ func TestDecodeRejects(t *testing.T) {
 		{`{"PublicIP":"198.51.100.1","BackendType":"vxlan"}]`, "after top-level value"},
 		{`{"PublicIP":"198.51.100.1","BackendType":"vxlan"}}`, "after top-level value"},
 		{`[1]`, "decode lease"},
+		// Ambiguous or oversized: refused.
+		{`{"PublicIP":"198.51.100.1","PublicIP":"198.51.100.2","BackendType":"vxlan"}`, `duplicate key "PublicIP"`},
+		{`{"PublicIP":"198.51.100.1","publicIP":"198.51.100.2","BackendType":"vxlan"}`, "differ only in case"},
+		{`{"PUBLICIP":"198.51.100.1","BackendType":"vxlan"}`, `key "PUBLICIP" is not "PublicIP"`},
+		{`{"PublicIP":"198.51.100.1","backendtype":"vxlan"}`, `key "backendtype" is not "BackendType"`},
+		{`{"PublicIP":"198.51.100.1","BackendType":"vxlan","BackendData":{"VNI":1,"VNI":2}}`, `duplicate key "VNI" in BackendData`},
+		{`{"PublicIP":"198.51.100.1","BackendType":"vxlan","Pad":"` + strings.Repeat("x", MaxValueSize) + `"}`, "over the size cap of 4096 bytes"},
 	} {
 		if _, err := Decode([]byte(tc.value)); err == nil || !strings.Contains(err.Error(), tc.why) {
 			t.Errorf("Decode(%q) = %v; want an error about %q", tc.value, err, tc.why)
@@ -86,6 +106,7 @@ func TestVXLANRejects(t *testing.T) {
 		{`{"VNI":-1,"VtepMAC":"c6:a7:e4:a5:a1:dd"}`, "VNI"},
 		{`"x"`, "backend data"},
 		{``, "backend data"},
+		{`{"VNI":1,"vtepmac":"c6:a7:e4:a5:a1:dd"}`, `key "vtepmac" is not "VtepMAC"`},
 	} {
 		l := Lease{PublicIP: "198.51.100.1", BackendType: BackendVXLAN, BackendData: []byte(tc.data)}
 		if _, _, err := l.VXLAN(); err == nil || !strings.Contains(err.Error(), tc.why) {
@@ -149,6 +170,8 @@ func FuzzDecodeLease(f *testing.F) {
 	f.Add([]byte(`{"PublicIP":"127.0.0.1","BackendType":"host-gw"}`))
 	f.Add([]byte(`{"PublicIP":"198.51.100.1","PublicIPv6":"fd00::1","BackendType":"vxlan","BackendData":null}`))
 	f.Add([]byte(`{"PublicIP":"198.51.100.1","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:a7:e4:a5:a1:dd","Extra":true}}`))
+	f.Add([]byte(`{"PublicIP":"198.51.100.1","publicip":"10.0.0.1","BackendType":"vxlan"}`))
+	f.Add([]byte(`{"PublicIP":"198.51.100.1","BackendType":"vxlan","BackendData":{"VNI":1,"VNI":2}}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		l, err := Decode(b)
 		if err != nil {

@@ -13,10 +13,17 @@
 // (OnRelist reason "etcd revision went back ...", "etcd raft term went
 // back ..." or "etcd cluster ID changed ...").
 //
+// Lists are paginated (PageSize keys per request, every page at the first
+// page's revision), so that 100,000 keys need no single giant response.
+//
 // Every key is decoded and validated before it reaches the store. An invalid
 // item (garbage value, 127.0.0.1 PublicIP, bad MAC, a record whose key and
-// value disagree) is skipped, counted and reported once per key and revision
-// through OnInvalid; it never stops the watcher.
+// value disagree, a key over 512 bytes or a value over 4 KiB, ambiguous JSON
+// with duplicate or case-variant keys, a host name that breaks HOST_NAME's
+// rule or a network name that breaks Docker's, a network record beyond the
+// first MaxRecordsPerHost of its host in key order) is skipped, counted and
+// reported once per key and revision through OnInvalid, with the rule it
+// broke; it never stops the watcher.
 package etcd
 
 import (
@@ -68,7 +75,20 @@ type Options struct {
 	// HeaderCheckInterval: 0 is DefaultHeaderCheckInterval; negative
 	// disables the periodic check (watch response headers are still checked).
 	HeaderCheckInterval time.Duration
+	// PageSize is how many keys one list request reads (0: DefaultPageSize).
+	PageSize int
+	// MaxRecordsPerHost caps the network records of one host name (0:
+	// DefaultMaxRecordsPerHost): the first ones in key order count, the
+	// others are skipped as invalid.
+	MaxRecordsPerHost int
 }
+
+// DefaultPageSize is the default Options.PageSize: a list of 100,000 keys is
+// 100 requests of a few hundred KiB, not one response of tens of MiB.
+const DefaultPageSize = 1000
+
+// DefaultMaxRecordsPerHost is the default Options.MaxRecordsPerHost.
+const DefaultMaxRecordsPerHost = 1000
 
 // Stats are the watcher's counters.
 type Stats struct {
@@ -90,6 +110,7 @@ type Watcher struct {
 	needList bool
 	cluster  uint64 // cluster ID of the last list (0: unknown)
 	term     uint64 // highest raft term seen since the last list
+	perHost  map[string]*hostKeys
 
 	lists, relists, compacted, events, invalid atomic.Uint64
 	revision                                   atomic.Int64
@@ -112,6 +133,12 @@ func New(o Options) (*Watcher, error) {
 	if o.HeaderCheckInterval == 0 {
 		o.HeaderCheckInterval = DefaultHeaderCheckInterval
 	}
+	if o.PageSize <= 0 {
+		o.PageSize = DefaultPageSize
+	}
+	if o.MaxRecordsPerHost <= 0 {
+		o.MaxRecordsPerHost = DefaultMaxRecordsPerHost
+	}
 	if o.Backoff == nil {
 		o.Backoff = func() backoff.BackOff {
 			return backoff.NewExponentialBackOff(
@@ -120,7 +147,7 @@ func New(o Options) (*Watcher, error) {
 				backoff.WithMaxElapsedTime(0))
 		}
 	}
-	return &Watcher{o: o, invalidAt: map[string]int64{}}, nil
+	return &Watcher{o: o, invalidAt: map[string]int64{}, perHost: map[string]*hostKeys{}}, nil
 }
 
 // Invalid returns how many distinct invalid (key, revision) pairs were seen.
@@ -194,7 +221,8 @@ func wait(ctx context.Context, b backoff.BackOff) bool {
 	}
 }
 
-// list reads both prefixes at one revision into the store.
+// list reads both prefixes at one revision into the store, in pages of
+// PageSize keys: the first page fixes the revision, the others read at it.
 func (w *Watcher) list(ctx context.Context, reason string) error {
 	trigger := "etcd:list"
 	if w.listed {
@@ -208,22 +236,21 @@ func (w *Watcher) list(ctx context.Context, reason string) error {
 	}
 	lctx, cancel := context.WithTimeout(ctx, w.o.ListTimeout)
 	defer cancel()
-	resp, err := w.o.Client.Txn(lctx).Then(
-		clientv3.OpGet(w.o.Keys.Records(), clientv3.WithPrefix()),
-		clientv3.OpGet(w.o.Keys.Subnets(), clientv3.WithPrefix()),
-	).Commit()
-	if err != nil {
-		return fmt.Errorf("list %s and %s: %w", w.o.Keys.Records(), w.o.Keys.Subnets(), err)
-	}
 	view := state.EtcdView{
 		Networks: map[string]registry.Network{},
 		Leases:   map[netip.Prefix]state.Lease{},
 		Hosts:    map[string]registry.HostRecord{},
 	}
 	seen := map[string]bool{}
-	for _, r := range resp.Responses {
-		for _, kv := range r.GetResponseRange().Kvs {
+	perHost := map[string]*hostKeys{}
+	var hdr *etcdserverpb.ResponseHeader
+	for _, prefix := range []string{w.o.Keys.Records(), w.o.Keys.Subnets()} {
+		err := w.listPrefix(lctx, prefix, &hdr, func(kv *mvccpb.KeyValue) {
 			seen[string(kv.Key)] = true
+			if err := w.admitListed(perHost, kv); err != nil {
+				w.reportInvalid(kv, err)
+				return
+			}
 			it, err := w.decode(kv)
 			switch {
 			case err != nil:
@@ -235,14 +262,18 @@ func (w *Watcher) list(ctx context.Context, reason string) error {
 			case it.kind == registry.KindSubnet:
 				view.Leases[it.lease.Subnet] = it.lease
 			}
+		})
+		if err != nil {
+			return fmt.Errorf("list %s: %w", prefix, err)
 		}
 	}
 	w.forgetInvalidExcept(seen)
+	w.perHost = perHost
 	w.o.Store.ReplaceEtcd(view, trigger)
 	w.o.Store.SetSynced(Source, trigger)
-	rev := resp.Header.Revision
+	rev := hdr.Revision
 	w.revs = [2]int64{rev, rev}
-	w.cluster, w.term = resp.Header.ClusterId, resp.Header.RaftTerm
+	w.cluster, w.term = hdr.ClusterId, hdr.RaftTerm
 	w.revision.Store(rev)
 	if w.listed {
 		w.relists.Add(1)
@@ -250,6 +281,34 @@ func (w *Watcher) list(ctx context.Context, reason string) error {
 	w.listed = true
 	w.lists.Add(1)
 	return nil
+}
+
+// listPrefix reads every key under prefix in pages, calling fn for each in
+// key order. *hdr is the header of the first page of the list (nil before):
+// its revision is the one every page is read at.
+func (w *Watcher) listPrefix(ctx context.Context, prefix string, hdr **etcdserverpb.ResponseHeader, fn func(*mvccpb.KeyValue)) error {
+	end := clientv3.GetPrefixRangeEnd(prefix)
+	from := prefix
+	for {
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(int64(w.o.PageSize))}
+		if *hdr != nil {
+			opts = append(opts, clientv3.WithRev((*hdr).Revision))
+		}
+		resp, err := w.o.Client.Get(ctx, from, opts...)
+		if err != nil {
+			return err
+		}
+		if *hdr == nil {
+			*hdr = resp.Header
+		}
+		for _, kv := range resp.Kvs {
+			fn(kv)
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			return nil
+		}
+		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
 }
 
 // watch watches both prefixes from where the store is until the watch ends.
@@ -318,7 +377,9 @@ func (w *Watcher) watch(ctx context.Context) (reason string, retryNow, progresse
 			return why, true, progressed
 		}
 		progressed = true
-		w.apply(i, wr)
+		if why := w.apply(ctx, i, wr); why != "" {
+			return why, true, progressed
+		}
 	}
 }
 
@@ -365,17 +426,26 @@ func (w *Watcher) historyLost(hdr *etcdserverpb.ResponseHeader, applied int64) s
 	return ""
 }
 
-// apply writes one watch response's events to the store.
-func (w *Watcher) apply(i int, wr clientv3.WatchResponse) {
+// apply writes one watch response's events to the store. It returns a
+// reason to re-list when it could not keep the per-host record cap.
+func (w *Watcher) apply(ctx context.Context, i int, wr clientv3.WatchResponse) string {
+	var relist string
 	for _, ev := range wr.Events {
 		w.events.Add(1)
 		key := string(ev.Kv.Key)
 		if ev.Type == clientv3.EventTypeDelete {
 			w.clearInvalid(key)
 			w.remove(key, "etcd:delete "+key)
+			if next := w.releaseSlot(key); next != "" && relist == "" {
+				relist = w.admitNext(ctx, next, ev.Kv.ModRevision)
+			}
 		} else {
 			trigger := "etcd:put " + key
-			it, err := w.decode(ev.Kv)
+			err := w.admitWatched(ev.Kv)
+			var it item
+			if err == nil {
+				it, err = w.decode(ev.Kv)
+			}
 			if err != nil {
 				w.reportInvalid(ev.Kv, err)
 				w.remove(key, trigger) // a valid value there before is gone now
@@ -390,6 +460,7 @@ func (w *Watcher) apply(i int, wr clientv3.WatchResponse) {
 		w.revs[i] = max(w.revs[i], wr.Header.Revision)
 	}
 	w.revision.Store(min(w.revs[0], w.revs[1]))
+	return relist
 }
 
 func (w *Watcher) put(it item, trigger string) {
@@ -510,17 +581,20 @@ func (w *Watcher) reportInvalid(kv *mvccpb.KeyValue, err error) {
 	if errors.Is(err, errIgnored) {
 		return
 	}
-	key := string(kv.Key)
+	w.reportInvalidAt(string(kv.Key), kv.ModRevision, err)
+}
+
+func (w *Watcher) reportInvalidAt(key string, rev int64, err error) {
 	w.mu.Lock()
-	seen := w.invalidAt[key] == kv.ModRevision
-	w.invalidAt[key] = kv.ModRevision
+	seen := w.invalidAt[key] == rev
+	w.invalidAt[key] = rev
 	w.mu.Unlock()
 	if seen {
 		return
 	}
 	w.invalid.Add(1)
 	if w.o.OnInvalid != nil {
-		w.o.OnInvalid(key, kv.ModRevision, err)
+		w.o.OnInvalid(key, rev, err)
 	}
 }
 
@@ -539,4 +613,140 @@ func (w *Watcher) forgetInvalidExcept(seen map[string]bool) {
 		}
 	}
 	w.mu.Unlock()
+}
+
+// hostKeys are the network record keys of one host name: the first
+// MaxRecordsPerHost in key order are admitted (decoded, stored), the others
+// are over the cap (skipped, reported invalid). Invalid values count: the
+// split depends on the keys alone, so every registrar makes the same one.
+type hostKeys struct {
+	admitted map[string]bool
+	over     map[string]bool
+}
+
+func (w *Watcher) overCapErr(host string) error {
+	return fmt.Errorf("host %s has more than %d network records: the first %d in key order are used, this one is skipped",
+		host, w.o.MaxRecordsPerHost, w.o.MaxRecordsPerHost)
+}
+
+// networkHost returns the host of a network record key, "" for other keys.
+func (w *Watcher) networkHost(key string) string {
+	pk, err := w.o.Keys.Parse(key)
+	if err != nil || pk.Kind != registry.KindNetwork {
+		return ""
+	}
+	return pk.Host
+}
+
+// admitListed counts a listed key (lists come in key order) against its
+// host's cap; an error when it is over.
+func (w *Watcher) admitListed(perHost map[string]*hostKeys, kv *mvccpb.KeyValue) error {
+	host := w.networkHost(string(kv.Key))
+	if host == "" {
+		return nil
+	}
+	hk := perHost[host]
+	if hk == nil {
+		hk = &hostKeys{admitted: map[string]bool{}, over: map[string]bool{}}
+		perHost[host] = hk
+	}
+	if len(hk.admitted) < w.o.MaxRecordsPerHost {
+		hk.admitted[string(kv.Key)] = true
+		return nil
+	}
+	hk.over[string(kv.Key)] = true
+	return w.overCapErr(host)
+}
+
+// admitWatched places a put key among its host's keys: a new key that sorts
+// before the last admitted one of a full host takes its place (that one is
+// removed from the store and reported).
+func (w *Watcher) admitWatched(kv *mvccpb.KeyValue) error {
+	key := string(kv.Key)
+	host := w.networkHost(key)
+	if host == "" {
+		return nil
+	}
+	hk := w.perHost[host]
+	if hk == nil {
+		hk = &hostKeys{admitted: map[string]bool{}, over: map[string]bool{}}
+		w.perHost[host] = hk
+	}
+	switch {
+	case hk.admitted[key]:
+		return nil
+	case hk.over[key]:
+		return w.overCapErr(host)
+	case len(hk.admitted) < w.o.MaxRecordsPerHost:
+		hk.admitted[key] = true
+		return nil
+	}
+	last := ""
+	for k := range hk.admitted {
+		last = max(last, k)
+	}
+	if key > last {
+		hk.over[key] = true
+		return w.overCapErr(host)
+	}
+	delete(hk.admitted, last)
+	hk.over[last] = true
+	hk.admitted[key] = true
+	w.remove(last, "etcd:put "+key+" (record cap)")
+	w.reportInvalidAt(last, kv.ModRevision, w.overCapErr(host))
+	return nil
+}
+
+// releaseSlot forgets a deleted key; when it was admitted and its host has
+// keys over the cap, it returns the first of them, which is admitted now.
+func (w *Watcher) releaseSlot(key string) string {
+	host := w.networkHost(key)
+	hk := w.perHost[host]
+	if hk == nil {
+		return ""
+	}
+	delete(hk.over, key)
+	if !hk.admitted[key] {
+		return ""
+	}
+	delete(hk.admitted, key)
+	next := ""
+	for k := range hk.over {
+		if next == "" || k < next {
+			next = k
+		}
+	}
+	if next == "" {
+		if len(hk.admitted) == 0 {
+			delete(w.perHost, host)
+		}
+		return ""
+	}
+	delete(hk.over, next)
+	hk.admitted[next] = true
+	return next
+}
+
+// admitNext reads key, just admitted, at rev and stores it; a re-list
+// reason when it cannot be read.
+func (w *Watcher) admitNext(ctx context.Context, key string, rev int64) string {
+	gctx, cancel := context.WithTimeout(ctx, w.o.ListTimeout)
+	defer cancel()
+	resp, err := w.o.Client.Get(gctx, key, clientv3.WithRev(rev))
+	if err != nil {
+		return fmt.Sprintf("record cap: cannot read %s at revision %d: %v", key, rev, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return "" // gone too; its delete event follows
+	}
+	kv := resp.Kvs[0]
+	trigger := "etcd:put " + key + " (record cap)"
+	it, err := w.decode(kv)
+	if err != nil {
+		w.reportInvalid(kv, err)
+		return ""
+	}
+	w.clearInvalid(key)
+	w.put(it, trigger)
+	return ""
 }

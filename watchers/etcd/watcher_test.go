@@ -36,6 +36,7 @@ type recorder struct {
 	triggers []string
 	invalid  []string
 	relists  []string
+	errs     map[string]string // invalid key -> error of its last report
 }
 
 func (r *recorder) add(list *[]string, s string) {
@@ -70,18 +71,25 @@ type harness struct {
 	rec   *recorder
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t *testing.T, opts ...func(*etcdwatch.Options)) *harness {
 	t.Helper()
 	srv := etcdtest.Start(t)
-	h := &harness{srv: srv, cli: srv.Client(t), store: state.New(), rec: &recorder{}}
+	h := &harness{srv: srv, cli: srv.Client(t), store: state.New(), rec: &recorder{errs: map[string]string{}}}
 	h.store.Subscribe(func(ev state.Event) { h.rec.add(&h.rec.triggers, ev.Trigger) })
-	w, err := etcdwatch.New(etcdwatch.Options{
+	o := etcdwatch.Options{
 		Client: srv.Client(t), Keys: keys, Store: h.store,
 		OnInvalid: func(key string, rev int64, err error) {
 			h.rec.add(&h.rec.invalid, fmt.Sprintf("%s@%d", key, rev))
+			h.rec.mu.Lock()
+			h.rec.errs[key] = err.Error()
+			h.rec.mu.Unlock()
 		},
 		OnRelist: func(reason string) { h.rec.add(&h.rec.relists, reason) },
-	})
+	}
+	for _, f := range opts {
+		f(&o)
+	}
+	w, err := etcdwatch.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
