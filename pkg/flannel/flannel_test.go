@@ -1,6 +1,7 @@
 package flannel
 
 import (
+	"errors"
 	"net/netip"
 	"strings"
 	"testing"
@@ -130,13 +131,16 @@ func TestSubnetKey(t *testing.T) {
 		{"10.5.35.0-+8", ""},  // sign
 		{"10.5.35.0/24", ""},  // CIDR form
 		{"10.5.35.0", ""},     // no length
-		{"fd00::-64", ""},     // IPv6
+		{"fd00::-64", ""},     // IPv6 alone
 		{"010.5.35.0-24", ""}, // leading zero
 		{"::ffff:10.5.35.0-120", ""},
 		{"10.5.35.0-24-1", ""},
 		{"", ""},
 	} {
 		p, err := ParseSubnetKey(tc.key)
+		if p4, _, err4 := ParseSubnetKeys(tc.key); p4 != p || (err4 == nil) != (err == nil) {
+			t.Errorf("ParseSubnetKeys(%q) = %s, %v; ParseSubnetKey = %s, %v", tc.key, p4, err4, p, err)
+		}
 		if tc.want == "" {
 			if err == nil {
 				t.Errorf("ParseSubnetKey(%q) = %s; want an error", tc.key, p)
@@ -149,6 +153,50 @@ func TestSubnetKey(t *testing.T) {
 		}
 		if back := SubnetKey(p); back != tc.key {
 			t.Errorf("SubnetKey(%s) = %q, want %q", p, back, tc.key)
+		}
+	}
+}
+
+// TestDualStackKey: flanneld's dual-stack lease keys parse to their IPv4
+// subnet (what overlap checks and routes use) and keep the IPv6 one.
+func TestDualStackKey(t *testing.T) {
+	for _, tc := range []struct{ key, v4, v6, err string }{
+		{"10.5.35.0-24&fd00::-64", "10.5.35.0/24", "fd00::/64", ""},
+		{"10.5.35.0-24&fd00:0:0:23::-64", "10.5.35.0/24", "fd00:0:0:23::/64", ""},
+		{"10.5.35.0-24&2001:db8:1:2::-64", "10.5.35.0/24", "2001:db8:1:2::/64", ""},
+		{"10.5.35.0-24&fd00::-128", "10.5.35.0/24", "fd00::/128", ""},
+		{"0.0.0.0-0&fd00::-64", "", "fd00::/64", "IPv6-only"},
+		{"10.5.35.0-24&", "", "", "expected"},
+		{"10.5.35.0-24&fd00::", "", "", "expected"},
+		{"10.5.35.0-24&fd00::1-64", "", "", "host bits"},
+		{"10.5.35.0-24&FD00::-64", "", "", "canonical IPv6"},
+		{"10.5.35.0-24&fd00:0::-64", "", "", "canonical IPv6"},
+		{"10.5.35.0-24&10.5.36.0-24", "", "", "canonical IPv6"},
+		{"10.5.35.0-24&::ffff:10.5.35.0-120", "", "", "canonical IPv6"},
+		{"10.5.35.0-24&fe80::%eth0-64", "", "", "canonical IPv6"},
+		{"10.5.35.0-24&fd00::-129", "", "", "prefix length 0-128"},
+		{"10.5.35.0-24&fd00::-64&fd01::-64", "", "", ""},
+		{"10.5.35.1-24&fd00::-64", "", "", "host bits"},
+	} {
+		p4, p6, err := ParseSubnetKeys(tc.key)
+		if tc.v4 == "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("ParseSubnetKeys(%q) = %s, %s, %v; want an error about %q", tc.key, p4, p6, err, tc.err)
+			}
+			if tc.err == "IPv6-only" && !errors.Is(err, ErrIPv6Only) {
+				t.Errorf("ParseSubnetKeys(%q): %v is not ErrIPv6Only", tc.key, err)
+			}
+			continue
+		}
+		if err != nil || p4.String() != tc.v4 || p6.String() != tc.v6 {
+			t.Errorf("ParseSubnetKeys(%q) = %s, %s, %v; want %s, %s", tc.key, p4, p6, err, tc.v4, tc.v6)
+			continue
+		}
+		if back := DualStackKey(p4, p6); back != tc.key {
+			t.Errorf("DualStackKey(%s, %s) = %q, want %q", p4, p6, back, tc.key)
+		}
+		if only4, err := ParseSubnetKey(tc.key); err != nil || only4 != p4 {
+			t.Errorf("ParseSubnetKey(%q) = %s, %v", tc.key, only4, err)
 		}
 	}
 }
@@ -199,21 +247,30 @@ func FuzzDecodeLease(f *testing.F) {
 	})
 }
 
-// FuzzParseSubnetKey: parse ok implies SubnetKey(p) == input.
+// FuzzParseSubnetKey: parse ok implies DualStackKey(p4, p6) == input, with
+// a canonical IPv4 subnet and, when present, a canonical IPv6 one.
 func FuzzParseSubnetKey(f *testing.F) {
-	for _, s := range []string{"10.5.35.0-24", "0.0.0.0-0", "255.255.255.255-32", "10.5.35.1-24", "1.2.3.4-08", "::-0"} {
+	for _, s := range []string{"10.5.35.0-24", "0.0.0.0-0", "255.255.255.255-32", "10.5.35.1-24", "1.2.3.4-08", "::-0",
+		"10.5.35.0-24&fd00::-64", "0.0.0.0-0&fd00::-64", "10.5.35.0-24&fd00::1-64", "10.5.35.0-24&FD00::-64",
+		"10.5.35.0-24&::ffff:1.2.3.4-128", "10.5.35.0-24&fd00::-64&", "10.5.35.0-24&2001:db8::-0"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		p, err := ParseSubnetKey(s)
+		p4, p6, err := ParseSubnetKeys(s)
 		if err != nil {
 			return
 		}
-		if !p.Addr().Is4() || p.Masked() != p {
-			t.Fatalf("ParseSubnetKey(%q) accepted %s", s, p)
+		if !p4.Addr().Is4() || p4.Masked() != p4 || p4.Bits() == 0 && p6.IsValid() {
+			t.Fatalf("ParseSubnetKeys(%q) accepted IPv4 %s", s, p4)
 		}
-		if back := SubnetKey(p); back != s {
-			t.Fatalf("SubnetKey(ParseSubnetKey(%q)) = %q", s, back)
+		if p6.IsValid() && (!p6.Addr().Is6() || p6.Addr().Is4In6() || p6.Masked() != p6) {
+			t.Fatalf("ParseSubnetKeys(%q) accepted IPv6 %s", s, p6)
+		}
+		if back := DualStackKey(p4, p6); back != s {
+			t.Fatalf("DualStackKey(ParseSubnetKeys(%q)) = %q", s, back)
+		}
+		if only4, err := ParseSubnetKey(s); err != nil || only4 != p4 {
+			t.Fatalf("ParseSubnetKey(%q) = %s, %v; ParseSubnetKeys gave %s", s, only4, err, p4)
 		}
 	})
 }

@@ -190,11 +190,16 @@ func (v hostView) foreignReservation(kv *mvccpb.KeyValue) (DuplicateHost, bool) 
 	return d, ok
 }
 
-// subnetEntry is one key under <FLANNEL_PREFIX>/subnets.
+// subnetEntry is one key under <FLANNEL_PREFIX>/subnets; prefix is its IPv4
+// subnet (also of a dual-stack key, "10.5.35.0-24&fd00::-64").
 type subnetEntry struct {
 	prefix netip.Prefix
 	kv     *mvccpb.KeyValue
 }
+
+// plain says whether e is at the key we write for its subnet
+// ("10.5.35.0-24"), not at a dual-stack key of the same IPv4 subnet.
+func (r *Registry) plain(e subnetEntry) bool { return string(e.kv.Key) == r.cfg.Keys.Subnet(e.prefix) }
 
 func (r *Registry) subnetEntries(kvs []*mvccpb.KeyValue) []subnetEntry {
 	out := make([]subnetEntry, 0, len(kvs))
@@ -207,14 +212,23 @@ func (r *Registry) subnetEntries(kvs []*mvccpb.KeyValue) []subnetEntry {
 	return out
 }
 
-// overlapping returns the first entry that overlaps (but does not equal)
-// subnet and is held by someone else, with the claimant in words. Entries of
-// this host itself do not count: our reservations (not on a duplicate's
-// lease) and leases carrying our PublicIP (this host's flanneld). Unparsable
-// values claim nothing.
-func (r *Registry) overlapping(entries []subnetEntry, subnet netip.Prefix, id Identity, hv hostView) (subnetEntry, string, bool) {
+// overlapping returns the first entry that overlaps subnet, other than the
+// reservation key of subnet itself, and is held by someone else, with the
+// claimant in words. A dual-stack lease key of the same IPv4 subnet is
+// judged like the reservation key (claimant: anything but our own
+// reservation of network is a conflict). Otherwise entries of this host
+// itself do not count: our reservations (not on a duplicate's lease) and
+// leases carrying our PublicIP (this host's flanneld). Unparsable values
+// claim nothing.
+func (r *Registry) overlapping(entries []subnetEntry, subnet netip.Prefix, network string, id Identity, hv hostView) (subnetEntry, string, bool) {
 	for _, e := range entries {
-		if e.prefix == subnet || !e.prefix.Overlaps(subnet) {
+		if !e.prefix.Overlaps(subnet) || (e.prefix == subnet && r.plain(e)) {
+			continue
+		}
+		if e.prefix == subnet {
+			if claimant, ok := r.claimant(e.kv, network, hv); !ok {
+				return e, claimant, true
+			}
 			continue
 		}
 		l, err := flannel.Decode(e.kv.Value)

@@ -217,6 +217,54 @@ func TestOverlappingClaims(t *testing.T) {
 	}
 }
 
+// TestDualStackLeaseConflicts: another host's flanneld in dual-stack mode
+// writes its lease at "10.5.35.0-24&fd00::-64". A reservation of its IPv4
+// subnet, or of a subnet inside or around it, is a conflict naming that key,
+// and nothing is written; so is this host's own dual-stack flannel lease at
+// exactly the network's subnet, as at a plain key.
+func TestDualStackLeaseConflicts(t *testing.T) {
+	srv := etcdtest.Start(t)
+	cli := srv.Client(t)
+	ctx := ctxT(t)
+	r, _ := newRegistry(t, cli, "h1")
+	mac, _ := net.ParseMAC("aa:bb:cc:dd:ee:09")
+	theirs, _ := flannel.Encode(flannel.NewVXLAN(netip.MustParseAddr("198.51.100.9"), 1, mac))
+	dualKey := keys.Subnets() + flannel.DualStackKey(netip.MustParsePrefix("10.5.35.0/24"), netip.MustParsePrefix("fd00::/64"))
+	lease, err := cli.Grant(ctx, 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, dualKey, string(theirs), clientv3.WithLease(lease.ID)); err != nil {
+		t.Fatal(err)
+	}
+	before := dump(t, cli)
+	for _, cidr := range []string{"10.5.35.0/24", "10.5.35.128/25", "10.5.0.0/16"} {
+		_, err := r.PutNetwork(ctx, network("h1", "app1", cidr))
+		var ce *registry.ConflictError
+		if !errors.As(err, &ce) || ce.Key != dualKey || !strings.Contains(ce.Claimant, "a flannel vxlan lease of PublicIP 198.51.100.9") {
+			t.Errorf("put %s = %v; want a conflict with %s", cidr, err, dualKey)
+		}
+	}
+	if after := dump(t, cli); after != before {
+		t.Errorf("etcd changed by refused claims:\nbefore %s\nafter  %s", before, after)
+	}
+	// A subnet next to it is free.
+	if _, err := r.PutNetwork(ctx, network("h1", "app1", "10.5.36.0/24")); err != nil {
+		t.Errorf("put 10.5.36.0/24 beside the dual-stack lease = %v", err)
+	}
+	// This host's own flanneld lease at the network's subnet, dual-stack.
+	own, _ := flannel.Encode(flannel.NewVXLAN(ident.PublicIP, 1, ident.VtepMAC))
+	ownKey := keys.Subnets() + "10.5.37.0-24&fd00:37::-64"
+	if _, err := cli.Put(ctx, ownKey, string(own), clientv3.WithLease(lease.ID)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = r.PutNetwork(ctx, network("h1", "app2", "10.5.37.0/24"))
+	var ce *registry.ConflictError
+	if !errors.As(err, &ce) || ce.Key != ownKey {
+		t.Errorf("put over this host's own dual-stack flannel lease = %v; want a conflict with %s", err, ownKey)
+	}
+}
+
 // TestSubnetChangeIntoConflictWithdraws: when a network's subnet changes to
 // one that conflicts, its old record and reservation are withdrawn so that
 // peers stop routing the old subnet to us.

@@ -92,7 +92,8 @@ type ParsedKey struct {
 	Kind    KeyKind
 	Host    string       // KindNetwork, KindHost
 	Network string       // KindNetwork
-	Subnet  netip.Prefix // KindSubnet
+	Subnet  netip.Prefix // KindSubnet: the IPv4 subnet
+	Subnet6 netip.Prefix // KindSubnet of a dual-stack lease key: its IPv6 subnet
 }
 
 // Parse classifies key. Keys of other shapes (quarantine, garbage) are KindUnknown
@@ -103,11 +104,11 @@ func (k Keys) Parse(key string) (ParsedKey, error) {
 		return ParsedKey{}, fmt.Errorf("key %.64q... is %d bytes, over the size cap of %d bytes", key, len(key), MaxKeySize)
 	}
 	if rest, ok := strings.CutPrefix(key, k.Subnets()); ok {
-		p, err := flannel.ParseSubnetKey(rest)
+		p, p6, err := flannel.ParseSubnetKeys(rest)
 		if err != nil {
 			return ParsedKey{}, err
 		}
-		return ParsedKey{Kind: KindSubnet, Subnet: p}, nil
+		return ParsedKey{Kind: KindSubnet, Subnet: p, Subnet6: p6}, nil
 	}
 	rest, ok := strings.CutPrefix(key, k.Records())
 	if !ok {

@@ -225,3 +225,67 @@ func TestListPaginated(t *testing.T) {
 		t.Errorf("stats %+v: want one list, no re-list, the two changes by the watch", st)
 	}
 }
+
+// TestDualStackLeaseKeys: flanneld's dual-stack lease keys
+// ("10.5.35.0-24&fd00::-64") are stored under their IPv4 subnet with the
+// IPv6 one kept; IPv6-only keys are ignored (not invalid). Two keys of one
+// IPv4 subnet: the first in key order is used, the other reported, on the
+// list and on the watch, and deleting the used one brings the other back.
+func TestDualStackLeaseKeys(t *testing.T) {
+	h := newHarness(t)
+	dual := keys.Subnets() + "10.5.35.0-24&fd00::-64"
+	other := strings.Replace(vxlanLease, "198.51.100.2", "198.51.100.7", 1)
+	h.put(t, dual, vxlanLease)
+	h.put(t, keys.Subnets()+"0.0.0.0-0&fd00:1::-64", vxlanLease)
+	h.put(t, keys.Subnets()+"10.5.36.0-24&fd00:36::-64", vxlanLease)
+	h.put(t, keys.Subnets()+"10.5.36.0-24&fd00:37::-64", other) // same IPv4 subnet, sorts second
+	h.run(t)
+	synced(t, h)
+	want := strings.Join([]string{
+		"lease 10.5.35.0/24 vxlan 198.51.100.2",
+		"lease 10.5.36.0/24 vxlan 198.51.100.2",
+	}, "\n")
+	if got := storeSummary(h.store); got != want {
+		t.Fatalf("store after list:\n%s\nwant\n%s", got, want)
+	}
+	l, _ := h.store.Lease(netip.MustParsePrefix("10.5.35.0/24"))
+	if l.Subnet6 != netip.MustParsePrefix("fd00::/64") || l.VtepMAC.String() != "c6:a7:e4:a5:a1:dd" {
+		t.Errorf("dual-stack lease stored as %+v", l)
+	}
+	if e := h.rec.errOf(keys.Subnets() + "10.5.36.0-24&fd00:37::-64"); !strings.Contains(e, "names the IPv4 subnet of lease key") {
+		t.Errorf("second key of one subnet reported %q", e)
+	}
+	if h.w.Invalid() != 1 {
+		t.Errorf("Invalid() = %d, want 1 (the IPv6-only key is not invalid)", h.w.Invalid())
+	}
+	leaseIP := func(p string) string {
+		l, ok := h.store.Lease(netip.MustParsePrefix(p))
+		if !ok {
+			return "none"
+		}
+		return l.PublicIP.String() + " " + l.Subnet6.String()
+	}
+	step := func(what, p, want string, do func()) {
+		t.Helper()
+		do()
+		testutil.Eventually(t, 10*time.Second, func() error {
+			if got := leaseIP(p); got != want {
+				return fmt.Errorf("after %s: lease %s is %s, want %s", what, p, got, want)
+			}
+			return nil
+		})
+	}
+	plain := sub("10.5.35.0/24")
+	step("a plain key of the same subnet (sorts first)", "10.5.35.0/24", "198.51.100.7 invalid Prefix",
+		func() { h.put(t, plain, other) })
+	if e := h.rec.errOf(dual); !strings.Contains(e, "comes first in key order") {
+		t.Errorf("displaced dual-stack key reported %q", e)
+	}
+	step("the dual-stack key updated while shadowed", "10.5.35.0/24", "198.51.100.7 invalid Prefix",
+		func() { h.put(t, dual, strings.Replace(vxlanLease, "198.51.100.2", "198.51.100.8", 1)) })
+	step("the plain key deleted", "10.5.35.0/24", "198.51.100.8 fd00::/64", func() { h.del(t, plain) })
+	step("the shadowed key deleted", "10.5.36.0/24", "198.51.100.2 fd00:36::/64",
+		func() { h.del(t, keys.Subnets()+"10.5.36.0-24&fd00:37::-64") })
+	step("the last key deleted", "10.5.36.0/24", "none", func() { h.del(t, keys.Subnets()+"10.5.36.0-24&fd00:36::-64") })
+	step("the dual-stack key deleted", "10.5.35.0/24", "none", func() { h.del(t, dual) })
+}

@@ -31,6 +31,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -111,6 +112,10 @@ type Watcher struct {
 	cluster  uint64 // cluster ID of the last list (0: unknown)
 	term     uint64 // highest raft term seen since the last list
 	perHost  map[string]*hostKeys
+	// Per IPv4 subnet, the lease keys that name it (a plain key and
+	// dual-stack keys, "10.5.35.0-24&fd00::-64"), sorted: the store holds
+	// the first one's lease, the others are reported invalid.
+	leaseKeys map[netip.Prefix][]string
 
 	lists, relists, compacted, events, invalid atomic.Uint64
 	revision                                   atomic.Int64
@@ -147,7 +152,7 @@ func New(o Options) (*Watcher, error) {
 				backoff.WithMaxElapsedTime(0))
 		}
 	}
-	return &Watcher{o: o, invalidAt: map[string]int64{}, perHost: map[string]*hostKeys{}}, nil
+	return &Watcher{o: o, invalidAt: map[string]int64{}, perHost: map[string]*hostKeys{}, leaseKeys: map[netip.Prefix][]string{}}, nil
 }
 
 // Invalid returns how many distinct invalid (key, revision) pairs were seen.
@@ -243,11 +248,16 @@ func (w *Watcher) list(ctx context.Context, reason string) error {
 	}
 	seen := map[string]bool{}
 	perHost := map[string]*hostKeys{}
+	leaseKeys := map[netip.Prefix][]string{}
 	var hdr *etcdserverpb.ResponseHeader
 	for _, prefix := range []string{w.o.Keys.Records(), w.o.Keys.Subnets()} {
 		err := w.listPrefix(lctx, prefix, &hdr, func(kv *mvccpb.KeyValue) {
 			seen[string(kv.Key)] = true
-			if err := w.admitListed(perHost, kv); err != nil {
+			err := w.admitListed(perHost, kv)
+			if err == nil {
+				err = w.placeListed(leaseKeys, kv)
+			}
+			if err != nil {
 				w.reportInvalid(kv, err)
 				return
 			}
@@ -268,7 +278,7 @@ func (w *Watcher) list(ctx context.Context, reason string) error {
 		}
 	}
 	w.forgetInvalidExcept(seen)
-	w.perHost = perHost
+	w.perHost, w.leaseKeys = perHost, leaseKeys
 	w.o.Store.ReplaceEtcd(view, trigger)
 	w.o.Store.SetSynced(Source, trigger)
 	rev := hdr.Revision
@@ -434,22 +444,39 @@ func (w *Watcher) apply(ctx context.Context, i int, wr clientv3.WatchResponse) s
 		w.events.Add(1)
 		key := string(ev.Kv.Key)
 		if ev.Type == clientv3.EventTypeDelete {
+			trigger := "etcd:delete " + key
 			w.clearInvalid(key)
-			w.remove(key, "etcd:delete "+key)
-			if next := w.releaseSlot(key); next != "" && relist == "" {
-				relist = w.admitNext(ctx, next, ev.Kv.ModRevision)
+			var next string
+			if lease, first, n := w.releaseLease(key); lease {
+				next = n
+				if first && next == "" {
+					w.remove(key, trigger)
+				}
+			} else {
+				w.remove(key, trigger)
+				next = w.releaseSlot(key)
+			}
+			if next != "" && relist == "" {
+				relist = w.admitNext(ctx, next, ev.Kv.ModRevision, trigger)
 			}
 		} else {
 			trigger := "etcd:put " + key
 			err := w.admitWatched(ev.Kv)
+			if err == nil {
+				err = w.placeWatched(ev.Kv)
+			}
 			var it item
 			if err == nil {
 				it, err = w.decode(ev.Kv)
 			}
-			if err != nil {
+			var shadowed *shadowedError
+			switch {
+			case errors.As(err, &shadowed):
+				w.reportInvalid(ev.Kv, err) // the store holds another key's lease
+			case err != nil:
 				w.reportInvalid(ev.Kv, err)
 				w.remove(key, trigger) // a valid value there before is gone now
-			} else {
+			default:
 				w.clearInvalid(key)
 				w.put(it, trigger)
 			}
@@ -509,6 +536,9 @@ func (w *Watcher) decode(kv *mvccpb.KeyValue) (item, error) {
 		return item{}, errIgnored
 	}
 	pk, err := w.o.Keys.Parse(key)
+	if errors.Is(err, flannel.ErrIPv6Only) {
+		return item{}, errIgnored // claims no IPv4 subnet: nothing for us
+	}
 	if err != nil {
 		return item{}, err
 	}
@@ -523,6 +553,7 @@ func (w *Watcher) decode(kv *mvccpb.KeyValue) (item, error) {
 		}
 	case registry.KindSubnet:
 		it.lease, err = DecodeLease(pk.Subnet, kv.Value)
+		it.lease.Subnet6 = pk.Subnet6
 	default:
 		err = fmt.Errorf("unknown key kind %d", pk.Kind)
 	}
@@ -727,9 +758,10 @@ func (w *Watcher) releaseSlot(key string) string {
 	return next
 }
 
-// admitNext reads key, just admitted, at rev and stores it; a re-list
-// reason when it cannot be read.
-func (w *Watcher) admitNext(ctx context.Context, key string, rev int64) string {
+// admitNext reads key, just admitted (the next record of a host at its cap,
+// or the next lease key of a subnet), at rev and stores it; a re-list reason
+// when it cannot be read.
+func (w *Watcher) admitNext(ctx context.Context, key string, rev int64, trigger string) string {
 	gctx, cancel := context.WithTimeout(ctx, w.o.ListTimeout)
 	defer cancel()
 	resp, err := w.o.Client.Get(gctx, key, clientv3.WithRev(rev))
@@ -737,16 +769,97 @@ func (w *Watcher) admitNext(ctx context.Context, key string, rev int64) string {
 		return fmt.Sprintf("record cap: cannot read %s at revision %d: %v", key, rev, err)
 	}
 	if len(resp.Kvs) == 0 {
-		return "" // gone too; its delete event follows
+		w.remove(key, trigger) // gone too; its delete event follows
+		return ""
 	}
 	kv := resp.Kvs[0]
-	trigger := "etcd:put " + key + " (record cap)"
 	it, err := w.decode(kv)
 	if err != nil {
 		w.reportInvalid(kv, err)
+		w.remove(key, trigger)
 		return ""
 	}
 	w.clearInvalid(key)
 	w.put(it, trigger)
 	return ""
+}
+
+// shadowedError: a lease key names the IPv4 subnet of another lease key that
+// sorts first (e.g. a plain and a dual-stack key of one subnet).
+type shadowedError struct{ key, by string }
+
+func (e *shadowedError) Error() string {
+	return fmt.Sprintf("lease key %s names the IPv4 subnet of lease key %s, which comes first in key order and is used", e.key, e.by)
+}
+
+// leasePrefix returns the IPv4 subnet of a lease key.
+func (w *Watcher) leasePrefix(key string) (netip.Prefix, bool) {
+	pk, err := w.o.Keys.Parse(key)
+	if err != nil || pk.Kind != registry.KindSubnet {
+		return netip.Prefix{}, false
+	}
+	return pk.Subnet, true
+}
+
+// placeListed records a listed lease key (lists come in key order); an error
+// when an earlier key holds its subnet.
+func (w *Watcher) placeListed(m map[netip.Prefix][]string, kv *mvccpb.KeyValue) error {
+	key := string(kv.Key)
+	p, ok := w.leasePrefix(key)
+	if !ok {
+		return nil
+	}
+	m[p] = append(m[p], key)
+	if first := m[p][0]; first != key {
+		return &shadowedError{key: key, by: first}
+	}
+	return nil
+}
+
+// placeWatched records a put lease key; a shadowedError when another key of
+// its subnet sorts first. A new key that sorts first takes the subnet: the
+// key it displaces is reported.
+func (w *Watcher) placeWatched(kv *mvccpb.KeyValue) error {
+	key := string(kv.Key)
+	p, ok := w.leasePrefix(key)
+	if !ok {
+		return nil
+	}
+	ks := w.leaseKeys[p]
+	if i, found := slices.BinarySearch(ks, key); !found {
+		ks = slices.Insert(ks, i, key)
+		w.leaseKeys[p] = ks
+		if i == 0 && len(ks) > 1 {
+			w.reportInvalidAt(ks[1], kv.ModRevision, &shadowedError{key: ks[1], by: key})
+		}
+	}
+	if ks[0] != key {
+		return &shadowedError{key: key, by: ks[0]}
+	}
+	return nil
+}
+
+// releaseLease forgets a deleted lease key. lease says whether key is one;
+// first whether the store held its lease; next is the key whose lease the
+// store holds now instead ("" for none).
+func (w *Watcher) releaseLease(key string) (lease, first bool, next string) {
+	p, ok := w.leasePrefix(key)
+	if !ok {
+		return false, false, ""
+	}
+	ks := w.leaseKeys[p]
+	i, found := slices.BinarySearch(ks, key)
+	if !found {
+		return true, false, ""
+	}
+	ks = slices.Delete(ks, i, i+1)
+	if len(ks) == 0 {
+		delete(w.leaseKeys, p)
+	} else {
+		w.leaseKeys[p] = ks
+	}
+	if i == 0 && len(ks) > 0 {
+		return true, true, ks[0]
+	}
+	return true, i == 0, ""
 }
