@@ -269,6 +269,10 @@ func (a *App) buildWatchers() error {
 		},
 		OnDisconnected: a.dockerDown.report,
 	})
+	// Every periodic resync re-lists Docker: a missed network event (a
+	// create, a destroy, a namesake's) heals within INTERVAL, not only at
+	// the next reconnect.
+	a.mgr.OnResync(func(string) { a.dockerW.Relist() })
 	a.nlW = nlwatch.New(a.nl, nlwatch.Options{
 		Iface:    a.cfg.VXLANIface,
 		OnChange: KernelChanges(a.mgr, a.fdb.KeysForIP),
