@@ -82,12 +82,18 @@ type App struct {
 
 	synced chan struct{} // closed when Docker and etcd have both been listed
 	once   sync.Once
+
+	// leaseLost hands the registry's OnLeaseLost to a goroutine of ours
+	// (runDeferred): the hook runs on the keep-alive goroutine and must not
+	// block, but the resync it asks for reads etcd.
+	leaseLost chan struct{}
 }
 
 // New builds the app from a validated configuration. It opens clients but
 // does not contact etcd or Docker yet: those may be down at start.
 func New(cfg config.Config, log *slog.Logger, version string) (*App, error) {
-	a := &App{cfg: cfg, log: log, version: version, store: state.New(), synced: make(chan struct{}), mismatch: map[string]bool{}}
+	a := &App{cfg: cfg, log: log, version: version, store: state.New(), synced: make(chan struct{}), mismatch: map[string]bool{},
+		leaseLost: make(chan struct{}, 1)}
 	a.mgr = reconcile.NewManager(cfg.Interval, log)
 	a.dockerDown = &outage{log: log, msg: "docker unavailable; keeping registrations and routes as they are"}
 	if err := a.openClients(); err != nil {
@@ -147,15 +153,35 @@ func (a *App) openClients() error {
 		RegistrationTTL: a.cfg.RegistrationTTL,
 		HostLivenessTTL: a.cfg.HostLivenessTTL,
 		RequestTimeout:  etcdRequestTimeout,
-		OnLeaseLost: func(which string) {
-			a.log.Warn("etcd lease lost (etcd unreachable for longer than its TTL, or revoked); writing again on a new lease", "lease", which)
-			a.resyncOne(subnets.Name, "etcd:lease-lost")
-		},
+		OnLeaseLost:     a.onLeaseLost,
 	})
 	if err != nil {
 		return fmt.Errorf("registry: %w", err)
 	}
 	return nil
+}
+
+// onLeaseLost is the registry's OnLeaseLost: it logs and queues a resync of
+// the subnets controller for runDeferred, without waiting for it (it runs on
+// the registry's keep-alive goroutine). Losses while one is queued share it.
+func (a *App) onLeaseLost(which string) {
+	a.log.Warn("etcd lease lost (etcd unreachable for longer than its TTL, or revoked); writing again on a new lease", "lease", which)
+	select {
+	case a.leaseLost <- struct{}{}:
+	default: // a resync is queued already and covers this one
+	}
+}
+
+// runDeferred runs the work hooks queued, until ctx ends.
+func (a *App) runDeferred(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.leaseLost:
+			a.resyncOne(subnets.Name, "etcd:lease-lost")
+		}
+	}
 }
 
 func (a *App) keys() registry.Keys {
@@ -276,7 +302,8 @@ func (a *App) buildWatchers() error {
 	a.nlW = nlwatch.New(a.nl, nlwatch.Options{
 		Iface:    a.cfg.VXLANIface,
 		OnChange: KernelChanges(a.mgr, a.fdb.KeysForIP),
-		Resync:   func() { a.resyncAll("netlink-resubscribed") },
+		// On the watcher's own resync goroutine: it may block.
+		Resync: func() { a.resyncAll("netlink-resubscribed") },
 		OnBroken: func(err error, retryIn time.Duration) {
 			a.log.Warn("netlink subscription broken; re-subscribing", "error", err.Error(), "retry_in", retryIn)
 		},
@@ -409,6 +436,7 @@ func (a *App) startSources(ctx context.Context) (wait func()) {
 			}
 		})
 	}
+	wg.Go(func() { a.runDeferred(ctx) })
 	run("registry", a.reg.Run)
 	run("etcd watcher", a.etcdW.Run)
 	run("docker watcher", a.dockerW.Run)

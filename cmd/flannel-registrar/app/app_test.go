@@ -2,14 +2,19 @@ package app
 
 import (
 	"bytes"
+	"context"
 	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
+	"github.com/flannel-registrar/flannel-registrar/controllers/subnets"
 	"github.com/flannel-registrar/flannel-registrar/pkg/config"
 	"github.com/flannel-registrar/flannel-registrar/pkg/flannel"
+	"github.com/flannel-registrar/flannel-registrar/pkg/reconcile"
 	"github.com/flannel-registrar/flannel-registrar/pkg/state"
 )
 
@@ -42,4 +47,68 @@ func TestWarnsWhenFlanneldPublishesAnotherPublicIP(t *testing.T) {
 	if buf.Len() != 0 {
 		t.Fatalf("warned despite FLANNELD_PUBLIC_IP: %s", buf.String())
 	}
+}
+
+// blockingCtrl is a subnets controller whose Keys (the etcd read of a
+// resync) blocks until release is closed.
+type blockingCtrl struct {
+	calls   chan struct{}
+	release chan struct{}
+}
+
+func (c *blockingCtrl) Name() string                            { return subnets.Name }
+func (c *blockingCtrl) Reconcile(context.Context, string) error { return nil }
+func (c *blockingCtrl) Keys(ctx context.Context) ([]string, error) {
+	c.calls <- struct{}{}
+	select {
+	case <-c.release:
+	case <-ctx.Done():
+	}
+	return nil, nil
+}
+
+// TestLeaseLostDoesNotBlock: the registry calls OnLeaseLost on its
+// keep-alive goroutine. The resync it leads to reads etcd (here: blocks for
+// ever); the hook must return at once anyway, every time, and the resync
+// must still happen, on the app's own goroutine.
+func TestLeaseLostDoesNotBlock(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&syncWriter{w: &buf}, nil))
+	a := &App{log: log, mgr: reconcile.NewManager(0, log), synced: make(chan struct{}), leaseLost: make(chan struct{}, 1)}
+	close(a.synced)
+	c := &blockingCtrl{calls: make(chan struct{}, 10), release: make(chan struct{})}
+	a.mgr.Add(c, reconcile.Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { a.runDeferred(ctx); close(done) }()
+	defer func() { close(c.release); cancel(); <-done }()
+
+	returned := make(chan struct{})
+	go func() {
+		for range 3 { // the first starts a resync that blocks; the others must not wait for it
+			a.onLeaseLost("registration lease")
+		}
+		close(returned)
+	}()
+	select {
+	case <-returned:
+	case <-time.After(2 * time.Second):
+		t.Fatal("OnLeaseLost blocked on the resync it asked for")
+	}
+	select {
+	case <-c.calls:
+	case <-time.After(2 * time.Second):
+		t.Fatal("the lease loss did not lead to a resync of the subnets controller")
+	}
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }
