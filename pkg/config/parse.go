@@ -39,6 +39,29 @@ func (l *loader) file(dst *string, v string) error {
 	return nil
 }
 
+// passwordFile reads ETCD_PASSWORD_FILE into c.EtcdPassword, dropping one trailing newline
+// (echo and editors add one; a password never ends in one). It runs after ETCD_PASSWORD.
+func (l *loader) passwordFile(c *Config, v string) error {
+	if v == "" {
+		return nil
+	}
+	c.EtcdPasswordFile = v
+	if c.EtcdPassword != "" {
+		return errors.New("ETCD_PASSWORD is set too; expected only one of ETCD_PASSWORD and ETCD_PASSWORD_FILE")
+	}
+	b, err := l.opts.ReadFile(v)
+	if err != nil {
+		// The error names the file and why (missing, permission), never its content.
+		return fmt.Errorf("cannot read the etcd password file (%w); expected a readable file holding the password", err)
+	}
+	pw := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+	if pw == "" {
+		return errors.New("the file is empty; expected the etcd password in it")
+	}
+	c.EtcdPassword = pw
+	return nil
+}
+
 func (l *loader) hostname(v string) (string, error) {
 	if !strings.EqualFold(v, "auto") {
 		return v, checkHostname(v)
@@ -361,6 +384,16 @@ func parseIfname(v string) (string, error) {
 		return "", errors.New(expected)
 	}
 	return v, nil
+}
+
+// parseVXLANIface is parseIfname that also refuses the characters iptables gives a meaning in
+// an interface name: '+' (a wildcard: "flannel+" would match every flannel* device in our
+// forwarding rules) and '!' (negation).
+func parseVXLANIface(v string) (string, error) {
+	if strings.ContainsAny(v, "+!") {
+		return "", errors.New("expected a Linux interface name without '+' or '!' (iptables reads them as a wildcard and a negation), e.g. flannel.1")
+	}
+	return parseIfname(v)
 }
 
 func parseLogFormat(v string) (string, error) {

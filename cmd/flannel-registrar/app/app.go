@@ -94,6 +94,9 @@ type App struct {
 func New(cfg config.Config, log *slog.Logger, version string) (*App, error) {
 	a := &App{cfg: cfg, log: log, version: version, store: state.New(), synced: make(chan struct{}), mismatch: map[string]bool{},
 		leaseLost: make(chan struct{}, 1)}
+	for _, w := range cfg.Warnings() {
+		log.Warn(w)
+	}
 	a.mgr = reconcile.NewManager(cfg.Interval, log)
 	a.dockerDown = &outage{log: log, msg: "docker unavailable; keeping registrations and routes as they are"}
 	if err := a.openClients(); err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/flannel-registrar/flannel-registrar/pkg/flannel"
 	"github.com/flannel-registrar/flannel-registrar/pkg/reconcile"
 	"github.com/flannel-registrar/flannel-registrar/pkg/state"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/etcdtest"
 )
 
 func TestWarnsWhenFlanneldPublishesAnotherPublicIP(t *testing.T) {
@@ -111,4 +112,27 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.Write(p)
+}
+
+// TestWarnsAboutPlainHTTPPassword: New logs the configuration's warnings
+// (an etcd password over http://) before anything else.
+func TestWarnsAboutPlainHTTPPassword(t *testing.T) {
+	srv := etcdtest.Start(t) // without auth: the client's log-in is a no-op
+	cfg, err := config.LoadWith([]string{"--etcd-username=root", "--etcd-password=x", "--host-name=h1",
+		"--etcd-endpoint=" + srv.Endpoints()[0]}, nil, config.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf syncWriter
+	buf.w = &bytes.Buffer{}
+	a, err := New(cfg, slog.New(slog.NewJSONHandler(&buf, nil)), "test")
+	if err != nil {
+		t.Skipf("cannot build the app here: %v", err)
+	}
+	defer a.Close()
+	buf.mu.Lock()
+	defer buf.mu.Unlock()
+	if out := buf.w.String(); !strings.Contains(out, `"level":"WARN"`) || !strings.Contains(out, srv.Endpoints()[0]+" are not https") {
+		t.Errorf("no warning about the password over http:\n%s", out)
+	}
 }
