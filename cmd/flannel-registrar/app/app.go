@@ -195,19 +195,14 @@ func (a *App) buildControllers() error {
 	var err error
 	a.vxlan = vxlan.New(a.nl, a.store, a.cfg.VXLANIface)
 	a.subnets, err = subnets.New(subnets.Options{
-		Store:     a.store,
-		Registry:  a.reg,
-		PublicIP:  a.cfg.PublicIP,
-		Version:   a.version,
-		StartTime: time.Now(),
-		Enqueuer:  a.mgr,
-		OnConflict: func(c registry.ConflictError) {
-			a.log.Error("network not registered: subnet already claimed",
-				"network", c.Network, "subnet", c.Subnet.String(), "claimant", c.Claimant, "key", c.Key, "withdrawn", c.Withdrawn)
-		},
-		OnConflictCleared: func(c registry.ConflictError) {
-			a.log.Info("subnet conflict cleared", "network", c.Network, "subnet", c.Subnet.String())
-		},
+		Store:             a.store,
+		Registry:          a.reg,
+		PublicIP:          a.cfg.PublicIP,
+		Version:           a.version,
+		StartTime:         time.Now(),
+		Enqueuer:          a.mgr,
+		OnConflict:        a.onConflict,
+		OnConflictCleared: a.onConflictCleared,
 		OnDuplicateHost: func(d registry.DuplicateHost) {
 			a.log.Error("another registrar uses this host name; its entries are left alone (set a unique HOST_NAME)",
 				"host", d.Host, "publicIP", d.PublicIP, "vtepMAC", d.VtepMAC, "key", d.Key)
@@ -243,6 +238,23 @@ func (a *App) buildControllers() error {
 		a.mgr.Add(c, reconcile.Options{Workers: workers(c.Name())})
 	}
 	return nil
+}
+
+// onConflict logs a network's registration conflict and re-evaluates the
+// forwarding rules: a network in conflict loses its rules (see registered).
+// The conflict is recorded before the hook runs, so the forwarding
+// reconcile sees it.
+func (a *App) onConflict(c registry.ConflictError) {
+	a.log.Error("network not registered: subnet already claimed",
+		"network", c.Network, "subnet", c.Subnet.String(), "claimant", c.Claimant, "key", c.Key, "withdrawn", c.Withdrawn)
+	a.mgr.Enqueue(forwarding.Name, forwarding.Key, "subnets:conflict "+c.Network)
+}
+
+// onConflictCleared logs the end of a conflict and gives the network its
+// forwarding rules back.
+func (a *App) onConflictCleared(c registry.ConflictError) {
+	a.log.Info("subnet conflict cleared", "network", c.Network, "subnet", c.Subnet.String())
+	a.mgr.Enqueue(forwarding.Name, forwarding.Key, "subnets:conflict-cleared "+c.Network)
 }
 
 // registered says whether a local network is registered without conflict:

@@ -11,10 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flannel-registrar/flannel-registrar/controllers/forwarding"
 	"github.com/flannel-registrar/flannel-registrar/controllers/subnets"
 	"github.com/flannel-registrar/flannel-registrar/pkg/config"
 	"github.com/flannel-registrar/flannel-registrar/pkg/flannel"
 	"github.com/flannel-registrar/flannel-registrar/pkg/reconcile"
+	"github.com/flannel-registrar/flannel-registrar/pkg/registry"
 	"github.com/flannel-registrar/flannel-registrar/pkg/state"
 	"github.com/flannel-registrar/flannel-registrar/pkg/testing/etcdtest"
 )
@@ -134,5 +136,56 @@ func TestWarnsAboutPlainHTTPPassword(t *testing.T) {
 	defer buf.mu.Unlock()
 	if out := buf.w.String(); !strings.Contains(out, `"level":"WARN"`) || !strings.Contains(out, srv.Endpoints()[0]+" are not https") {
 		t.Errorf("no warning about the password over http:\n%s", out)
+	}
+}
+
+// countingCtrl records the keys queued for it.
+type countingCtrl struct {
+	name string
+	mu   sync.Mutex
+	keys []string
+}
+
+func (c *countingCtrl) Name() string                           { return c.name }
+func (c *countingCtrl) Keys(context.Context) ([]string, error) { return nil, nil }
+func (c *countingCtrl) Reconcile(_ context.Context, key string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.keys = append(c.keys, key)
+	return nil
+}
+
+// TestConflictReevaluatesForwarding: a registration conflict appearing or
+// clearing queues the forwarding controller's key, so that the network's
+// rules go and come back at once, not at the next resync.
+func TestConflictReevaluatesForwarding(t *testing.T) {
+	log := slog.New(slog.NewJSONHandler(&syncWriter{w: &bytes.Buffer{}}, nil))
+	a := &App{log: log, mgr: reconcile.NewManager(0, log)}
+	fwd := &countingCtrl{name: forwarding.Name}
+	a.mgr.Add(fwd, reconcile.Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { a.mgr.Runner(forwarding.Name).Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	ce := registry.ConflictError{Network: "app1", Subnet: netip.MustParsePrefix("198.19.6.0/24"), Claimant: "host h2 network web"}
+	for i, hook := range []func(registry.ConflictError){a.onConflict, a.onConflictCleared} {
+		deadline := time.Now().Add(2 * time.Second)
+		hook(ce)
+		for {
+			fwd.mu.Lock()
+			n := len(fwd.keys)
+			fwd.mu.Unlock()
+			if n == i+1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("hook %d: forwarding reconciled %d times, want %d", i, n, i+1)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	if fwd.keys[0] != forwarding.Key || fwd.keys[1] != forwarding.Key {
+		t.Errorf("forwarding keys %q, want %q twice", fwd.keys, forwarding.Key)
 	}
 }
