@@ -90,8 +90,8 @@ type netState struct {
 // when another entry under <FLANNEL_PREFIX>/subnets overlaps n.Subnet, or
 // when the record key belongs to another registrar using this host's name.
 // On a conflict our own record and reservations of n are withdrawn, so that
-// no peer routes a subnet we do not hold. A vxlan lease without TTL carrying
-// our PublicIP at n.Subnet (left by the original tool) is copied under
+// no peer routes a subnet we do not hold. A lease the original tool left at
+// n.Subnet (see legacyLease: never a flannel reservation) is copied under
 // <ConfigPrefix>/_quarantine/ and replaced (PutResult.Quarantined).
 func (r *Registry) PutNetwork(ctx context.Context, n Network) (PutResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.RequestTimeout)
@@ -136,7 +136,7 @@ func (r *Registry) putNetworkOnce(ctx context.Context, n Network, recVal, resVal
 	if dup, foreign := r.duplicateOf(st.rec, id, ident, st.host.live); foreign {
 		return PutResult{}, &ConflictError{Subnet: n.Subnet, Network: n.Network, Claimant: dup.String(), Key: recKey, Duplicate: dup}
 	}
-	legacy := legacyLease(st.res, ident)
+	legacy := r.legacyLease(st.res, ident, st.subnets)
 	if claimant, ok := r.claimant(st.res, n.Network, st.host); !ok && !legacy {
 		return PutResult{}, r.conflict(ctx, n, st, &ConflictError{Subnet: n.Subnet, Network: n.Network, Claimant: claimant, Key: resKey})
 	}
