@@ -442,3 +442,48 @@ func TestDaemonOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestDaemonForwardingFollowsConflicts: a registered network whose subnet
+// becomes a conflict (another host's flanneld lease inside it) is withdrawn
+// and loses its forwarding rules; when the conflict clears it is registered
+// again and gets them back. INTERVAL is an hour: no resync helps.
+func TestDaemonForwardingFollowsConflicts(t *testing.T) {
+	srv := etcdtest.Start(t)
+	n := newNode(t, srv, "node-5", netip.MustParseAddr("198.51.100.16"))
+	n.docker.Docker(t, "network", "create", "--subnet", "198.19.6.0/24", "app1")
+	n.start("INTERVAL=3600")
+	testutil.Eventually(t, 20*time.Second, func() error { return n.registered("app1", "198.19.6.0/24") })
+	rules := func(want bool) func() error {
+		return func() error {
+			out, err := n.ns.Try("iptables", "-w", "-S", "FLANNEL-REGISTRAR-FWD")
+			if err != nil {
+				return err
+			}
+			if has := strings.Contains(out, "198.19.6.0/24"); has != want {
+				return fmt.Errorf("forwarding rules for 198.19.6.0/24 present %v, want %v:\n%s", has, want, out)
+			}
+			return nil
+		}
+	}
+	testutil.Eventually(t, 10*time.Second, rules(true))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	lease, err := n.etcd.Grant(ctx, 600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	theirs, _ := flannel.Encode(flannel.NewVXLAN(netip.MustParseAddr("198.51.100.99"), 1, net.HardwareAddr{0x02, 0x42, 0xc6, 0x33, 0x64, 0x63}))
+	key := keys.Subnet(netip.MustParsePrefix("198.19.6.128/25"))
+	if _, err := n.etcd.Put(ctx, key, string(theirs), clientv3.WithLease(lease.ID)); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, func() error { return n.unregistered("app1", "198.19.6.0/24") })
+	testutil.Eventually(t, 5*time.Second, rules(false))
+
+	if _, err := n.etcd.Delete(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, func() error { return n.registered("app1", "198.19.6.0/24") })
+	testutil.Eventually(t, 5*time.Second, rules(true))
+}

@@ -299,6 +299,15 @@ func TestQuarantineAndWithdrawRecorded(t *testing.T) {
 	if _, err := cli.Put(ctx, key, string(legacy)); err != nil {
 		t.Fatal(err)
 	}
+	// This host's flanneld holds its own lease elsewhere: the TTL-less one
+	// at app1's subnet is the original tool's, not a flannel reservation.
+	grant, err := cli.Grant(ctx, 3600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, keys.Subnet(netip.MustParsePrefix("10.5.7.0/24")), string(legacy), clientv3.WithLease(grant.ID)); err != nil {
+		t.Fatal(err)
+	}
 	store.PutLocal(local("app1", "198.19.1.0/24"), "test")
 	got := reconcileKey(t, c, "app1")
 	want := []string{

@@ -68,7 +68,10 @@ type Config struct {
 	EtcdCertFile  string   // ETCD_CERTFILE (set together with EtcdKeyFile)
 	EtcdKeyFile   string   // ETCD_KEYFILE
 	EtcdUsername  string   // ETCD_USERNAME
-	EtcdPassword  string   // ETCD_PASSWORD (requires EtcdUsername); redacted by LogValue
+	EtcdPassword  string   // ETCD_PASSWORD or the content of ETCD_PASSWORD_FILE (requires EtcdUsername); redacted by LogValue
+	// EtcdPasswordFile is ETCD_PASSWORD_FILE, the file EtcdPassword was read from ("" when
+	// ETCD_PASSWORD was given or neither).
+	EtcdPasswordFile string
 
 	FlannelPrefix string // FLANNEL_PREFIX, flannel's registry root
 	ConfigPrefix  string // FLANNEL_CONFIG_PREFIX, the root of our records
@@ -125,7 +128,7 @@ const HostnameFile = "/etc/hostname"
 
 // Options holds the I/O that Load needs; a nil field uses the os package.
 type Options struct {
-	ReadFile func(name string) ([]byte, error)      // reads HostnameFile
+	ReadFile func(name string) ([]byte, error)      // reads HostnameFile and ETCD_PASSWORD_FILE
 	Hostname func() (string, error)                 // fallback when HostnameFile is missing or empty
 	Stat     func(name string) (fs.FileInfo, error) // checks the etcd TLS files
 }
@@ -215,7 +218,11 @@ func crossCheck(c *Config) []error {
 		errs = append(errs, &SettingError{"ETCD_CERTFILE", "", "ETCD_KEYFILE is set; expected the certificate of that key (set both or neither)"})
 	}
 	if c.EtcdPassword != "" && c.EtcdUsername == "" {
-		errs = append(errs, &SettingError{"ETCD_USERNAME", "", "ETCD_PASSWORD is set; expected the user name it belongs to"})
+		from := "ETCD_PASSWORD"
+		if c.EtcdPasswordFile != "" {
+			from = "ETCD_PASSWORD_FILE"
+		}
+		errs = append(errs, &SettingError{"ETCD_USERNAME", "", from + " is set; expected the user name it belongs to"})
 	}
 	// Prefixes are set only when they parsed; a bad one has been reported already.
 	if c.FlannelPrefix != "" && c.ConfigPrefix != "" {
@@ -245,6 +252,26 @@ func checkPrefixes(flannelPrefix, configPrefix string) error {
 	return nil
 }
 
+// Warnings returns what a valid configuration still gets wrong, one message each, for the
+// daemon to log at start: an etcd user whose password would travel over a plain http://
+// endpoint.
+func (c Config) Warnings() []string {
+	var out []string
+	if c.EtcdUsername != "" {
+		var plain []string
+		for _, e := range c.EtcdEndpoints {
+			if !strings.HasPrefix(strings.ToLower(e), "https://") {
+				plain = append(plain, e)
+			}
+		}
+		if len(plain) > 0 {
+			out = append(out, fmt.Sprintf("ETCD_USERNAME is set but etcd endpoint(s) %s are not https: the etcd password (and every token) travels in clear text; use https:// endpoints",
+				strings.Join(plain, ", ")))
+		}
+	}
+	return out
+}
+
 // LogValue logs the configuration with the etcd password redacted.
 func (c Config) LogValue() slog.Value {
 	password := ""
@@ -263,6 +290,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("etcd_keyfile", c.EtcdKeyFile),
 		slog.String("etcd_username", c.EtcdUsername),
 		slog.String("etcd_password", password),
+		slog.String("etcd_password_file", c.EtcdPasswordFile),
 		slog.String("flannel_prefix", c.FlannelPrefix),
 		slog.String("config_prefix", c.ConfigPrefix),
 		slog.String("host_name", c.HostName),

@@ -16,7 +16,12 @@ import (
 
 // testOpts pretends /etc/hostname says "testhost"; Stat stays the real os.Stat on t.TempDir files.
 var testOpts = Options{
-	ReadFile: func(string) ([]byte, error) { return []byte("testhost\n"), nil },
+	ReadFile: func(name string) ([]byte, error) {
+		if name == HostnameFile {
+			return []byte("testhost\n"), nil
+		}
+		return os.ReadFile(name)
+	},
 	Hostname: func() (string, error) { return "kernelhost", nil },
 }
 
@@ -87,6 +92,10 @@ func settingCases(t *testing.T) []settingCase {
 	}
 	ca, ca2 := file("ca.pem"), file("ca2.pem")
 	cert, key := file("cert.pem"), file("key.pem")
+	pw := filepath.Join(dir, "password")
+	if err := os.WriteFile(pw, []byte(" s3cret \n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	return []settingCase{
 		{"ETCD_ENDPOINT", "etcd-endpoint", "https://10.0.0.1:2379, http://[fd00::1]:2379/,", "http://a:1",
 			func(c Config) any { return c.EtcdEndpoints }, []string{"https://10.0.0.1:2379", "http://[fd00::1]:2379"}},
@@ -130,6 +139,7 @@ func settingCases(t *testing.T) []settingCase {
 		{"ETCD_CERTFILE", "etcd-certfile", cert, ca2, func(c Config) any { return c.EtcdCertFile }, cert},
 		{"ETCD_KEYFILE", "etcd-keyfile", key, ca2, func(c Config) any { return c.EtcdKeyFile }, key},
 		{"ETCD_PASSWORD", "etcd-password", " s3cret ", "x", func(c Config) any { return c.EtcdPassword }, " s3cret "},
+		{"ETCD_PASSWORD_FILE", "etcd-password-file", pw, ca, func(c Config) any { return c.EtcdPassword }, " s3cret "},
 	}
 }
 
@@ -146,7 +156,7 @@ func partners(t *testing.T, envName string) map[string]string {
 			return map[string]string{"ETCD_KEYFILE": p}
 		}
 		return map[string]string{"ETCD_CERTFILE": p}
-	case "ETCD_PASSWORD":
+	case "ETCD_PASSWORD", "ETCD_PASSWORD_FILE":
 		return map[string]string{"ETCD_USERNAME": "root"}
 	}
 	return map[string]string{}
@@ -303,6 +313,10 @@ func TestValidationErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	missing := filepath.Join(dir, "missing.pem")
+	secretFile := filepath.Join(dir, "secret")
+	if err := os.WriteFile(secretFile, []byte("hunter2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	e := func(kv ...string) map[string]string {
 		m := map[string]string{}
 		for i := 0; i < len(kv); i += 2 {
@@ -416,6 +430,21 @@ func TestValidationErrors(t *testing.T) {
 		{"ifname space", e("VXLAN_IFACE", "a b"), nil, []string{`VXLAN_IFACE="a b": expected a Linux interface name`}, 0},
 		{"ifname dotdot", e("VXLAN_IFACE", ".."), nil, []string{`VXLAN_IFACE="..": expected a Linux interface name`}, 0},
 		{"ifname colon", e("VXLAN_IFACE", "eth0:1"), nil, []string{`VXLAN_IFACE="eth0:1": expected a Linux interface name`}, 0},
+		{"ifname iptables wildcard", e("VXLAN_IFACE", "flannel+"), nil, []string{`VXLAN_IFACE="flannel+": expected a Linux interface name without '+' or '!'`}, 0},
+		{"ifname wildcard alone", e("VXLAN_IFACE", "+"), nil, []string{`VXLAN_IFACE="+": expected a Linux interface name without '+'`}, 0},
+		{"ifname negation", e("VXLAN_IFACE", "!flannel.1"), nil, []string{`VXLAN_IFACE="!flannel.1": expected a Linux interface name without '+' or '!'`}, 0},
+		{"ifname control", e("VXLAN_IFACE", "fl\x01"), nil, []string{`expected a Linux interface name`}, 0},
+		{"password and password file", e("ETCD_USERNAME", "root", "ETCD_PASSWORD", "x", "ETCD_PASSWORD_FILE", exists), nil,
+			[]string{`ETCD_PASSWORD_FILE="` + exists + `": ETCD_PASSWORD is set too; expected only one of ETCD_PASSWORD and ETCD_PASSWORD_FILE`}, 0},
+		{"password file missing", e("ETCD_USERNAME", "root", "ETCD_PASSWORD_FILE", missing), nil,
+			[]string{`ETCD_PASSWORD_FILE="` + missing + `": cannot read the etcd password file (open ` + missing + `: no such file or directory)`}, 0},
+		{"password file is a dir", e("ETCD_USERNAME", "root", "ETCD_PASSWORD_FILE", dir), nil,
+			[]string{`ETCD_PASSWORD_FILE="` + dir + `": cannot read the etcd password file`, "is a directory"}, 0},
+		{"password file empty", e("ETCD_USERNAME", "root", "ETCD_PASSWORD_FILE", exists), nil,
+			[]string{`ETCD_PASSWORD_FILE="` + exists + `": the file is empty`}, 0},
+		{"password file without user", e("ETCD_PASSWORD_FILE", secretFile), nil, []string{`ETCD_USERNAME="": ETCD_PASSWORD_FILE is set`}, 0},
+		{"password file flag and env password", e("ETCD_USERNAME", "root", "ETCD_PASSWORD", "x"), []string{"--etcd-password-file=" + secretFile},
+			[]string{`ETCD_PASSWORD is set too`}, 0},
 		{"control char is quoted, one line", e("HOST_NAME", "a\nb"), nil, []string{`HOST_NAME="a\nb": expected a hostname`}, 0},
 		{"several at once", e("INTERVAL", "abc", "LOG_FORMAT", "xml", "DEBUG", "maybe"), nil,
 			[]string{`INTERVAL="abc"`, `LOG_FORMAT="xml"`, `DEBUG="maybe"`}, 3},
@@ -469,6 +498,74 @@ func TestPasswordNeverShown(t *testing.T) {
 	}
 	if !strings.Contains(buf.String(), `"host_name":"testhost"`) {
 		t.Fatalf("log line lacks fields: %s", buf.String())
+	}
+}
+
+// TestPasswordFile: the file's content is the password, one trailing newline (LF or CRLF)
+// dropped, everything else kept; it never shows in errors or logs.
+func TestPasswordFile(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct{ content, want string }{
+		{"hunter2\n", "hunter2"},
+		{"hunter2", "hunter2"},
+		{"hunter2\r\n", "hunter2"},
+		{"hunter2\n\n", "hunter2\n"},
+		{" hunter2 \n", " hunter2 "},
+	} {
+		p := filepath.Join(dir, "pw")
+		if err := os.WriteFile(p, []byte(tc.content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := load(nil, map[string]string{"ETCD_USERNAME": "root", "ETCD_PASSWORD_FILE": p})
+		if err != nil {
+			t.Fatalf("%q: %v", tc.content, err)
+		}
+		if c.EtcdPassword != tc.want || c.EtcdPasswordFile != p {
+			t.Errorf("%q: password %q from %q, want %q from %q", tc.content, c.EtcdPassword, c.EtcdPasswordFile, tc.want, p)
+		}
+		var buf bytes.Buffer
+		slog.New(slog.NewJSONHandler(&buf, nil)).Info("config", "config", c)
+		if strings.Contains(buf.String(), "hunter2") || !strings.Contains(buf.String(), `"etcd_password_file":"`+p+`"`) {
+			t.Errorf("log line: %s", buf.String())
+		}
+	}
+	p := filepath.Join(dir, "pw")
+	_, err := load(nil, map[string]string{"ETCD_PASSWORD_FILE": p, "ETCD_PASSWORD": "other"})
+	if err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("error %v", err)
+	}
+}
+
+// TestWarnings: a user name with any plain http:// endpoint warns that the password travels in
+// clear text; https everywhere, or no user, does not.
+func TestWarnings(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		want string // "" for no warning
+	}{
+		{map[string]string{}, ""},
+		{map[string]string{"ETCD_ENDPOINT": "http://10.0.0.1:2379"}, ""},
+		{map[string]string{"ETCD_USERNAME": "root", "ETCD_PASSWORD": "x"}, "etcd endpoint(s) http://127.0.0.1:2379 are not https"},
+		{map[string]string{"ETCD_USERNAME": "root", "ETCD_PASSWORD": "x", "ETCD_ENDPOINT": "https://a:2379,http://b:2379,HTTP://c:2379"},
+			"etcd endpoint(s) http://b:2379, HTTP://c:2379 are not https"},
+		{map[string]string{"ETCD_USERNAME": "root", "ETCD_PASSWORD": "x", "ETCD_ENDPOINT": "https://a:2379, HTTPS://b:2379"}, ""},
+	} {
+		c, err := load(nil, tc.env)
+		if err != nil {
+			t.Fatalf("%v: %v", tc.env, err)
+		}
+		w := c.Warnings()
+		switch {
+		case tc.want == "" && len(w) != 0:
+			t.Errorf("%v: warnings %q, want none", tc.env, w)
+		case tc.want != "" && (len(w) != 1 || !strings.Contains(w[0], tc.want) || !strings.Contains(w[0], "clear text")):
+			t.Errorf("%v: warnings %q, want one containing %q", tc.env, w, tc.want)
+		}
+		for _, line := range w {
+			if strings.Contains(line, "x\"") {
+				t.Errorf("warning shows the password: %s", line)
+			}
+		}
 	}
 }
 
@@ -618,7 +715,7 @@ func TestUsage(t *testing.T) {
 	for _, env := range []string{"ETCD_ENDPOINT", "FLANNEL_PREFIX", "FLANNEL_CONFIG_PREFIX", "HOST_NAME",
 		"INTERVAL", "RUN_AS_ROOT", "FLANNELD_PUBLIC_IP", "HOST_GATEWAY_MAP", "FLANNEL_ROUTES_EXTRA",
 		"FLANNEL_CONTAINER_NAME", "DEBUG", "ETCD_CAFILE", "ETCD_CERTFILE", "ETCD_KEYFILE", "ETCD_USERNAME",
-		"ETCD_PASSWORD", "REGISTRATION_TTL", "LOG_FORMAT", "VXLAN_IFACE"} {
+		"ETCD_PASSWORD", "ETCD_PASSWORD_FILE", "REGISTRATION_TTL", "LOG_FORMAT", "VXLAN_IFACE"} {
 		if !strings.Contains(out, "env "+env+",") {
 			t.Errorf("usage lacks %s", env)
 		}

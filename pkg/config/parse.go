@@ -13,6 +13,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/flannel-registrar/flannel-registrar/pkg/names"
 	"github.com/flannel-registrar/flannel-registrar/pkg/policy"
 )
 
@@ -36,6 +37,29 @@ func (l *loader) file(dst *string, v string) error {
 	if fi.IsDir() {
 		return errors.New("expected a file, not a directory")
 	}
+	return nil
+}
+
+// passwordFile reads ETCD_PASSWORD_FILE into c.EtcdPassword, dropping one trailing newline
+// (echo and editors add one; a password never ends in one). It runs after ETCD_PASSWORD.
+func (l *loader) passwordFile(c *Config, v string) error {
+	if v == "" {
+		return nil
+	}
+	c.EtcdPasswordFile = v
+	if c.EtcdPassword != "" {
+		return errors.New("ETCD_PASSWORD is set too; expected only one of ETCD_PASSWORD and ETCD_PASSWORD_FILE")
+	}
+	b, err := l.opts.ReadFile(v)
+	if err != nil {
+		// The error names the file and why (missing, permission), never its content.
+		return fmt.Errorf("cannot read the etcd password file (%w); expected a readable file holding the password", err)
+	}
+	pw := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+	if pw == "" {
+		return errors.New("the file is empty; expected the etcd password in it")
+	}
+	c.EtcdPassword = pw
 	return nil
 }
 
@@ -89,32 +113,9 @@ func firstHostnameLine(s string) string {
 	return ""
 }
 
-const hostnameExpected = "expected a hostname: dot-separated labels of letters, digits and '-' (1-63 characters, not starting or ending with '-'), at most 253 characters, e.g. node-1"
-
-// checkHostname applies RFC 1123. The name becomes an etcd key segment, so this also rules out
-// '/', and '_' keeps it apart from our reserved "_hosts" and "_quarantine" segments.
-func checkHostname(s string) error {
-	if s == "" || len(s) > 253 {
-		return errors.New(hostnameExpected)
-	}
-	for label := range strings.SplitSeq(s, ".") {
-		if len(label) == 0 || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return errors.New(hostnameExpected)
-		}
-		for _, r := range label {
-			if !isHostnameRune(r) {
-				return errors.New(hostnameExpected)
-			}
-		}
-	}
-	return nil
-}
-
-// isHostnameRune is ASCII only: the unicode classes alone would admit
-// letters and digits of other scripts.
-func isHostnameRune(r rune) bool {
-	return r < unicode.MaxASCII && (r == '-' || unicode.IsLetter(r) || unicode.IsDigit(r))
-}
+// checkHostname applies the host name rule of names.CheckHost (RFC 1123, ASCII), the same rule
+// that host names read from etcd must pass.
+func checkHostname(s string) error { return names.CheckHost(s) }
 
 func parseEndpoints(v string) ([]string, error) {
 	var out []string
@@ -384,6 +385,16 @@ func parseIfname(v string) (string, error) {
 		return "", errors.New(expected)
 	}
 	return v, nil
+}
+
+// parseVXLANIface is parseIfname that also refuses the characters iptables gives a meaning in
+// an interface name: '+' (a wildcard: "flannel+" would match every flannel* device in our
+// forwarding rules) and '!' (negation).
+func parseVXLANIface(v string) (string, error) {
+	if strings.ContainsAny(v, "+!") {
+		return "", errors.New("expected a Linux interface name without '+' or '!' (iptables reads them as a wildcard and a negation), e.g. flannel.1")
+	}
+	return parseIfname(v)
 }
 
 func parseLogFormat(v string) (string, error) {

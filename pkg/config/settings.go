@@ -63,8 +63,11 @@ var settings = []setting{
 		help:  "etcd user name (etcd authentication)",
 		apply: func(_ *loader, c *Config, v string) error { c.EtcdUsername = v; return nil }},
 	{env: "ETCD_PASSWORD", flag: "etcd-password", metavar: "PASSWORD", secret: true,
-		help:  "etcd password; needs ETCD_USERNAME (prefer the environment: flags are visible in ps)",
+		help:  "etcd password; needs ETCD_USERNAME (prefer ETCD_PASSWORD_FILE or the environment: flags are visible in ps)",
 		apply: func(_ *loader, c *Config, v string) error { c.EtcdPassword = v; return nil }},
+	{env: "ETCD_PASSWORD_FILE", flag: "etcd-password-file", metavar: "FILE",
+		help:  "file holding the etcd password (e.g. a Docker secret; a trailing newline is dropped); instead of ETCD_PASSWORD, needs ETCD_USERNAME",
+		apply: func(l *loader, c *Config, v string) error { return l.passwordFile(c, v) }},
 	{env: "FLANNEL_PREFIX", flag: "flannel-prefix", def: "/coreos.com/network", metavar: "PREFIX",
 		help: "flannel's etcd prefix (its config and <prefix>/subnets leases)",
 		apply: func(_ *loader, c *Config, v string) (err error) {
@@ -140,7 +143,7 @@ var settings = []setting{
 	{env: "VXLAN_IFACE", flag: "vxlan-iface", def: "flannel.1", metavar: "IFNAME",
 		help: "flannel's VXLAN device",
 		apply: func(_ *loader, c *Config, v string) (err error) {
-			c.VXLANIface, err = parseIfname(v)
+			c.VXLANIface, err = parseVXLANIface(v)
 			return err
 		}},
 	{env: "LOG_FORMAT", flag: "log-format", def: LogFormatAuto, metavar: "FORMAT",

@@ -1,5 +1,6 @@
 // Package flannel encodes and decodes flannel's etcd layout: subnet lease keys
-// ("10.5.35.0-24") and lease values, exactly as flanneld writes and reads them.
+// ("10.5.35.0-24", dual-stack "10.5.35.0-24&fd00::-64") and lease values,
+// exactly as flanneld writes and reads them.
 //
 // Every value this project writes under <FLANNEL_PREFIX>/subnets goes through
 // Encode, because an unparsable lease there makes flanneld (<= v0.28.9) drop
@@ -15,6 +16,9 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/flannel-registrar/flannel-registrar/pkg/names"
+	"github.com/flannel-registrar/flannel-registrar/pkg/strictjson"
 )
 
 // BackendVXLAN is the backend type of leases that flannel routes.
@@ -51,35 +55,93 @@ func SubnetKey(p netip.Prefix) string {
 	return p.Addr().String() + "-" + strconv.Itoa(p.Bits())
 }
 
-// ParseSubnetKey is the inverse of SubnetKey. It accepts only canonical IPv4
-// prefixes (network address, no host bits), as flannel writes them.
+// DualStackKey is the lease key flanneld writes in dual-stack mode:
+// ("10.5.35.0/24", "fd00::/64") -> "10.5.35.0-24&fd00::-64". An invalid p6
+// gives SubnetKey(p4).
+func DualStackKey(p4, p6 netip.Prefix) string {
+	if !p6.IsValid() {
+		return SubnetKey(p4)
+	}
+	return SubnetKey(p4) + "&" + p6.Addr().String() + "-" + strconv.Itoa(p6.Bits())
+}
+
+// ErrIPv6Only marks the key of an IPv6-only lease ("0.0.0.0-0&fd00::-64"):
+// it claims no IPv4 subnet.
+var ErrIPv6Only = errors.New("IPv6-only lease: no IPv4 subnet")
+
+// ParseSubnetKey parses a lease key and returns its IPv4 subnet: the inverse
+// of SubnetKey, and of DualStackKey for flanneld's dual-stack keys
+// ("10.5.35.0-24&fd00::-64"). See ParseSubnetKeys.
 func ParseSubnetKey(s string) (netip.Prefix, error) {
-	ip, bits, ok := strings.Cut(s, "-")
+	p4, _, err := ParseSubnetKeys(s)
+	return p4, err
+}
+
+// ParseSubnetKeys parses a lease key into its IPv4 subnet and, for a
+// dual-stack key, its IPv6 subnet (invalid otherwise). It accepts only
+// canonical prefixes (network address, no host bits, no leading zeros,
+// RFC 5952 IPv6 text), as flanneld writes them, so that
+// DualStackKey(p4, p6) == s. An IPv6-only key (IPv4 part 0.0.0.0-0) is
+// ErrIPv6Only.
+func ParseSubnetKeys(s string) (p4, p6 netip.Prefix, err error) {
+	v4, v6, dual := strings.Cut(s, "&")
+	if p4, err = parseKeyPart(s, v4, false); err != nil {
+		return netip.Prefix{}, netip.Prefix{}, err
+	}
+	if !dual {
+		return p4, netip.Prefix{}, nil
+	}
+	if p6, err = parseKeyPart(s, v6, true); err != nil {
+		return netip.Prefix{}, netip.Prefix{}, err
+	}
+	if p4.Bits() == 0 {
+		return netip.Prefix{}, p6, fmt.Errorf("subnet key %q: %w", s, ErrIPv6Only)
+	}
+	return p4, p6, nil
+}
+
+// parseKeyPart parses "<address>-<length>" of one family.
+func parseKeyPart(key, part string, v6 bool) (netip.Prefix, error) {
+	family, maxBits := "IPv4", 32
+	if v6 {
+		family, maxBits = "IPv6", 128
+	}
+	ip, bits, ok := strings.Cut(part, "-")
 	if !ok {
-		return netip.Prefix{}, fmt.Errorf("subnet key %q: expected <ipv4>-<prefix length>", s)
+		return netip.Prefix{}, fmt.Errorf("subnet key %q: expected <ipv4>-<prefix length>[&<ipv6>-<prefix length>]", key)
 	}
 	addr, err := netip.ParseAddr(ip)
-	if err != nil || !addr.Is4() {
-		return netip.Prefix{}, fmt.Errorf("subnet key %q: %q is not an IPv4 address", s, ip)
+	if err != nil || addr.Is6() != v6 || addr.Is4In6() || addr.Zone() != "" || addr.String() != ip {
+		return netip.Prefix{}, fmt.Errorf("subnet key %q: %q is not a canonical %s address", key, ip, family)
 	}
 	n, err := strconv.Atoi(bits)
-	if err != nil || n < 0 || n > 32 || strconv.Itoa(n) != bits {
-		return netip.Prefix{}, fmt.Errorf("subnet key %q: %q is not a prefix length 0-32", s, bits)
+	if err != nil || n < 0 || n > maxBits || strconv.Itoa(n) != bits {
+		return netip.Prefix{}, fmt.Errorf("subnet key %q: %q is not a prefix length 0-%d", key, bits, maxBits)
 	}
 	p := netip.PrefixFrom(addr, n)
 	if p.Masked() != p {
-		return netip.Prefix{}, fmt.Errorf("subnet key %q: host bits set (network is %s)", s, p.Masked())
+		return netip.Prefix{}, fmt.Errorf("subnet key %q: host bits set (network is %s)", key, p.Masked())
 	}
 	return p, nil
 }
 
+// MaxValueSize caps a lease value (flanneld's are about 130 bytes): a bigger
+// one is refused unread.
+const MaxValueSize = 4096
+
 // Decode parses a lease value. It rejects values flanneld could not use:
-// unknown JSON shape, a missing backend type, or a PublicIP that is not IPv4.
+// unknown JSON shape, a missing backend type, or a PublicIP that is not IPv4;
+// and ambiguous or oversized ones: more than MaxValueSize bytes, duplicate
+// keys, or keys that differ from a field name only in case (encoding/json,
+// flanneld's decoder, would silently pick one; see pkg/strictjson).
 func Decode(b []byte) (Lease, error) {
-	// json.Unmarshal, as flanneld uses: it rejects any trailing data (a
-	// json.Decoder with More() let "{...}]" through).
+	if err := strictjson.CheckSize("lease value", b, MaxValueSize); err != nil {
+		return Lease{}, fmt.Errorf("decode lease: %w", err)
+	}
+	// json.Unmarshal underneath, as flanneld uses: it rejects any trailing
+	// data (a json.Decoder with More() let "{...}]" through).
 	var l Lease
-	if err := json.Unmarshal(b, &l); err != nil {
+	if err := strictjson.Unmarshal(b, &l); err != nil {
 		return Lease{}, fmt.Errorf("decode lease: %w", err)
 	}
 	if l.BackendType == "" {
@@ -113,7 +175,7 @@ func (l Lease) VXLAN() (VXLANData, net.HardwareAddr, error) {
 		return VXLANData{}, nil, fmt.Errorf("backend %q is not %q", l.BackendType, BackendVXLAN)
 	}
 	var d VXLANData
-	if err := json.Unmarshal(l.BackendData, &d); err != nil {
+	if err := strictjson.Unmarshal(l.BackendData, &d); err != nil {
 		return VXLANData{}, nil, fmt.Errorf("vxlan backend data: %w", err)
 	}
 	mac, err := ParseVtepMAC(d.VtepMAC)
@@ -132,11 +194,17 @@ func (l Lease) Reservation() (ReservationData, error) {
 		return ReservationData{}, fmt.Errorf("backend %q is not %q", l.BackendType, BackendReservation)
 	}
 	var d ReservationData
-	if err := json.Unmarshal(l.BackendData, &d); err != nil {
+	if err := strictjson.Unmarshal(l.BackendData, &d); err != nil {
 		return ReservationData{}, fmt.Errorf("reservation backend data: %w", err)
 	}
 	if d.Host == "" || d.Network == "" {
 		return ReservationData{}, errors.New("reservation backend data: empty Host or Network")
+	}
+	if err := names.CheckHost(d.Host); err != nil {
+		return ReservationData{}, fmt.Errorf("reservation backend data: Host %q: %w", d.Host, err)
+	}
+	if err := names.CheckNetwork(d.Network); err != nil {
+		return ReservationData{}, fmt.Errorf("reservation backend data: Network %q: %w", d.Network, err)
 	}
 	return d, nil
 }

@@ -14,9 +14,20 @@ type Manager struct {
 	log      *slog.Logger
 	interval time.Duration
 
-	mu      sync.RWMutex // guards runners and order (written only before Run)
-	runners map[string]*Runner
-	order   []string
+	mu       sync.RWMutex // guards runners, order and onResync (written only before Run)
+	runners  map[string]*Runner
+	order    []string
+	onResync []func(trigger string)
+}
+
+// OnResync adds f, called at the start of every periodic resync (not the
+// first one of Run) from Run's goroutine, before the controllers' keys are
+// queued: e.g. to have a watcher list its source again so that a missed
+// event heals within the interval. f must not block. Call before Run.
+func (m *Manager) OnResync(f func(trigger string)) {
+	m.mu.Lock()
+	m.onResync = append(m.onResync, f)
+	m.mu.Unlock()
 }
 
 // NewManager returns a manager that resyncs every interval (0: never).
@@ -111,6 +122,12 @@ func (m *Manager) Run(ctx context.Context) {
 			case <-ctx.Done():
 				break loop
 			case <-t.C:
+				m.mu.RLock()
+				hooks := m.onResync
+				m.mu.RUnlock()
+				for _, f := range hooks {
+					f("resync")
+				}
 				m.resync(ctx, "resync")
 			}
 		}

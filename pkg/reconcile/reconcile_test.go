@@ -117,3 +117,26 @@ type syncBuf struct {
 
 func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
 func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// TestManagerOnResync: the hooks run on every periodic resync.
+func TestManagerOnResync(t *testing.T) {
+	m := NewManager(20*time.Millisecond, slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil)))
+	m.Add(newFake(), Options{})
+	calls := make(chan string, 100)
+	m.OnResync(func(trigger string) { calls <- trigger })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { m.Run(ctx); close(done) }()
+	for range 2 {
+		select {
+		case tr := <-calls:
+			if tr != "resync" {
+				t.Errorf("hook trigger %q, want resync", tr)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("hook not called by the periodic resync")
+		}
+	}
+	cancel()
+	<-done
+}

@@ -190,11 +190,16 @@ func (v hostView) foreignReservation(kv *mvccpb.KeyValue) (DuplicateHost, bool) 
 	return d, ok
 }
 
-// subnetEntry is one key under <FLANNEL_PREFIX>/subnets.
+// subnetEntry is one key under <FLANNEL_PREFIX>/subnets; prefix is its IPv4
+// subnet (also of a dual-stack key, "10.5.35.0-24&fd00::-64").
 type subnetEntry struct {
 	prefix netip.Prefix
 	kv     *mvccpb.KeyValue
 }
+
+// plain says whether e is at the key we write for its subnet
+// ("10.5.35.0-24"), not at a dual-stack key of the same IPv4 subnet.
+func (r *Registry) plain(e subnetEntry) bool { return string(e.kv.Key) == r.cfg.Keys.Subnet(e.prefix) }
 
 func (r *Registry) subnetEntries(kvs []*mvccpb.KeyValue) []subnetEntry {
 	out := make([]subnetEntry, 0, len(kvs))
@@ -207,14 +212,23 @@ func (r *Registry) subnetEntries(kvs []*mvccpb.KeyValue) []subnetEntry {
 	return out
 }
 
-// overlapping returns the first entry that overlaps (but does not equal)
-// subnet and is held by someone else, with the claimant in words. Entries of
-// this host itself do not count: our reservations (not on a duplicate's
-// lease) and leases carrying our PublicIP (this host's flanneld). Unparsable
-// values claim nothing.
-func (r *Registry) overlapping(entries []subnetEntry, subnet netip.Prefix, id Identity, hv hostView) (subnetEntry, string, bool) {
+// overlapping returns the first entry that overlaps subnet, other than the
+// reservation key of subnet itself, and is held by someone else, with the
+// claimant in words. A dual-stack lease key of the same IPv4 subnet is
+// judged like the reservation key (claimant: anything but our own
+// reservation of network is a conflict). Otherwise entries of this host
+// itself do not count: our reservations (not on a duplicate's lease) and
+// leases carrying our PublicIP (this host's flanneld). Unparsable values
+// claim nothing.
+func (r *Registry) overlapping(entries []subnetEntry, subnet netip.Prefix, network string, id Identity, hv hostView) (subnetEntry, string, bool) {
 	for _, e := range entries {
-		if e.prefix == subnet || !e.prefix.Overlaps(subnet) {
+		if !e.prefix.Overlaps(subnet) || (e.prefix == subnet && r.plain(e)) {
+			continue
+		}
+		if e.prefix == subnet {
+			if claimant, ok := r.claimant(e.kv, network, hv); !ok {
+				return e, claimant, true
+			}
 			continue
 		}
 		l, err := flannel.Decode(e.kv.Value)
@@ -241,16 +255,73 @@ func (r *Registry) overlapping(entries []subnetEntry, subnet netip.Prefix, id Id
 	return subnetEntry{}, "", false
 }
 
-// legacyLease says whether kv is a lease the original bash tool left for one
-// of this host's Docker networks: vxlan, our PublicIP, no etcd lease
-// (flanneld's own leases always have a TTL). Such a lease is quarantined and
-// replaced by our reservation.
-func legacyLease(kv *mvccpb.KeyValue, id Identity) bool {
+// What the original bash tool (1.x, register-docker-networks.sh) wrote at
+// <FLANNEL_PREFIX>/subnets/<subnet> for each of its host's Docker networks,
+// with a plain etcdctl put (no etcd lease): from 1.2.0-alpha on, flannel's
+// lease format with a hard-coded VNI 1 and the MAC of flannel.1 ("unknown"
+// when the device was missing); before, a format of its own naming the host.
+const (
+	legacyFormat       = `{"PublicIP":"%s","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"%s"}}`
+	legacyOldFormatPre = `{"PublicIP":"%s","backend":{"type":"vxlan","vtepMAC":"`
+	legacyOldFormatSuf = `"},"hostname":"%s"}`
+	legacyNoMAC        = "unknown"
+)
+
+// legacyLease says whether kv, at the reservation key of one of this host's
+// Docker networks, is a lease the original tool left there. Such a lease is
+// quarantined and replaced by our reservation. A flannel reservation (a
+// lease of flanneld's whose TTL an operator removed, as flannel documents)
+// is byte for byte what the original wrote, so the value alone proves
+// nothing; kv is the original's only when, besides having no etcd lease:
+//
+//   - it is the original's pre-1.2 format naming this host (hostname,
+//     this host's PublicIP), which flanneld never writes; or
+//   - it is the 1.2 format with this host's PublicIP and VtepMAC
+//     "unknown", which flanneld never writes; or
+//   - it is the 1.2 format with this host's PublicIP and VtepMAC, and this
+//     host's flanneld holds another lease (vxlan, this PublicIP and VtepMAC,
+//     at another key): flanneld has one subnet per host, so this one is not
+//     flanneld's own subnet nor its reservation.
+//
+// Anything else (another VNI, IPv6 data, other fields or spacing, another
+// PublicIP or VtepMAC, an etcd lease) is not what the original wrote.
+func (r *Registry) legacyLease(kv *mvccpb.KeyValue, id Identity, entries []subnetEntry) bool {
 	if kv == nil || kv.Lease != 0 || !id.Known() {
 		return false
 	}
-	l, err := flannel.Decode(kv.Value)
-	return err == nil && l.BackendType == flannel.BackendVXLAN && l.PublicIP == id.PublicIP.String()
+	ip, v := id.PublicIP.String(), string(kv.Value)
+	if mac, ok := strings.CutPrefix(v, fmt.Sprintf(legacyOldFormatPre, ip)); ok {
+		mac, ok = strings.CutSuffix(mac, fmt.Sprintf(legacyOldFormatSuf, r.cfg.Host))
+		if _, err := net.ParseMAC(mac); ok && (err == nil || mac == legacyNoMAC) {
+			return true
+		}
+		return false
+	}
+	switch v {
+	case fmt.Sprintf(legacyFormat, ip, legacyNoMAC):
+		return true
+	case fmt.Sprintf(legacyFormat, ip, id.VtepMAC.String()):
+		return len(id.VtepMAC) == 6 && r.flanneldLeaseElsewhere(string(kv.Key), id, entries)
+	}
+	return false
+}
+
+// flanneldLeaseElsewhere says whether an entry other than key is this host's
+// flanneld lease: vxlan, with this host's PublicIP and VtepMAC.
+func (r *Registry) flanneldLeaseElsewhere(key string, id Identity, entries []subnetEntry) bool {
+	for _, e := range entries {
+		if string(e.kv.Key) == key {
+			continue
+		}
+		l, err := flannel.Decode(e.kv.Value)
+		if err != nil || l.PublicIP != id.PublicIP.String() {
+			continue
+		}
+		if _, mac, err := l.VXLAN(); err == nil && mac.String() == id.VtepMAC.String() {
+			return true
+		}
+	}
+	return false
 }
 
 // QuarantineKey is where a removed value of key is copied:

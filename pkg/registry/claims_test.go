@@ -3,6 +3,7 @@ package registry_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"slices"
@@ -217,6 +218,54 @@ func TestOverlappingClaims(t *testing.T) {
 	}
 }
 
+// TestDualStackLeaseConflicts: another host's flanneld in dual-stack mode
+// writes its lease at "10.5.35.0-24&fd00::-64". A reservation of its IPv4
+// subnet, or of a subnet inside or around it, is a conflict naming that key,
+// and nothing is written; so is this host's own dual-stack flannel lease at
+// exactly the network's subnet, as at a plain key.
+func TestDualStackLeaseConflicts(t *testing.T) {
+	srv := etcdtest.Start(t)
+	cli := srv.Client(t)
+	ctx := ctxT(t)
+	r, _ := newRegistry(t, cli, "h1")
+	mac, _ := net.ParseMAC("aa:bb:cc:dd:ee:09")
+	theirs, _ := flannel.Encode(flannel.NewVXLAN(netip.MustParseAddr("198.51.100.9"), 1, mac))
+	dualKey := keys.Subnets() + flannel.DualStackKey(netip.MustParsePrefix("10.5.35.0/24"), netip.MustParsePrefix("fd00::/64"))
+	lease, err := cli.Grant(ctx, 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, dualKey, string(theirs), clientv3.WithLease(lease.ID)); err != nil {
+		t.Fatal(err)
+	}
+	before := dump(t, cli)
+	for _, cidr := range []string{"10.5.35.0/24", "10.5.35.128/25", "10.5.0.0/16"} {
+		_, err := r.PutNetwork(ctx, network("h1", "app1", cidr))
+		var ce *registry.ConflictError
+		if !errors.As(err, &ce) || ce.Key != dualKey || !strings.Contains(ce.Claimant, "a flannel vxlan lease of PublicIP 198.51.100.9") {
+			t.Errorf("put %s = %v; want a conflict with %s", cidr, err, dualKey)
+		}
+	}
+	if after := dump(t, cli); after != before {
+		t.Errorf("etcd changed by refused claims:\nbefore %s\nafter  %s", before, after)
+	}
+	// A subnet next to it is free.
+	if _, err := r.PutNetwork(ctx, network("h1", "app1", "10.5.36.0/24")); err != nil {
+		t.Errorf("put 10.5.36.0/24 beside the dual-stack lease = %v", err)
+	}
+	// This host's own flanneld lease at the network's subnet, dual-stack.
+	own, _ := flannel.Encode(flannel.NewVXLAN(ident.PublicIP, 1, ident.VtepMAC))
+	ownKey := keys.Subnets() + "10.5.37.0-24&fd00:37::-64"
+	if _, err := cli.Put(ctx, ownKey, string(own), clientv3.WithLease(lease.ID)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = r.PutNetwork(ctx, network("h1", "app2", "10.5.37.0/24"))
+	var ce *registry.ConflictError
+	if !errors.As(err, &ce) || ce.Key != ownKey {
+		t.Errorf("put over this host's own dual-stack flannel lease = %v; want a conflict with %s", err, ownKey)
+	}
+}
+
 // TestSubnetChangeIntoConflictWithdraws: when a network's subnet changes to
 // one that conflicts, its old record and reservation are withdrawn so that
 // peers stop routing the old subnet to us.
@@ -252,56 +301,129 @@ func TestSubnetChangeIntoConflictWithdraws(t *testing.T) {
 	}
 }
 
-// TestLegacyLeaseQuarantined: a vxlan lease without TTL carrying this host's
-// PublicIP at a local network's subnet (left by the original tool) is copied
-// under _quarantine and replaced by our reservation; flanneld's own leases
-// (with a TTL) and other hosts' leases are conflicts, untouched.
+// TestLegacyLeaseQuarantined: what the original tool wrote for a local
+// network's subnet (a TTL-less vxlan lease in flannel's format with this
+// host's PublicIP and VtepMAC, while this host's flanneld holds its own
+// lease elsewhere) is copied under _quarantine and replaced by our
+// reservation; so are its unambiguous variants (VtepMAC "unknown", the
+// pre-1.2 format naming this host). flanneld's own leases (with a TTL),
+// other hosts' leases and values the original never wrote are conflicts,
+// untouched.
 func TestLegacyLeaseQuarantined(t *testing.T) {
 	srv := etcdtest.Start(t)
 	cli := srv.Client(t)
 	ctx := ctxT(t)
 	r, _ := newRegistry(t, cli, "h1")
-	legacy, _ := flannel.Encode(flannel.NewVXLAN(ident.PublicIP, 1, ident.VtepMAC))
-	p := netip.MustParsePrefix("198.19.1.0/24")
-	key := keys.Subnet(p)
-	mustPut(t, cli, key, string(legacy))
-
-	res, err := r.PutNetwork(ctx, network("h1", "app1", p.String()))
-	qKey := "/flannel/network/subnets/_quarantine/coreos.com/network/subnets/198.19.1.0-24"
-	if err != nil || len(res.Quarantined) != 1 || res.Quarantined[0].To != qKey || res.Quarantined[0].Key != key {
-		t.Fatalf("put = %+v, %v; want the legacy lease quarantined to %s", res, err, qKey)
-	}
-	if kv := get(t, cli, qKey); kv == nil || string(kv.Value) != string(legacy) || kv.Lease != 0 {
-		t.Errorf("quarantined copy = %v; want the legacy value without lease", kv)
-	}
-	kv := get(t, cli, key)
-	if l, err := flannel.Decode(kv.Value); err != nil || l.BackendType != flannel.BackendReservation || clientv3.LeaseID(kv.Lease) != r.Lease() {
-		t.Errorf("subnet key = %s (lease %x); want our reservation on lease %x", kv.Value, kv.Lease, r.Lease())
-	}
-
-	// Not legacy: a lease with a TTL (flanneld's own), or another PublicIP.
 	grant, err := cli.Grant(ctx, 3600)
 	if err != nil {
 		t.Fatal(err)
+	}
+	legacy, _ := flannel.Encode(flannel.NewVXLAN(ident.PublicIP, 1, ident.VtepMAC))
+	// This host's flanneld holds 10.5.7.0/24 (with its TTL).
+	if _, err := cli.Put(ctx, keys.Subnet(netip.MustParsePrefix("10.5.7.0/24")), string(legacy), clientv3.WithLease(grant.ID)); err != nil {
+		t.Fatal(err)
+	}
+	quarantined := []struct{ subnet, value string }{
+		{"198.19.1.0/24", string(legacy)},
+		{"198.19.4.0/24", `{"PublicIP":"198.51.100.1","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"unknown"}}`},
+		{"198.19.5.0/24", `{"PublicIP":"198.51.100.1","backend":{"type":"vxlan","vtepMAC":"c6:a7:e4:a5:a1:dd"},"hostname":"h1"}`},
+	}
+	for i, q := range quarantined {
+		p := netip.MustParsePrefix(q.subnet)
+		key := keys.Subnet(p)
+		mustPut(t, cli, key, q.value)
+		res, err := r.PutNetwork(ctx, network("h1", fmt.Sprintf("q%d", i), p.String()))
+		qKey := "/flannel/network/subnets/_quarantine/coreos.com/network/subnets/" + flannel.SubnetKey(p)
+		if err != nil || len(res.Quarantined) != 1 || res.Quarantined[0].To != qKey || res.Quarantined[0].Key != key {
+			t.Fatalf("put over %s = %+v, %v; want it quarantined to %s", q.value, res, err, qKey)
+		}
+		if kv := get(t, cli, qKey); kv == nil || string(kv.Value) != q.value || kv.Lease != 0 {
+			t.Errorf("quarantined copy = %v; want %s without lease", kv, q.value)
+		}
+		kv := get(t, cli, key)
+		if l, err := flannel.Decode(kv.Value); err != nil || l.BackendType != flannel.BackendReservation || clientv3.LeaseID(kv.Lease) != r.Lease() {
+			t.Errorf("subnet key = %s (lease %x); want our reservation on lease %x", kv.Value, kv.Lease, r.Lease())
+		}
+	}
+
+	// Not the original's: a lease with a TTL (flanneld's own), another
+	// PublicIP, another VNI (flanneld's config), IPv6 data, another MAC, a
+	// hand-written value, the old format naming another host.
+	mac, _ := net.ParseMAC("aa:bb:cc:dd:ee:09")
+	other, _ := flannel.Encode(flannel.NewVXLAN(netip.MustParseAddr("198.51.100.9"), 1, mac))
+	vni2, _ := flannel.Encode(flannel.NewVXLAN(ident.PublicIP, 2, ident.VtepMAC))
+	conflicts := map[string]string{
+		"198.19.3.0/24":  string(other),
+		"198.19.6.0/24":  string(vni2),
+		"198.19.7.0/24":  `{"PublicIP":"198.51.100.1","PublicIPv6":"fd00::1","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:a7:e4:a5:a1:dd"}}`,
+		"198.19.8.0/24":  `{"PublicIP":"198.51.100.1","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:a7:e4:a5:a1:de"}}`,
+		"198.19.9.0/24":  `{"PublicIP":"198.51.100.1","BackendType":"vxlan"}`,
+		"198.19.10.0/24": `{"PublicIP":"198.51.100.1","backend":{"type":"vxlan","vtepMAC":"c6:a7:e4:a5:a1:dd"},"hostname":"h2"}`,
 	}
 	p2 := netip.MustParsePrefix("198.19.2.0/24")
 	if _, err := cli.Put(ctx, keys.Subnet(p2), string(legacy), clientv3.WithLease(grant.ID)); err != nil {
 		t.Fatal(err)
 	}
-	mac, _ := net.ParseMAC("aa:bb:cc:dd:ee:09")
-	other, _ := flannel.Encode(flannel.NewVXLAN(netip.MustParseAddr("198.51.100.9"), 1, mac))
-	p3 := netip.MustParsePrefix("198.19.3.0/24")
-	mustPut(t, cli, keys.Subnet(p3), string(other))
+	subnets := []string{p2.String()}
+	for sub, v := range conflicts {
+		mustPut(t, cli, keys.Subnet(netip.MustParsePrefix(sub)), v)
+		subnets = append(subnets, sub)
+	}
 	before := dump(t, cli)
-	for i, q := range []netip.Prefix{p2, p3} {
-		_, err := r.PutNetwork(ctx, network("h1", "app"+string(rune('2'+i)), q.String()))
+	for i, sub := range subnets {
+		_, err := r.PutNetwork(ctx, network("h1", fmt.Sprintf("c%d", i), sub))
 		var ce *registry.ConflictError
 		if !errors.As(err, &ce) {
-			t.Errorf("put over %s = %v; want a conflict", q, err)
+			t.Errorf("put over %s (%s) = %v; want a conflict", sub, conflicts[sub], err)
 		}
 	}
 	if after := dump(t, cli); after != before {
 		t.Errorf("etcd changed:\nbefore %s\nafter  %s", before, after)
+	}
+}
+
+// TestFlannelReservationNeverQuarantined: an operator reserves this host's
+// flannel subnet as flannel documents (the lease's TTL removed, value
+// unchanged), and a local Docker network uses that subnet. The value is
+// byte for byte what the original tool wrote, but this host's flanneld holds
+// no other lease: it is flanneld's own subnet. It is a conflict, never
+// quarantined or replaced; so is the same reservation after flanneld
+// adopted it again. (Before the fix it was quarantined and replaced by a
+// reservation with PublicIP 0.0.0.0, taking flanneld's subnet away.)
+func TestFlannelReservationNeverQuarantined(t *testing.T) {
+	srv := etcdtest.Start(t)
+	cli := srv.Client(t)
+	ctx := ctxT(t)
+	r, _ := newRegistry(t, cli, "h1")
+	own, _ := flannel.Encode(flannel.NewVXLAN(ident.PublicIP, 1, ident.VtepMAC))
+	p := netip.MustParsePrefix("10.5.7.0/24")
+	grant, err := cli.Grant(ctx, 3600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, keys.Subnet(p), string(own), clientv3.WithLease(grant.ID)); err != nil {
+		t.Fatal(err)
+	}
+	// The documented reservation: put the value again without --lease.
+	mustPut(t, cli, keys.Subnet(p), string(own))
+	if kv := get(t, cli, keys.Subnet(p)); kv.Lease != 0 {
+		t.Fatalf("reservation still on lease %x", kv.Lease)
+	}
+	// Another host's lease exists too; it is not this host's flanneld.
+	mac, _ := net.ParseMAC("aa:bb:cc:dd:ee:09")
+	other, _ := flannel.Encode(flannel.NewVXLAN(netip.MustParseAddr("198.51.100.9"), 1, mac))
+	mustPut(t, cli, keys.Subnet(netip.MustParsePrefix("10.5.9.0/24")), string(other))
+	before := dump(t, cli)
+	res, err := r.PutNetwork(ctx, network("h1", "flannelnet", p.String()))
+	var ce *registry.ConflictError
+	if !errors.As(err, &ce) || len(res.Quarantined) != 0 || ce.Key != keys.Subnet(p) {
+		t.Fatalf("put over this host's flannel reservation = %+v, %v; want a conflict on %s", res, err, keys.Subnet(p))
+	}
+	if after := dump(t, cli); after != before {
+		t.Errorf("etcd changed:\nbefore %s\nafter  %s", before, after)
+	}
+	if kv := get(t, cli, keys.Records()+registry.QuarantineDir+"/coreos.com/network/subnets/10.5.7.0-24"); kv != nil {
+		t.Errorf("flannel's reservation was quarantined: %s", kv.Value)
 	}
 }
 

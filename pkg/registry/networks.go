@@ -90,8 +90,8 @@ type netState struct {
 // when another entry under <FLANNEL_PREFIX>/subnets overlaps n.Subnet, or
 // when the record key belongs to another registrar using this host's name.
 // On a conflict our own record and reservations of n are withdrawn, so that
-// no peer routes a subnet we do not hold. A vxlan lease without TTL carrying
-// our PublicIP at n.Subnet (left by the original tool) is copied under
+// no peer routes a subnet we do not hold. A lease the original tool left at
+// n.Subnet (see legacyLease: never a flannel reservation) is copied under
 // <ConfigPrefix>/_quarantine/ and replaced (PutResult.Quarantined).
 func (r *Registry) PutNetwork(ctx context.Context, n Network) (PutResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.RequestTimeout)
@@ -136,11 +136,11 @@ func (r *Registry) putNetworkOnce(ctx context.Context, n Network, recVal, resVal
 	if dup, foreign := r.duplicateOf(st.rec, id, ident, st.host.live); foreign {
 		return PutResult{}, &ConflictError{Subnet: n.Subnet, Network: n.Network, Claimant: dup.String(), Key: recKey, Duplicate: dup}
 	}
-	legacy := legacyLease(st.res, ident)
+	legacy := r.legacyLease(st.res, ident, st.subnets)
 	if claimant, ok := r.claimant(st.res, n.Network, st.host); !ok && !legacy {
 		return PutResult{}, r.conflict(ctx, n, st, &ConflictError{Subnet: n.Subnet, Network: n.Network, Claimant: claimant, Key: resKey})
 	}
-	if e, claimant, ok := r.overlapping(st.subnets, n.Subnet, ident, st.host); ok {
+	if e, claimant, ok := r.overlapping(st.subnets, n.Subnet, n.Network, ident, st.host); ok {
 		return PutResult{}, r.conflict(ctx, n, st, &ConflictError{Subnet: n.Subnet, Network: n.Network,
 			Claimant: claimant + " at overlapping " + e.prefix.String(), Key: string(e.kv.Key)})
 	}
@@ -227,7 +227,7 @@ func (r *Registry) readNetwork(ctx context.Context, n Network, cur clientv3.Leas
 		hr:      hr,
 	}
 	st.rec = st.host.records[r.cfg.Keys.Network(n.Host, n.Network)]
-	st.res = st.subnet(n.Subnet)
+	st.res = st.subnet(r.cfg.Keys, n.Subnet)
 	if st.rec == nil {
 		return st, nil
 	}
@@ -237,7 +237,7 @@ func (r *Registry) readNetwork(ctx context.Context, n Network, cur clientv3.Leas
 	}
 	// The network's subnet moved; our reservation of the old one goes with it.
 	st.oldSub = old.Subnet
-	if kv := st.subnet(old.Subnet); kv != nil {
+	if kv := st.subnet(r.cfg.Keys, old.Subnet); kv != nil {
 		if _, mine := r.claimant(kv, old.Network, st.host); mine {
 			st.oldRes = kv
 		}
@@ -245,10 +245,11 @@ func (r *Registry) readNetwork(ctx context.Context, n Network, cur clientv3.Leas
 	return st, nil
 }
 
-// subnet returns the entry at exactly p, nil when absent.
-func (st netState) subnet(p netip.Prefix) *mvccpb.KeyValue {
+// subnet returns the entry at the reservation key of p (not a dual-stack
+// key of p: overlapping judges those), nil when absent.
+func (st netState) subnet(keys Keys, p netip.Prefix) *mvccpb.KeyValue {
 	for _, e := range st.subnets {
-		if e.prefix == p {
+		if e.prefix == p && string(e.kv.Key) == keys.Subnet(p) {
 			return e.kv
 		}
 	}

@@ -62,6 +62,9 @@ func (r *Registry) Owned(ctx context.Context, id Identity) (map[string][]netip.P
 		own[pk.Network] = append(own[pk.Network], subs...)
 	}
 	for _, e := range r.subnetEntries(resp.Responses[1].GetResponseRange().Kvs) {
+		if !r.plain(e) {
+			continue // we write reservations at plain keys only
+		}
 		l, err := flannel.Decode(e.kv.Value)
 		if err != nil {
 			continue

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/flannel-registrar/flannel-registrar/pkg/flannel"
+	"github.com/flannel-registrar/flannel-registrar/pkg/names"
+	"github.com/flannel-registrar/flannel-registrar/pkg/strictjson"
 )
 
 // HostsDir is the directory under the config prefix that holds host records.
@@ -28,6 +30,14 @@ const RegistrarsDir = "_registrars"
 
 // QuarantineDir holds copies of values we removed but did not write.
 const QuarantineDir = "_quarantine"
+
+// Size caps of what is read from etcd (documented in the README). Our keys
+// are at most a prefix, a 253-byte host name and a network name; our values
+// a few hundred bytes. Anything bigger is refused unread.
+const (
+	MaxKeySize   = 512
+	MaxValueSize = flannel.MaxValueSize // 4096
+)
 
 // Keys builds and parses the etcd keys of one deployment.
 type Keys struct {
@@ -83,18 +93,23 @@ type ParsedKey struct {
 	Kind    KeyKind
 	Host    string       // KindNetwork, KindHost
 	Network string       // KindNetwork
-	Subnet  netip.Prefix // KindSubnet
+	Subnet  netip.Prefix // KindSubnet: the IPv4 subnet
+	Subnet6 netip.Prefix // KindSubnet of a dual-stack lease key: its IPv6 subnet
 }
 
 // Parse classifies key. Keys of other shapes (quarantine, garbage) are KindUnknown
-// with an error saying why.
+// with an error saying why, and so are keys over MaxKeySize and keys whose
+// host or network segment breaks the naming rules (pkg/names).
 func (k Keys) Parse(key string) (ParsedKey, error) {
+	if len(key) > MaxKeySize {
+		return ParsedKey{}, fmt.Errorf("key %.64q... is %d bytes, over the size cap of %d bytes", key, len(key), MaxKeySize)
+	}
 	if rest, ok := strings.CutPrefix(key, k.Subnets()); ok {
-		p, err := flannel.ParseSubnetKey(rest)
+		p, p6, err := flannel.ParseSubnetKeys(rest)
 		if err != nil {
 			return ParsedKey{}, err
 		}
-		return ParsedKey{Kind: KindSubnet, Subnet: p}, nil
+		return ParsedKey{Kind: KindSubnet, Subnet: p, Subnet6: p6}, nil
 	}
 	rest, ok := strings.CutPrefix(key, k.Records())
 	if !ok {
@@ -109,12 +124,21 @@ func (k Keys) Parse(key string) (ParsedKey, error) {
 	}
 	switch parts[0] {
 	case HostsDir:
+		if err := names.CheckHost(parts[1]); err != nil {
+			return ParsedKey{}, fmt.Errorf("key %q: host name %q: %w", key, parts[1], err)
+		}
 		return ParsedKey{Kind: KindHost, Host: parts[1]}, nil
 	case QuarantineDir:
 		return ParsedKey{}, fmt.Errorf("key %q is a quarantined copy", key)
 	}
 	if strings.HasPrefix(parts[0], "_") {
 		return ParsedKey{}, fmt.Errorf("key %q: reserved directory %q", key, parts[0])
+	}
+	if err := names.CheckHost(parts[0]); err != nil {
+		return ParsedKey{}, fmt.Errorf("key %q: host name %q: %w", key, parts[0], err)
+	}
+	if err := names.CheckNetwork(parts[1]); err != nil {
+		return ParsedKey{}, fmt.Errorf("key %q: network name %q: %w", key, parts[1], err)
 	}
 	return ParsedKey{Kind: KindNetwork, Host: parts[0], Network: parts[1]}, nil
 }
@@ -168,26 +192,31 @@ func EncodeNetwork(n Network) ([]byte, error) {
 	return json.Marshal(n.Record())
 }
 
-// DecodeNetwork parses and validates a network record value.
+// DecodeNetwork parses and validates a network record value. It refuses
+// values over MaxValueSize and ambiguous JSON (duplicate keys, keys that
+// differ from a field name only in case: see pkg/strictjson).
 func DecodeNetwork(b []byte) (Network, error) {
+	if err := strictjson.CheckSize("network record", b, MaxValueSize); err != nil {
+		return Network{}, fmt.Errorf("decode network record: %w", err)
+	}
 	var r NetworkRecord
-	if err := json.Unmarshal(b, &r); err != nil {
+	if err := strictjson.Unmarshal(b, &r); err != nil {
 		return Network{}, fmt.Errorf("decode network record: %w", err)
 	}
 	return r.Validate()
 }
 
-// Validate checks every field a peer needs to route the network: an IPv4
-// network prefix, a usable PublicIP (not unspecified, loopback or multicast)
+// Validate checks every field a peer needs to route the network: a host name
+// as HOST_NAME's rule, a network name as Docker's, an IPv4 network prefix, a usable PublicIP (not unspecified, loopback or multicast)
 // and a unicast VTEP MAC.
 func (r NetworkRecord) Validate() (Network, error) {
 	var errs []error
 	n := Network{Host: r.Host, Network: r.Network, NetworkID: r.NetworkID, VNI: r.VNI}
-	if r.Host == "" || strings.Contains(r.Host, "/") {
-		errs = append(errs, fmt.Errorf("Host %q is empty or contains '/'", r.Host))
+	if err := names.CheckHost(r.Host); err != nil {
+		errs = append(errs, fmt.Errorf("Host %q: %w", r.Host, err))
 	}
-	if r.Network == "" || strings.Contains(r.Network, "/") {
-		errs = append(errs, fmt.Errorf("Network %q is empty or contains '/'", r.Network))
+	if err := names.CheckNetwork(r.Network); err != nil {
+		errs = append(errs, fmt.Errorf("Network %q: %w", r.Network, err))
 	}
 	p, err := netip.ParsePrefix(r.Subnet)
 	switch {
@@ -313,14 +342,21 @@ type HostRecord struct {
 	Conflicts int       `json:"Conflicts"`
 }
 
-// DecodeHost parses a host record.
+// DecodeHost parses a host record: at most MaxValueSize bytes, strict JSON,
+// and a Host as HOST_NAME's rule.
 func DecodeHost(b []byte) (HostRecord, error) {
+	if err := strictjson.CheckSize("host record", b, MaxValueSize); err != nil {
+		return HostRecord{}, fmt.Errorf("decode host record: %w", err)
+	}
 	var h HostRecord
-	if err := json.Unmarshal(b, &h); err != nil {
+	if err := strictjson.Unmarshal(b, &h); err != nil {
 		return HostRecord{}, fmt.Errorf("decode host record: %w", err)
 	}
 	if h.Host == "" {
 		return HostRecord{}, errors.New("decode host record: empty Host")
+	}
+	if err := names.CheckHost(h.Host); err != nil {
+		return HostRecord{}, fmt.Errorf("decode host record: Host %q: %w", h.Host, err)
 	}
 	return h, nil
 }

@@ -26,6 +26,13 @@ func TestKeysParse(t *testing.T) {
 		{"/flannel/network/subnets/h1/a/b", ParsedKey{}, "expected"},
 		{"/flannel/network/subnets/h1/", ParsedKey{}, "expected"},
 		{"/elsewhere/x", ParsedKey{}, "outside"},
+		{"/flannel/network/subnets/h_1/app1", ParsedKey{}, `host name "h_1": expected a hostname`},
+		{"/flannel/network/subnets/-h1/app1", ParsedKey{}, "expected a hostname"},
+		{"/flannel/network/subnets/h1/_app", ParsedKey{}, `network name "_app": expected a Docker network name`},
+		{"/flannel/network/subnets/h1/a:b", ParsedKey{}, "expected a Docker network name"},
+		{"/flannel/network/subnets/_hosts/h.1.", ParsedKey{}, "expected a hostname"},
+		{"/flannel/network/subnets/h1/" + strings.Repeat("a", 500), ParsedKey{}, "over the size cap of 512 bytes"},
+		{"/flannel/network/subnets/h1/a.b_c-D9", ParsedKey{Kind: KindNetwork, Host: "h1", Network: "a.b_c-D9"}, ""},
 	} {
 		got, err := testKeys.Parse(tc.key)
 		if tc.err != "" {
@@ -65,10 +72,35 @@ func TestDecodeNetworkRejects(t *testing.T) {
 		{`c6:a7:e4:a5:a1:dd`, `nope`, "6-byte"},
 		{`"VNI":1`, `"VNI":16777216`, "VNI"},
 		{`{"Host"`, `[{"Host"`, "decode"},
+		{`"Host":"h1"`, `"Host":"h_1"`, "expected a hostname"},
+		{`"Network":"app1"`, `"Network":"app 1"`, "expected a Docker network name"},
+		{`"Subnet":"198.19.1.0/24"`, `"Subnet":"198.19.1.0/24","Subnet":"0.0.0.0/0"`, `duplicate key "Subnet"`},
+		{`"Subnet":"198.19.1.0/24"`, `"Subnet":"198.19.1.0/24","subnet":"0.0.0.0/0"`, "differ only in case"},
+		{`"PublicIP"`, `"PUBLICIP"`, `key "PUBLICIP" is not "PublicIP"`},
+		{`"VNI":1`, `"VNI":1,"Pad":"` + strings.Repeat("x", MaxValueSize) + `"`, "over the size cap of 4096 bytes"},
 	} {
 		bad := strings.Replace(good, tc.from, tc.to, 1)
 		if _, err := DecodeNetwork([]byte(bad)); err == nil || !strings.Contains(err.Error(), tc.why) {
 			t.Errorf("DecodeNetwork(%s) = %v; want an error about %q", bad, err, tc.why)
+		}
+	}
+}
+
+func TestDecodeHostRejects(t *testing.T) {
+	good := `{"Host":"h1","PublicIP":"198.51.100.1","VtepMAC":"c6:a7:e4:a5:a1:dd","VNI":1}`
+	if _, err := DecodeHost([]byte(good)); err != nil {
+		t.Fatalf("good host record rejected: %v", err)
+	}
+	for _, tc := range []struct{ from, to, why string }{
+		{`"Host":"h1"`, `"Host":""`, "empty Host"},
+		{`"Host":"h1"`, `"Host":"h1_"`, "expected a hostname"},
+		{`"Host":"h1"`, `"Host":"h1","host":"h2"`, "differ only in case"},
+		{`"Host":"h1"`, `"Host":"h1","Host":"h2"`, `duplicate key "Host"`},
+		{`"VNI":1`, `"VNI":1,"Pad":"` + strings.Repeat("x", MaxValueSize) + `"`, "over the size cap"},
+	} {
+		bad := strings.Replace(good, tc.from, tc.to, 1)
+		if _, err := DecodeHost([]byte(bad)); err == nil || !strings.Contains(err.Error(), tc.why) {
+			t.Errorf("DecodeHost(%.200s) = %v; want an error about %q", bad, err, tc.why)
 		}
 	}
 }
@@ -81,6 +113,7 @@ func FuzzDecodeNetwork(f *testing.F) {
 	f.Add([]byte(`{"Subnet":"0.0.0.0/0","Extra":[1,2,3]}`))
 	f.Add([]byte(`null`))
 	f.Add([]byte(`{"VNI":-1,"VtepMAC":"C6-A7-E4-A5-A1-DD"}`))
+	f.Add([]byte(`{"Host":"h1","Network":"app1","Subnet":"198.19.1.0/24","subnet":"0.0.0.0/0","PublicIP":"198.51.100.1","VtepMAC":"c6:a7:e4:a5:a1:dd"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		n, err := DecodeNetwork(b)
 		if err != nil {

@@ -34,7 +34,8 @@ type LocalNetwork struct {
 // Lease is a valid flannel lease (a vxlan lease of some flanneld, our own
 // reservation, or a lease of another backend).
 type Lease struct {
-	Subnet      netip.Prefix
+	Subnet      netip.Prefix // the IPv4 subnet
+	Subnet6     netip.Prefix // the IPv6 subnet of a dual-stack lease key, else invalid
 	Raw         flannel.Lease
 	PublicIP    netip.Addr
 	VNI         int              // vxlan only
@@ -604,7 +605,7 @@ func networkEqual(a, b registry.Network) bool {
 }
 
 func leaseEqual(a, b Lease) bool {
-	return a.Subnet == b.Subnet && a.PublicIP == b.PublicIP && a.VNI == b.VNI &&
+	return a.Subnet == b.Subnet && a.Subnet6 == b.Subnet6 && a.PublicIP == b.PublicIP && a.VNI == b.VNI &&
 		a.VtepMAC.String() == b.VtepMAC.String() && a.Raw.BackendType == b.Raw.BackendType &&
 		string(a.Raw.BackendData) == string(b.Raw.BackendData)
 }

@@ -2,6 +2,7 @@ package docker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"reflect"
@@ -196,4 +197,53 @@ func TestRealDockerd(t *testing.T) {
 	testutil.Eventually(t, 10*time.Second, func() error { return hasNet(store, "after") })
 	d.Docker(t, "network", "rm", "after")
 	testutil.Eventually(t, 10*time.Second, func() error { return lacksNet(store, "after") })
+}
+
+// TestRealDockerdNamesakes: two networks with one name on a real dockerd
+// (created through the API without the duplicate check, as old clients
+// could). An internal namesake created after an eligible network leaves the
+// eligible one registered; destroying the older of two eligible namesakes
+// hands the name to the newer at once.
+func TestRealDockerdNamesakes(t *testing.T) {
+	d, store, rec := realSetup(t)
+	d.Docker(t, "network", "create", "--subnet", "198.18.20.0/24", "dup")
+	testutil.Eventually(t, 10*time.Second, func() error { return hasNet(store, "dup") })
+	older := d.Docker(t, "network", "inspect", "-f", "{{.Id}}", "dup")
+
+	if _, err := d.CreateDuplicateNetwork(t, "dup", "198.18.21.0/24", map[string]any{"Internal": true}); err != nil {
+		if errors.Is(err, dockertest.ErrDuplicatesRefused) {
+			t.Skipf("this dockerd cannot hold two networks with one name: %v", err)
+		}
+		t.Fatal(err)
+	}
+	d.Docker(t, "network", "create", "--subnet", "198.18.22.0/24", "marker")
+	testutil.Eventually(t, 10*time.Second, func() error { return hasNet(store, "marker") })
+	if cur, ok := store.Local("dup"); !ok || cur.ID != older {
+		t.Fatalf("after an internal namesake's create the store has %+v (present %v), want %.12s", cur, ok, older)
+	}
+	if got := rec.get(&rec.skips); !slices.Contains(got, "dup: internal network (no traffic leaves the host)") {
+		t.Errorf("the internal namesake was not reported: %q", got)
+	}
+
+	newer, err := d.CreateDuplicateNetwork(t, "dup", "198.18.23.0/24", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, func() error {
+		want := fmt.Sprintf("dup: network %.12s has the same name as %.12s", newer, older)
+		if got := rec.get(&rec.invalids); !slices.Contains(got, want) {
+			return fmt.Errorf("invalids %q, want %q", got, want)
+		}
+		return nil
+	})
+	if cur, _ := store.Local("dup"); cur.ID != older {
+		t.Fatalf("the newer namesake took the name from the older: %+v", cur)
+	}
+	d.Docker(t, "network", "rm", older)
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if cur, ok := store.Local("dup"); !ok || cur.ID != newer || cur.Subnet != netip.MustParsePrefix("198.18.23.0/24") {
+			return fmt.Errorf("store has %+v (present %v), want the newer namesake %.12s", cur, ok, newer)
+		}
+		return nil
+	})
 }

@@ -4,6 +4,14 @@
 // is down it reconnects with backoff and lists again; an outage never
 // removes anything from the store.
 //
+// Relist asks for a list within the running session; the wiring calls it on
+// every periodic resync, so that a missed event heals within INTERVAL.
+//
+// Names are the store's keys. When Docker holds two networks of one name
+// (possible with old API clients), the oldest eligible one has the name, on
+// a list and on every event: a create or a destroy of a network of that name
+// settles the name from Docker's networks of that name now.
+//
 // It also reports, through a hook, the events after which Docker rewrites
 // its iptables rules (network create/destroy/connect/disconnect, container
 // start); which controller reacts is the wiring's business.
@@ -81,9 +89,10 @@ type Options struct {
 // Watcher keeps the store's local networks equal to Docker's eligible ones.
 // It is the store's only writer of local networks.
 type Watcher struct {
-	api   API
-	store *state.Store
-	o     Options
+	api    API
+	store  *state.Store
+	o      Options
+	relist chan struct{} // Relist's request, one pending at most
 }
 
 // New returns a watcher of api writing into store.
@@ -91,7 +100,18 @@ func New(api API, store *state.Store, o Options) *Watcher {
 	if o.Backoff == nil {
 		o.Backoff = defaultBackoff
 	}
-	return &Watcher{api: api, store: store, o: o}
+	return &Watcher{api: api, store: store, o: o, relist: make(chan struct{}, 1)}
+}
+
+// Relist asks Run to list Docker again, replacing the store's local networks
+// with what Docker has now (trigger "docker:relist"). It never blocks; the
+// list runs in Run's goroutine between two events. While Docker is
+// unreachable it does nothing more than the reconnect's own list.
+func (w *Watcher) Relist() {
+	select {
+	case w.relist <- struct{}{}:
+	default: // one is pending already
+	}
 }
 
 func defaultBackoff() backoff.BackOff {
@@ -141,7 +161,11 @@ func (w *Watcher) session(ctx context.Context) (listed bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("docker version: %w", err)
 	}
-	if err := w.list(ctx); err != nil {
+	select {
+	case <-w.relist: // this list serves it
+	default:
+	}
+	if err := w.list(ctx, "docker:list"); err != nil {
 		return false, err
 	}
 	w.connected(v)
@@ -156,6 +180,10 @@ func (w *Watcher) session(ctx context.Context) (listed bool, err error) {
 			return true, fmt.Errorf("docker event stream: %w", err)
 		case m := <-msgs:
 			if err := w.handle(ctx, m); err != nil {
+				return true, err
+			}
+		case <-w.relist:
+			if err := w.list(ctx, "docker:relist"); err != nil {
 				return true, err
 			}
 		}
@@ -180,14 +208,14 @@ func eventFilter() filters.Args {
 }
 
 // list replaces the store's local networks with Docker's eligible ones.
-func (w *Watcher) list(ctx context.Context) error {
+func (w *Watcher) list(ctx context.Context, trigger string) error {
 	nets, err := w.api.NetworkList(ctx, network.ListOptions{})
 	if err != nil {
 		return fmt.Errorf("docker network list: %w", err)
 	}
-	w.store.ReplaceLocal(w.eligible(nets), "docker:list")
-	w.store.SetSynced(Source, "docker:list")
-	w.rulesChanged("docker:list")
+	w.store.ReplaceLocal(w.eligible(nets), trigger)
+	w.store.SetSynced(Source, trigger)
+	w.rulesChanged(trigger)
 	return nil
 }
 
@@ -214,20 +242,24 @@ func (w *Watcher) eligible(nets []network.Summary) []state.LocalNetwork {
 	return out
 }
 
-// handle applies one event. Events are hints: a create is checked with an
-// inspect, a destroy only removes the network it names (by ID), so replayed
-// or stale events change nothing. An error ends the session (re-list).
+// handle applies one event. Events are hints: a create settles its name
+// from Docker's networks of that name now, a destroy does so only when it
+// names the network stored under that name (by ID), so replayed or stale
+// events change nothing. An error ends the session (re-list).
 func (w *Watcher) handle(ctx context.Context, m events.Message) error {
 	name := m.Actor.Attributes["name"]
 	trigger := fmt.Sprintf("docker:%s %s", m.Action, name)
 	switch {
 	case m.Type == events.NetworkEventType && m.Action == events.ActionCreate:
-		if err := w.created(ctx, m.Actor.ID, trigger); err != nil {
+		if err := w.created(ctx, m.Actor.ID, name, trigger); err != nil {
 			return err
 		}
 	case m.Type == events.NetworkEventType && m.Action == events.ActionDestroy:
 		if cur, ok := w.store.Local(name); ok && (cur.ID == m.Actor.ID || m.Actor.ID == "") {
-			w.store.DeleteLocal(name, trigger)
+			// A namesake refused while this one held the name may take it now.
+			if err := w.settle(ctx, name, trigger); err != nil {
+				return err
+			}
 		}
 	case m.Type == events.NetworkEventType:
 		// connect, disconnect: only Docker's rules change.
@@ -239,56 +271,40 @@ func (w *Watcher) handle(ctx context.Context, m events.Message) error {
 	return nil
 }
 
-func (w *Watcher) created(ctx context.Context, id, trigger string) error {
-	n, err := w.api.NetworkInspect(ctx, id, network.InspectOptions{})
-	if cerrdefs.IsNotFound(err) {
-		return nil // already gone again; its destroy event follows
-	}
-	if err != nil {
-		return fmt.Errorf("docker network inspect %.12s: %w", id, err)
-	}
-	ln, reason, v := classify(n)
-	if v == accept {
-		older, err := w.olderNamesake(ctx, ln)
+// created handles a create event: the name (from the event, else from an
+// inspect of the network) is settled from Docker's networks of that name.
+func (w *Watcher) created(ctx context.Context, id, name, trigger string) error {
+	if name == "" {
+		n, err := w.api.NetworkInspect(ctx, id, network.InspectOptions{})
+		if cerrdefs.IsNotFound(err) {
+			return nil // already gone again; its destroy event follows
+		}
 		if err != nil {
-			return err
+			return fmt.Errorf("docker network inspect %.12s: %w", id, err)
 		}
-		if older != "" {
-			// Same rule as the list: the older network keeps the name, so a
-			// re-list does not flip the record between the two.
-			w.invalid(n.Name, fmt.Sprintf("network %.12s has the same name as %.12s", n.ID, older))
-			return nil
-		}
-		w.store.PutLocal(ln, trigger)
-		return nil
+		name = n.Name
 	}
-	if v == skip {
-		w.skip(n.Name, reason)
-	} else {
-		w.invalid(n.Name, reason)
-	}
-	if cur, ok := w.store.Local(n.Name); ok && cur.ID != n.ID {
-		w.store.DeleteLocal(n.Name, trigger) // a stale entry whose destroy we missed
-	}
-	return nil
+	return w.settle(ctx, name, trigger)
 }
 
-// olderNamesake returns the ID of the network already stored under ln's
-// name if it is another network that still exists; "" if there is none or
-// it is gone (a destroy we missed).
-func (w *Watcher) olderNamesake(ctx context.Context, ln state.LocalNetwork) (string, error) {
-	cur, ok := w.store.Local(ln.Name)
-	if !ok || cur.ID == ln.ID {
-		return "", nil
+// settle sets the store's entry of name from the networks Docker has of that
+// name now, with the list's rule: the oldest eligible one, else none. Every
+// namesake left out is reported (skip or invalid). An ineligible network
+// therefore never removes an eligible namesake that still exists, and the
+// destroy of the one holding the name hands it to the next.
+func (w *Watcher) settle(ctx context.Context, name, trigger string) error {
+	// Docker's name filter matches substrings: keep exact matches.
+	nets, err := w.api.NetworkList(ctx, network.ListOptions{Filters: filters.NewArgs(filters.Arg("name", name))})
+	if err != nil {
+		return fmt.Errorf("docker network list (name %s): %w", name, err)
 	}
-	_, err := w.api.NetworkInspect(ctx, cur.ID, network.InspectOptions{})
-	switch {
-	case cerrdefs.IsNotFound(err):
-		return "", nil
-	case err != nil:
-		return "", fmt.Errorf("docker network inspect %.12s: %w", cur.ID, err)
+	same := slices.DeleteFunc(nets, func(n network.Summary) bool { return n.Name != name })
+	if ok := w.eligible(same); len(ok) > 0 {
+		w.store.PutLocal(ok[0], trigger)
+	} else {
+		w.store.DeleteLocal(name, trigger)
 	}
-	return cur.ID, nil
+	return nil
 }
 
 func (w *Watcher) rulesChanged(trigger string) {

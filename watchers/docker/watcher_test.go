@@ -329,3 +329,103 @@ func TestCreateOfNamesakeKeepsOlder(t *testing.T) {
 	s.msgs <- netEvent(events.ActionCreate, id('y'), "dup")
 	wantNames(t, store, "dup=y")
 }
+
+// An ineligible network created with a stored network's name (an internal
+// one, say) leaves the stored one alone while it exists: the create is
+// checked against Docker, not taken as "the name moved".
+func TestIneligibleNamesakeKeepsEligible(t *testing.T) {
+	t0 := time.Now()
+	api := newFakeAPI(bridgeNet("dup", id('x'), "10.5.40.0/24", t0))
+	store := state.New()
+	rec := &recorder{}
+	run(t, api, store, rec.options())
+	s := api.nextStream(t)
+	wantNames(t, store, "dup=x")
+
+	inner := bridgeNet("dup", id('y'), "10.5.41.0/24", t0.Add(time.Second))
+	inner.Internal = true
+	api.put(inner)
+	s.msgs <- netEvent(events.ActionCreate, id('y'), "dup")
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if got := rec.get(&rec.skips); !slices.Contains(got, "dup: internal network (no traffic leaves the host)") {
+			return fmt.Errorf("skips: %q", got)
+		}
+		return nil
+	})
+	if got := names(store); !slices.Equal(got, []string{"dup=x"}) {
+		t.Fatalf("an ineligible namesake removed the eligible network: %v", got)
+	}
+	// Its destroy changes nothing either.
+	api.remove(id('y'))
+	s.msgs <- netEvent(events.ActionDestroy, id('y'), "dup")
+	s.msgs <- netEvent(events.ActionConnect, id('x'), "dup") // a marker: handled after the destroy
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if !slices.Contains(rec.get(&rec.pokes), "docker:connect dup") {
+			return fmt.Errorf("marker not handled")
+		}
+		return nil
+	})
+	if got := names(store); !slices.Equal(got, []string{"dup=x"}) {
+		t.Fatalf("after the namesake's destroy: %v", got)
+	}
+}
+
+// When the network holding a name is destroyed, an eligible namesake
+// (refused while the older one existed) takes the name at once.
+func TestDestroyOfNameHolderHandsOver(t *testing.T) {
+	t0 := time.Now()
+	api := newFakeAPI(
+		bridgeNet("dup", id('x'), "10.5.40.0/24", t0),
+		bridgeNet("dup", id('y'), "10.5.41.0/24", t0.Add(time.Second)),
+		bridgeNet("dupe", id('z'), "10.5.42.0/24", t0), // the name filter matches substrings
+	)
+	store := state.New()
+	rec := &recorder{}
+	run(t, api, store, rec.options())
+	s := api.nextStream(t)
+	wantNames(t, store, "dup=x", "dupe=z")
+
+	api.remove(id('x'))
+	s.msgs <- netEvent(events.ActionDestroy, id('x'), "dup")
+	wantNames(t, store, "dup=y", "dupe=z")
+	api.remove(id('y'))
+	s.msgs <- netEvent(events.ActionDestroy, id('y'), "dup")
+	wantNames(t, store, "dupe=z")
+}
+
+// Relist re-lists within the session: networks created or removed without
+// an event reaching us (a missed event) are right after it.
+func TestRelistHealsMissedEvents(t *testing.T) {
+	t0 := time.Now()
+	api := newFakeAPI(bridgeNet("app1", id('a'), "10.5.35.0/24", t0))
+	store := state.New()
+	var mu sync.Mutex
+	var triggers []string
+	store.Subscribe(func(ev state.Event) {
+		mu.Lock()
+		triggers = append(triggers, ev.Trigger+" "+ev.Key)
+		mu.Unlock()
+	})
+	rec := &recorder{}
+	w := New(api, store, rec.options())
+	runTB(t, w)
+	api.nextStream(t)
+	wantNames(t, store, "app1=a")
+
+	api.remove(id('a'))
+	api.put(bridgeNet("app2", id('b'), "10.5.36.0/24", t0))
+	w.Relist()
+	wantNames(t, store, "app2=b")
+	mu.Lock()
+	defer mu.Unlock()
+	for _, want := range []string{"docker:relist app1", "docker:relist app2"} {
+		if !slices.Contains(triggers, want) {
+			t.Errorf("no store event %q in %q", want, triggers)
+		}
+	}
+	select {
+	case s := <-api.streams:
+		t.Errorf("Relist reconnected (new subscription %+v) instead of listing in the session", s.opts)
+	default:
+	}
+}

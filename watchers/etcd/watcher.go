@@ -3,10 +3,27 @@
 // next revision; re-list when a watch falls behind compaction or ends (no
 // leader, lost stream), with backoff between failed attempts.
 //
+// etcd restored from a backup or restarted with an empty data directory
+// accepts the client's resumed watch on a revision it has not reached and
+// delivers nothing, without an error. The watcher therefore checks etcd's
+// header (a linearizable read of one key, every HeaderCheckInterval) and
+// every watch response's header: a revision below the one already applied,
+// a raft term below the highest seen, or another cluster ID means etcd's
+// history is not the one the store reflects, and the watcher re-lists
+// (OnRelist reason "etcd revision went back ...", "etcd raft term went
+// back ..." or "etcd cluster ID changed ...").
+//
+// Lists are paginated (PageSize keys per request, every page at the first
+// page's revision), so that 100,000 keys need no single giant response.
+//
 // Every key is decoded and validated before it reaches the store. An invalid
 // item (garbage value, 127.0.0.1 PublicIP, bad MAC, a record whose key and
-// value disagree) is skipped, counted and reported once per key and revision
-// through OnInvalid; it never stops the watcher.
+// value disagree, a key over 512 bytes or a value over 4 KiB, ambiguous JSON
+// with duplicate or case-variant keys, a host name that breaks HOST_NAME's
+// rule or a network name that breaks Docker's, a network record beyond the
+// first MaxRecordsPerHost of its host in key order) is skipped, counted and
+// reported once per key and revision through OnInvalid, with the rule it
+// broke; it never stops the watcher.
 package etcd
 
 import (
@@ -14,12 +31,14 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -34,6 +53,10 @@ const Source = "etcd"
 
 // DefaultListTimeout bounds one list of both prefixes.
 const DefaultListTimeout = 30 * time.Second
+
+// DefaultHeaderCheckInterval is how often a watching watcher reads etcd's
+// header to notice a watch that etcd silently stopped serving (data loss).
+const DefaultHeaderCheckInterval = time.Second
 
 // Options configure a Watcher.
 type Options struct {
@@ -50,7 +73,23 @@ type Options struct {
 	// from 100ms to 5s, forever.
 	Backoff     func() backoff.BackOff
 	ListTimeout time.Duration // 0: DefaultListTimeout
+	// HeaderCheckInterval: 0 is DefaultHeaderCheckInterval; negative
+	// disables the periodic check (watch response headers are still checked).
+	HeaderCheckInterval time.Duration
+	// PageSize is how many keys one list request reads (0: DefaultPageSize).
+	PageSize int
+	// MaxRecordsPerHost caps the network records of one host name (0:
+	// DefaultMaxRecordsPerHost): the first ones in key order count, the
+	// others are skipped as invalid.
+	MaxRecordsPerHost int
 }
+
+// DefaultPageSize is the default Options.PageSize: a list of 100,000 keys is
+// 100 requests of a few hundred KiB, not one response of tens of MiB.
+const DefaultPageSize = 1000
+
+// DefaultMaxRecordsPerHost is the default Options.MaxRecordsPerHost.
+const DefaultMaxRecordsPerHost = 1000
 
 // Stats are the watcher's counters.
 type Stats struct {
@@ -70,6 +109,13 @@ type Watcher struct {
 	revs     [2]int64 // per watched prefix: last revision applied
 	listed   bool
 	needList bool
+	cluster  uint64 // cluster ID of the last list (0: unknown)
+	term     uint64 // highest raft term seen since the last list
+	perHost  map[string]*hostKeys
+	// Per IPv4 subnet, the lease keys that name it (a plain key and
+	// dual-stack keys, "10.5.35.0-24&fd00::-64"), sorted: the store holds
+	// the first one's lease, the others are reported invalid.
+	leaseKeys map[netip.Prefix][]string
 
 	lists, relists, compacted, events, invalid atomic.Uint64
 	revision                                   atomic.Int64
@@ -89,6 +135,15 @@ func New(o Options) (*Watcher, error) {
 	if o.ListTimeout <= 0 {
 		o.ListTimeout = DefaultListTimeout
 	}
+	if o.HeaderCheckInterval == 0 {
+		o.HeaderCheckInterval = DefaultHeaderCheckInterval
+	}
+	if o.PageSize <= 0 {
+		o.PageSize = DefaultPageSize
+	}
+	if o.MaxRecordsPerHost <= 0 {
+		o.MaxRecordsPerHost = DefaultMaxRecordsPerHost
+	}
 	if o.Backoff == nil {
 		o.Backoff = func() backoff.BackOff {
 			return backoff.NewExponentialBackOff(
@@ -97,7 +152,7 @@ func New(o Options) (*Watcher, error) {
 				backoff.WithMaxElapsedTime(0))
 		}
 	}
-	return &Watcher{o: o, invalidAt: map[string]int64{}}, nil
+	return &Watcher{o: o, invalidAt: map[string]int64{}, perHost: map[string]*hostKeys{}, leaseKeys: map[netip.Prefix][]string{}}, nil
 }
 
 // Invalid returns how many distinct invalid (key, revision) pairs were seen.
@@ -171,7 +226,8 @@ func wait(ctx context.Context, b backoff.BackOff) bool {
 	}
 }
 
-// list reads both prefixes at one revision into the store.
+// list reads both prefixes at one revision into the store, in pages of
+// PageSize keys: the first page fixes the revision, the others read at it.
 func (w *Watcher) list(ctx context.Context, reason string) error {
 	trigger := "etcd:list"
 	if w.listed {
@@ -185,22 +241,26 @@ func (w *Watcher) list(ctx context.Context, reason string) error {
 	}
 	lctx, cancel := context.WithTimeout(ctx, w.o.ListTimeout)
 	defer cancel()
-	resp, err := w.o.Client.Txn(lctx).Then(
-		clientv3.OpGet(w.o.Keys.Records(), clientv3.WithPrefix()),
-		clientv3.OpGet(w.o.Keys.Subnets(), clientv3.WithPrefix()),
-	).Commit()
-	if err != nil {
-		return fmt.Errorf("list %s and %s: %w", w.o.Keys.Records(), w.o.Keys.Subnets(), err)
-	}
 	view := state.EtcdView{
 		Networks: map[string]registry.Network{},
 		Leases:   map[netip.Prefix]state.Lease{},
 		Hosts:    map[string]registry.HostRecord{},
 	}
 	seen := map[string]bool{}
-	for _, r := range resp.Responses {
-		for _, kv := range r.GetResponseRange().Kvs {
+	perHost := map[string]*hostKeys{}
+	leaseKeys := map[netip.Prefix][]string{}
+	var hdr *etcdserverpb.ResponseHeader
+	for _, prefix := range []string{w.o.Keys.Records(), w.o.Keys.Subnets()} {
+		err := w.listPrefix(lctx, prefix, &hdr, func(kv *mvccpb.KeyValue) {
 			seen[string(kv.Key)] = true
+			err := w.admitListed(perHost, kv)
+			if err == nil {
+				err = w.placeListed(leaseKeys, kv)
+			}
+			if err != nil {
+				w.reportInvalid(kv, err)
+				return
+			}
 			it, err := w.decode(kv)
 			switch {
 			case err != nil:
@@ -212,13 +272,18 @@ func (w *Watcher) list(ctx context.Context, reason string) error {
 			case it.kind == registry.KindSubnet:
 				view.Leases[it.lease.Subnet] = it.lease
 			}
+		})
+		if err != nil {
+			return fmt.Errorf("list %s: %w", prefix, err)
 		}
 	}
 	w.forgetInvalidExcept(seen)
+	w.perHost, w.leaseKeys = perHost, leaseKeys
 	w.o.Store.ReplaceEtcd(view, trigger)
 	w.o.Store.SetSynced(Source, trigger)
-	rev := resp.Header.Revision
+	rev := hdr.Revision
 	w.revs = [2]int64{rev, rev}
+	w.cluster, w.term = hdr.ClusterId, hdr.RaftTerm
 	w.revision.Store(rev)
 	if w.listed {
 		w.relists.Add(1)
@@ -228,9 +293,38 @@ func (w *Watcher) list(ctx context.Context, reason string) error {
 	return nil
 }
 
+// listPrefix reads every key under prefix in pages, calling fn for each in
+// key order. *hdr is the header of the first page of the list (nil before):
+// its revision is the one every page is read at.
+func (w *Watcher) listPrefix(ctx context.Context, prefix string, hdr **etcdserverpb.ResponseHeader, fn func(*mvccpb.KeyValue)) error {
+	end := clientv3.GetPrefixRangeEnd(prefix)
+	from := prefix
+	for {
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(int64(w.o.PageSize))}
+		if *hdr != nil {
+			opts = append(opts, clientv3.WithRev((*hdr).Revision))
+		}
+		resp, err := w.o.Client.Get(ctx, from, opts...)
+		if err != nil {
+			return err
+		}
+		if *hdr == nil {
+			*hdr = resp.Header
+		}
+		for _, kv := range resp.Kvs {
+			fn(kv)
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			return nil
+		}
+		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+}
+
 // watch watches both prefixes from where the store is until the watch ends.
-// It returns the reason, whether to re-list at once (compaction) rather than
-// after a backoff, and whether the watch delivered anything.
+// It returns the reason, whether to re-list at once (compaction, etcd lost
+// its history) rather than after a backoff, and whether the watch delivered
+// anything.
 func (w *Watcher) watch(ctx context.Context) (reason string, retryNow, progressed bool) {
 	// RequireLeader: a member that lost its cluster cancels the watch instead
 	// of leaving it silent.
@@ -242,6 +336,16 @@ func (w *Watcher) watch(ctx context.Context) (reason string, retryNow, progresse
 		chs[i] = w.o.Client.Watch(wctx, p, clientv3.WithPrefix(), clientv3.WithRev(w.revs[i]+1),
 			clientv3.WithProgressNotify())
 	}
+	var (
+		tick     <-chan time.Time
+		checks   = make(chan headerCheck, 1)
+		inFlight bool
+	)
+	if w.o.HeaderCheckInterval > 0 {
+		t := time.NewTicker(w.o.HeaderCheckInterval)
+		defer t.Stop()
+		tick = t.C
+	}
 	for {
 		var (
 			wr clientv3.WatchResponse
@@ -251,6 +355,20 @@ func (w *Watcher) watch(ctx context.Context) (reason string, retryNow, progresse
 		select {
 		case <-ctx.Done():
 			return "stopped", false, progressed
+		case <-tick:
+			if !inFlight {
+				inFlight = true
+				go w.checkHeader(wctx, max(w.revs[0], w.revs[1]), checks)
+			}
+			continue
+		case c := <-checks:
+			inFlight = false
+			if c.err == nil {
+				if why := w.historyLost(c.hdr, c.applied); why != "" {
+					return why, true, progressed
+				}
+			}
+			continue
 		case wr, ok = <-chs[0]:
 		case wr, ok = <-chs[1]:
 			i = 1
@@ -265,26 +383,100 @@ func (w *Watcher) watch(ctx context.Context) (reason string, retryNow, progresse
 		if err := wr.Err(); err != nil || wr.Canceled {
 			return fmt.Sprintf("watch ended: %v", err), false, progressed
 		}
+		if why := w.historyLost(&wr.Header, w.revs[i]); why != "" {
+			return why, true, progressed
+		}
 		progressed = true
-		w.apply(i, wr)
+		if why := w.apply(ctx, i, wr); why != "" {
+			return why, true, progressed
+		}
 	}
 }
 
-// apply writes one watch response's events to the store.
-func (w *Watcher) apply(i int, wr clientv3.WatchResponse) {
+// headerCheck is the result of one header read.
+type headerCheck struct {
+	hdr     *etcdserverpb.ResponseHeader
+	applied int64 // highest revision applied when the read was sent
+	err     error
+}
+
+// checkHeader reads one key linearizably (count only) and sends etcd's
+// header to out. applied is the highest revision applied before the read:
+// a healthy etcd answers with a revision at least as high.
+func (w *Watcher) checkHeader(ctx context.Context, applied int64, out chan<- headerCheck) {
+	cctx, cancel := context.WithTimeout(ctx, max(2*w.o.HeaderCheckInterval, time.Second))
+	defer cancel()
+	// One key inside a watched prefix (the prefix itself): a user allowed to
+	// watch it may read it, and the read costs one index lookup.
+	resp, err := w.o.Client.Get(cctx, w.o.Keys.Subnets(), clientv3.WithCountOnly())
+	c := headerCheck{applied: applied, err: err}
+	if err == nil {
+		c.hdr = resp.Header
+	}
+	out <- c // buffered; one check in flight at a time
+}
+
+// historyLost says why etcd's history is not the one the store reflects, ""
+// when it is: hdr (from a response sent after revision applied was applied)
+// shows a lower revision, a lower raft term than seen before, or another
+// cluster ID. It records the highest term seen.
+func (w *Watcher) historyLost(hdr *etcdserverpb.ResponseHeader, applied int64) string {
+	if hdr == nil {
+		return ""
+	}
+	switch {
+	case hdr.ClusterId != 0 && w.cluster != 0 && hdr.ClusterId != w.cluster:
+		return fmt.Sprintf("etcd cluster ID changed (%x to %x)", w.cluster, hdr.ClusterId)
+	case hdr.Revision != 0 && hdr.Revision < applied:
+		return fmt.Sprintf("etcd revision went back (%d, below %d already applied): etcd lost its data or was restored", hdr.Revision, applied)
+	case hdr.RaftTerm != 0 && hdr.RaftTerm < w.term:
+		return fmt.Sprintf("etcd raft term went back (%d, below %d seen): etcd lost its data or was restored", hdr.RaftTerm, w.term)
+	}
+	w.term = max(w.term, hdr.RaftTerm)
+	return ""
+}
+
+// apply writes one watch response's events to the store. It returns a
+// reason to re-list when it could not keep the per-host record cap.
+func (w *Watcher) apply(ctx context.Context, i int, wr clientv3.WatchResponse) string {
+	var relist string
 	for _, ev := range wr.Events {
 		w.events.Add(1)
 		key := string(ev.Kv.Key)
 		if ev.Type == clientv3.EventTypeDelete {
+			trigger := "etcd:delete " + key
 			w.clearInvalid(key)
-			w.remove(key, "etcd:delete "+key)
+			var next string
+			if lease, first, n := w.releaseLease(key); lease {
+				next = n
+				if first && next == "" {
+					w.remove(key, trigger)
+				}
+			} else {
+				w.remove(key, trigger)
+				next = w.releaseSlot(key)
+			}
+			if next != "" && relist == "" {
+				relist = w.admitNext(ctx, next, ev.Kv.ModRevision, trigger)
+			}
 		} else {
 			trigger := "etcd:put " + key
-			it, err := w.decode(ev.Kv)
-			if err != nil {
+			err := w.admitWatched(ev.Kv)
+			if err == nil {
+				err = w.placeWatched(ev.Kv)
+			}
+			var it item
+			if err == nil {
+				it, err = w.decode(ev.Kv)
+			}
+			var shadowed *shadowedError
+			switch {
+			case errors.As(err, &shadowed):
+				w.reportInvalid(ev.Kv, err) // the store holds another key's lease
+			case err != nil:
 				w.reportInvalid(ev.Kv, err)
 				w.remove(key, trigger) // a valid value there before is gone now
-			} else {
+			default:
 				w.clearInvalid(key)
 				w.put(it, trigger)
 			}
@@ -295,6 +487,7 @@ func (w *Watcher) apply(i int, wr clientv3.WatchResponse) {
 		w.revs[i] = max(w.revs[i], wr.Header.Revision)
 	}
 	w.revision.Store(min(w.revs[0], w.revs[1]))
+	return relist
 }
 
 func (w *Watcher) put(it item, trigger string) {
@@ -343,6 +536,9 @@ func (w *Watcher) decode(kv *mvccpb.KeyValue) (item, error) {
 		return item{}, errIgnored
 	}
 	pk, err := w.o.Keys.Parse(key)
+	if errors.Is(err, flannel.ErrIPv6Only) {
+		return item{}, errIgnored // claims no IPv4 subnet: nothing for us
+	}
 	if err != nil {
 		return item{}, err
 	}
@@ -357,6 +553,7 @@ func (w *Watcher) decode(kv *mvccpb.KeyValue) (item, error) {
 		}
 	case registry.KindSubnet:
 		it.lease, err = DecodeLease(pk.Subnet, kv.Value)
+		it.lease.Subnet6 = pk.Subnet6
 	default:
 		err = fmt.Errorf("unknown key kind %d", pk.Kind)
 	}
@@ -415,17 +612,20 @@ func (w *Watcher) reportInvalid(kv *mvccpb.KeyValue, err error) {
 	if errors.Is(err, errIgnored) {
 		return
 	}
-	key := string(kv.Key)
+	w.reportInvalidAt(string(kv.Key), kv.ModRevision, err)
+}
+
+func (w *Watcher) reportInvalidAt(key string, rev int64, err error) {
 	w.mu.Lock()
-	seen := w.invalidAt[key] == kv.ModRevision
-	w.invalidAt[key] = kv.ModRevision
+	seen := w.invalidAt[key] == rev
+	w.invalidAt[key] = rev
 	w.mu.Unlock()
 	if seen {
 		return
 	}
 	w.invalid.Add(1)
 	if w.o.OnInvalid != nil {
-		w.o.OnInvalid(key, kv.ModRevision, err)
+		w.o.OnInvalid(key, rev, err)
 	}
 }
 
@@ -444,4 +644,222 @@ func (w *Watcher) forgetInvalidExcept(seen map[string]bool) {
 		}
 	}
 	w.mu.Unlock()
+}
+
+// hostKeys are the network record keys of one host name: the first
+// MaxRecordsPerHost in key order are admitted (decoded, stored), the others
+// are over the cap (skipped, reported invalid). Invalid values count: the
+// split depends on the keys alone, so every registrar makes the same one.
+type hostKeys struct {
+	admitted map[string]bool
+	over     map[string]bool
+}
+
+func (w *Watcher) overCapErr(host string) error {
+	return fmt.Errorf("host %s has more than %d network records: the first %d in key order are used, this one is skipped",
+		host, w.o.MaxRecordsPerHost, w.o.MaxRecordsPerHost)
+}
+
+// networkHost returns the host of a network record key, "" for other keys.
+func (w *Watcher) networkHost(key string) string {
+	pk, err := w.o.Keys.Parse(key)
+	if err != nil || pk.Kind != registry.KindNetwork {
+		return ""
+	}
+	return pk.Host
+}
+
+// admitListed counts a listed key (lists come in key order) against its
+// host's cap; an error when it is over.
+func (w *Watcher) admitListed(perHost map[string]*hostKeys, kv *mvccpb.KeyValue) error {
+	host := w.networkHost(string(kv.Key))
+	if host == "" {
+		return nil
+	}
+	hk := perHost[host]
+	if hk == nil {
+		hk = &hostKeys{admitted: map[string]bool{}, over: map[string]bool{}}
+		perHost[host] = hk
+	}
+	if len(hk.admitted) < w.o.MaxRecordsPerHost {
+		hk.admitted[string(kv.Key)] = true
+		return nil
+	}
+	hk.over[string(kv.Key)] = true
+	return w.overCapErr(host)
+}
+
+// admitWatched places a put key among its host's keys: a new key that sorts
+// before the last admitted one of a full host takes its place (that one is
+// removed from the store and reported).
+func (w *Watcher) admitWatched(kv *mvccpb.KeyValue) error {
+	key := string(kv.Key)
+	host := w.networkHost(key)
+	if host == "" {
+		return nil
+	}
+	hk := w.perHost[host]
+	if hk == nil {
+		hk = &hostKeys{admitted: map[string]bool{}, over: map[string]bool{}}
+		w.perHost[host] = hk
+	}
+	switch {
+	case hk.admitted[key]:
+		return nil
+	case hk.over[key]:
+		return w.overCapErr(host)
+	case len(hk.admitted) < w.o.MaxRecordsPerHost:
+		hk.admitted[key] = true
+		return nil
+	}
+	last := ""
+	for k := range hk.admitted {
+		last = max(last, k)
+	}
+	if key > last {
+		hk.over[key] = true
+		return w.overCapErr(host)
+	}
+	delete(hk.admitted, last)
+	hk.over[last] = true
+	hk.admitted[key] = true
+	w.remove(last, "etcd:put "+key+" (record cap)")
+	w.reportInvalidAt(last, kv.ModRevision, w.overCapErr(host))
+	return nil
+}
+
+// releaseSlot forgets a deleted key; when it was admitted and its host has
+// keys over the cap, it returns the first of them, which is admitted now.
+func (w *Watcher) releaseSlot(key string) string {
+	host := w.networkHost(key)
+	hk := w.perHost[host]
+	if hk == nil {
+		return ""
+	}
+	delete(hk.over, key)
+	if !hk.admitted[key] {
+		return ""
+	}
+	delete(hk.admitted, key)
+	next := ""
+	for k := range hk.over {
+		if next == "" || k < next {
+			next = k
+		}
+	}
+	if next == "" {
+		if len(hk.admitted) == 0 {
+			delete(w.perHost, host)
+		}
+		return ""
+	}
+	delete(hk.over, next)
+	hk.admitted[next] = true
+	return next
+}
+
+// admitNext reads key, just admitted (the next record of a host at its cap,
+// or the next lease key of a subnet), at rev and stores it; a re-list reason
+// when it cannot be read.
+func (w *Watcher) admitNext(ctx context.Context, key string, rev int64, trigger string) string {
+	gctx, cancel := context.WithTimeout(ctx, w.o.ListTimeout)
+	defer cancel()
+	resp, err := w.o.Client.Get(gctx, key, clientv3.WithRev(rev))
+	if err != nil {
+		return fmt.Sprintf("record cap: cannot read %s at revision %d: %v", key, rev, err)
+	}
+	if len(resp.Kvs) == 0 {
+		w.remove(key, trigger) // gone too; its delete event follows
+		return ""
+	}
+	kv := resp.Kvs[0]
+	it, err := w.decode(kv)
+	if err != nil {
+		w.reportInvalid(kv, err)
+		w.remove(key, trigger)
+		return ""
+	}
+	w.clearInvalid(key)
+	w.put(it, trigger)
+	return ""
+}
+
+// shadowedError: a lease key names the IPv4 subnet of another lease key that
+// sorts first (e.g. a plain and a dual-stack key of one subnet).
+type shadowedError struct{ key, by string }
+
+func (e *shadowedError) Error() string {
+	return fmt.Sprintf("lease key %s names the IPv4 subnet of lease key %s, which comes first in key order and is used", e.key, e.by)
+}
+
+// leasePrefix returns the IPv4 subnet of a lease key.
+func (w *Watcher) leasePrefix(key string) (netip.Prefix, bool) {
+	pk, err := w.o.Keys.Parse(key)
+	if err != nil || pk.Kind != registry.KindSubnet {
+		return netip.Prefix{}, false
+	}
+	return pk.Subnet, true
+}
+
+// placeListed records a listed lease key (lists come in key order); an error
+// when an earlier key holds its subnet.
+func (w *Watcher) placeListed(m map[netip.Prefix][]string, kv *mvccpb.KeyValue) error {
+	key := string(kv.Key)
+	p, ok := w.leasePrefix(key)
+	if !ok {
+		return nil
+	}
+	m[p] = append(m[p], key)
+	if first := m[p][0]; first != key {
+		return &shadowedError{key: key, by: first}
+	}
+	return nil
+}
+
+// placeWatched records a put lease key; a shadowedError when another key of
+// its subnet sorts first. A new key that sorts first takes the subnet: the
+// key it displaces is reported.
+func (w *Watcher) placeWatched(kv *mvccpb.KeyValue) error {
+	key := string(kv.Key)
+	p, ok := w.leasePrefix(key)
+	if !ok {
+		return nil
+	}
+	ks := w.leaseKeys[p]
+	if i, found := slices.BinarySearch(ks, key); !found {
+		ks = slices.Insert(ks, i, key)
+		w.leaseKeys[p] = ks
+		if i == 0 && len(ks) > 1 {
+			w.reportInvalidAt(ks[1], kv.ModRevision, &shadowedError{key: ks[1], by: key})
+		}
+	}
+	if ks[0] != key {
+		return &shadowedError{key: key, by: ks[0]}
+	}
+	return nil
+}
+
+// releaseLease forgets a deleted lease key. lease says whether key is one;
+// first whether the store held its lease; next is the key whose lease the
+// store holds now instead ("" for none).
+func (w *Watcher) releaseLease(key string) (lease, first bool, next string) {
+	p, ok := w.leasePrefix(key)
+	if !ok {
+		return false, false, ""
+	}
+	ks := w.leaseKeys[p]
+	i, found := slices.BinarySearch(ks, key)
+	if !found {
+		return true, false, ""
+	}
+	ks = slices.Delete(ks, i, i+1)
+	if len(ks) == 0 {
+		delete(w.leaseKeys, p)
+	} else {
+		w.leaseKeys[p] = ks
+	}
+	if i == 0 && len(ks) > 0 {
+		return true, true, ks[0]
+	}
+	return true, i == 0, ""
 }

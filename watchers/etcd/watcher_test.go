@@ -35,6 +35,8 @@ type recorder struct {
 	mu       sync.Mutex
 	triggers []string
 	invalid  []string
+	relists  []string
+	errs     map[string]string // invalid key -> error of its last report
 }
 
 func (r *recorder) add(list *[]string, s string) {
@@ -47,6 +49,12 @@ func (r *recorder) count(list *[]string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return len(*list)
+}
+
+func (r *recorder) snapshot(list *[]string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(*list)
 }
 
 func (r *recorder) has(list *[]string, s string) bool {
@@ -63,17 +71,25 @@ type harness struct {
 	rec   *recorder
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t *testing.T, opts ...func(*etcdwatch.Options)) *harness {
 	t.Helper()
 	srv := etcdtest.Start(t)
-	h := &harness{srv: srv, cli: srv.Client(t), store: state.New(), rec: &recorder{}}
+	h := &harness{srv: srv, cli: srv.Client(t), store: state.New(), rec: &recorder{errs: map[string]string{}}}
 	h.store.Subscribe(func(ev state.Event) { h.rec.add(&h.rec.triggers, ev.Trigger) })
-	w, err := etcdwatch.New(etcdwatch.Options{
+	o := etcdwatch.Options{
 		Client: srv.Client(t), Keys: keys, Store: h.store,
 		OnInvalid: func(key string, rev int64, err error) {
 			h.rec.add(&h.rec.invalid, fmt.Sprintf("%s@%d", key, rev))
+			h.rec.mu.Lock()
+			h.rec.errs[key] = err.Error()
+			h.rec.mu.Unlock()
 		},
-	})
+		OnRelist: func(reason string) { h.rec.add(&h.rec.relists, reason) },
+	}
+	for _, f := range opts {
+		f(&o)
+	}
+	w, err := etcdwatch.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -352,4 +368,48 @@ func TestInvalidReportedOncePerRevision(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestEtcdWipedDataDir: etcd restarts with an empty data directory (same
+// cluster ID, revisions from 1 again). The client resumes its watch at the
+// old revision + 1, which the new etcd accepts and never serves; the watcher
+// notices that etcd's revision went back, re-lists through OnRelist, and a
+// lease written after the restart is in the store within 2s. Without the
+// check the store stays frozen with the leases of the lost data.
+func TestEtcdWipedDataDir(t *testing.T) {
+	h := newHarness(t)
+	for i := range 20 { // push the revision well above what the wiped etcd reaches
+		h.put(t, sub(fmt.Sprintf("10.5.%d.0/24", 100+i)), vxlanLease)
+	}
+	stop := h.run(t)
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if len(h.store.Leases()) != 20 {
+			return fmt.Errorf("leases %d, want 20", len(h.store.Leases()))
+		}
+		return nil
+	})
+	h.srv.Wipe(t)
+	h.put(t, sub("10.5.36.0/24"), vxlanLease)
+	written := time.Now()
+	testutil.Eventually(t, 2*time.Second, func() error {
+		want := "lease 10.5.36.0/24 vxlan 198.51.100.2"
+		if got := storeSummary(h.store); got != want {
+			return fmt.Errorf("store:\n%s\nwant\n%s", got, want)
+		}
+		return nil
+	})
+	t.Logf("lease written after the wipe in the store after %s", time.Since(written).Round(time.Millisecond))
+	relists := h.rec.snapshot(&h.rec.relists)
+	if len(relists) == 0 || !strings.HasPrefix(relists[len(relists)-1], "etcd revision went back") {
+		t.Errorf("re-list reasons %q: want the last one to be \"etcd revision went back ...\"", relists)
+	}
+	// The watch from the new list's revision follows.
+	h.put(t, sub("10.5.37.0/24"), vxlanLease)
+	testutil.Eventually(t, 2*time.Second, func() error {
+		if _, ok := h.store.Lease(netip.MustParsePrefix("10.5.37.0/24")); !ok {
+			return fmt.Errorf("lease written after the re-list not seen")
+		}
+		return nil
+	})
+	stop()
 }

@@ -14,13 +14,17 @@
 //
 // Subscriptions are re-established with backoff when they break (socket
 // errors, ENOBUFS when the kernel overflowed our buffer); notifications may
-// have been lost then, so every (re)subscription calls Options.Resync.
+// have been lost then, so every (re)subscription calls Options.Resync. It
+// runs on a goroutine of its own, never the one reading notifications: a
+// resync that takes seconds (it lists etcd, the kernel, Docker) must not
+// stall them until the kernel drops some.
 package netlink
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -72,7 +76,10 @@ type Options struct {
 	// goroutine, so it must not block for long.
 	OnChange func(Change)
 	// Resync is called after every successful (re)subscription: what
-	// happened while unsubscribed is unknown. May be nil.
+	// happened while unsubscribed is unknown. It runs on a goroutine of the
+	// watcher's own, one call at a time; requests made while it runs lead
+	// to one more call. It may block: notifications keep being read and
+	// reported meanwhile. May be nil.
 	Resync func()
 	// OnBroken reports a broken subscription and the delay before the next
 	// attempt (the app logs it). May be nil.
@@ -101,6 +108,8 @@ type Watcher struct {
 	o    Options
 	vxlx atomic.Int64 // the VXLAN device's index; 0 when absent
 
+	resync chan struct{} // a pending Resync request (buffer 1)
+
 	subs, notes, reported atomic.Uint64
 }
 
@@ -115,7 +124,7 @@ func New(h *netlinkx.Handle, o Options) *Watcher {
 	if o.ReceiveBuffer <= 0 {
 		o.ReceiveBuffer = 4 << 20
 	}
-	return &Watcher{h: h, o: o}
+	return &Watcher{h: h, o: o, resync: make(chan struct{}, 1)}
 }
 
 // Stats returns the watcher's counters.
@@ -124,8 +133,13 @@ func (w *Watcher) Stats() Stats {
 }
 
 // Run watches until ctx is done; it returns only then, after every
-// subscription goroutine has ended.
+// subscription goroutine and the Resync goroutine have ended.
 func (w *Watcher) Run(ctx context.Context) error {
+	if w.o.Resync != nil {
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		wg.Go(func() { w.resyncLoop(ctx) })
+	}
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = w.o.MinBackoff, w.o.MaxBackoff, 0
 	b.Reset()
@@ -175,8 +189,9 @@ func (w *Watcher) session(ctx context.Context) error {
 	w.subs.Add(1)
 	w.learnIndex()
 	w.report(Change{Object: Link, Key: w.o.Iface, Trigger: "netlink:subscribed"})
-	if w.o.Resync != nil {
-		w.o.Resync()
+	select {
+	case w.resync <- struct{}{}:
+	default: // one is pending already; it runs after this subscription
 	}
 	last := errors.New("no error reported")
 	closed := func(what string) error {
@@ -213,6 +228,18 @@ func (w *Watcher) session(ctx context.Context) error {
 				return closed("neighbour")
 			}
 			w.onNeigh(u)
+		}
+	}
+}
+
+// resyncLoop calls Options.Resync for each request until ctx is done.
+func (w *Watcher) resyncLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.resync:
+			w.o.Resync()
 		}
 	}
 }

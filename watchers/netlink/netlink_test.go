@@ -107,9 +107,12 @@ func TestNotificationsToKeys(t *testing.T) {
 		Resync: func() { resyncs.Add(1) }})
 	start(t, w)
 	rec.wait(t, "link flannel.1 netlink:subscribed")
-	if resyncs.Load() != 1 {
-		t.Errorf("%d resyncs after subscribing, want 1", resyncs.Load())
-	}
+	testutil.Eventually(t, 2*time.Second, func() error {
+		if n := resyncs.Load(); n != 1 {
+			return fmt.Errorf("%d resyncs after subscribing, want 1", n)
+		}
+		return nil
+	})
 	run := func(args ...string) { ns.Run(t, args[0], args[1:]...) }
 
 	run("ip", "route", "add", "198.18.2.0/24", "via", "198.18.2.0", "dev", "flannel.1", "onlink")
@@ -183,7 +186,60 @@ func TestResubscribesAfterOverflow(t *testing.T) {
 		t.Errorf("stats %+v, %d resyncs; want a second subscription and resync", s, resyncs.Load())
 	}
 	rec.wait(t, "link flannel.1 netlink:subscribed")
-	run := []string{"ip", "route", "add", "198.19.0.0/24", "via", "198.19.0.0", "dev", "flannel.1", "onlink"}
-	ns.Run(t, run[0], run[1:]...)
-	rec.wait(t, "route 198.19.0.0/24 netlink:route-new")
+	// The backlog may overflow the tiny buffer again, and a change made
+	// between two subscriptions is (rightly) only covered by the resync:
+	// repeat the change until one is reported.
+	testutil.Eventually(t, 10*time.Second, func() error {
+		_, _ = ns.Try("ip", "route", "del", "198.19.0.0/24")
+		ns.Run(t, "ip", "route", "add", "198.19.0.0/24", "via", "198.19.0.0", "dev", "flannel.1", "onlink")
+		time.Sleep(100 * time.Millisecond)
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		for _, it := range rec.items {
+			if strings.Contains(it, "route 198.19.0.0/24 netlink:route-new") {
+				return nil
+			}
+		}
+		return fmt.Errorf("route-new 198.19.0.0/24 not reported")
+	})
+}
+
+// A Resync callback that blocks (as the app's does while it lists etcd, the
+// kernel and Docker) must not stop notifications being read and reported:
+// it runs beside the dispatcher, and a re-subscription meanwhile queues one
+// more call instead of a second concurrent one.
+func TestBlockingResyncDoesNotStallNotifications(t *testing.T) {
+	ns := testutil.NewNetns(t, "frdp-nlw")
+	h := netlinkxtest.Handle(t, ns)
+	ul := netlinkxtest.Underlay(t, ns, local)
+	netlinkxtest.VXLAN(t, ns, "flannel.1", ul, local, nil)
+	rec := &recorder{}
+	release := make(chan struct{})
+	var running, calls, overlap atomic.Int32
+	w := nlwatch.New(h, nlwatch.Options{Iface: "flannel.1", OnChange: rec.change,
+		Resync: func() {
+			if running.Add(1) > 1 {
+				overlap.Add(1)
+			}
+			calls.Add(1)
+			<-release
+			running.Add(-1)
+		}})
+	start(t, w)
+	t.Cleanup(func() { close(release) }) // before the watcher's stop (cleanups run last first)
+	testutil.Eventually(t, 2*time.Second, func() error {
+		if calls.Load() != 1 {
+			return fmt.Errorf("resync not called")
+		}
+		return nil
+	})
+	// The resync is blocked; notifications still arrive, many of them.
+	for i := range 50 {
+		dst := fmt.Sprintf("198.18.%d.0/24", i)
+		ns.Run(t, "ip", "route", "add", dst, "via", strings.TrimSuffix(dst, "/24"), "dev", "flannel.1", "onlink")
+	}
+	rec.wait(t, "route 198.18.49.0/24 netlink:route-new")
+	if overlap.Load() != 0 {
+		t.Error("two Resync calls ran at once")
+	}
 }

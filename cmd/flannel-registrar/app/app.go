@@ -85,12 +85,21 @@ type App struct {
 
 	synced chan struct{} // closed when Docker and etcd have both been listed
 	once   sync.Once
+
+	// leaseLost hands the registry's OnLeaseLost to a goroutine of ours
+	// (runDeferred): the hook runs on the keep-alive goroutine and must not
+	// block, but the resync it asks for reads etcd.
+	leaseLost chan struct{}
 }
 
 // New builds the app from a validated configuration. It opens clients but
 // does not contact etcd or Docker yet: those may be down at start.
 func New(cfg config.Config, log *slog.Logger, version string) (*App, error) {
-	a := &App{cfg: cfg, log: log, version: version, store: state.New(), synced: make(chan struct{}), mismatch: map[string]bool{}}
+	a := &App{cfg: cfg, log: log, version: version, store: state.New(), synced: make(chan struct{}), mismatch: map[string]bool{},
+		leaseLost: make(chan struct{}, 1)}
+	for _, w := range cfg.Warnings() {
+		log.Warn(w)
+	}
 	a.mgr = reconcile.NewManager(cfg.Interval, log)
 	a.dockerDown = &outage{log: log, msg: "docker unavailable; keeping registrations and routes as they are"}
 	if err := a.openClients(); err != nil {
@@ -150,15 +159,35 @@ func (a *App) openClients() error {
 		RegistrationTTL: a.cfg.RegistrationTTL,
 		HostLivenessTTL: a.cfg.HostLivenessTTL,
 		RequestTimeout:  etcdRequestTimeout,
-		OnLeaseLost: func(which string) {
-			a.log.Warn("etcd lease lost (etcd unreachable for longer than its TTL, or revoked); writing again on a new lease", "lease", which)
-			a.resyncOne(subnets.Name, "etcd:lease-lost")
-		},
+		OnLeaseLost:     a.onLeaseLost,
 	})
 	if err != nil {
 		return fmt.Errorf("registry: %w", err)
 	}
 	return nil
+}
+
+// onLeaseLost is the registry's OnLeaseLost: it logs and queues a resync of
+// the subnets controller for runDeferred, without waiting for it (it runs on
+// the registry's keep-alive goroutine). Losses while one is queued share it.
+func (a *App) onLeaseLost(which string) {
+	a.log.Warn("etcd lease lost (etcd unreachable for longer than its TTL, or revoked); writing again on a new lease", "lease", which)
+	select {
+	case a.leaseLost <- struct{}{}:
+	default: // a resync is queued already and covers this one
+	}
+}
+
+// runDeferred runs the work hooks queued, until ctx ends.
+func (a *App) runDeferred(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.leaseLost:
+			a.resyncOne(subnets.Name, "etcd:lease-lost")
+		}
+	}
 }
 
 func (a *App) keys() registry.Keys {
@@ -175,29 +204,16 @@ func (a *App) buildControllers() error {
 	a.vxlan = vxlan.New(a.nl, a.store, a.cfg.VXLANIface)
 	a.underlay = underlay.New(a.nl, a.store, underlay.Options{VXLANIface: a.cfg.VXLANIface, EtcdEndpoints: a.cfg.EtcdEndpoints})
 	a.subnets, err = subnets.New(subnets.Options{
-		Policy: a.policy(),
-		OnRefused: func(network string, r *policy.Refusal) {
-			a.mgr.Enqueue(forwarding.Name, forwarding.Key, "policy:"+network)
-			if r == nil {
-				a.log.Info("local network passes the policy again", "network", network)
-				return
-			}
-			a.log.Error("local network not published: refused by policy", "network", network,
-				"subnet", r.Subnet.String(), "rule", r.Rule, "reason", r.Detail)
-		},
-		Store:     a.store,
-		Registry:  a.reg,
-		PublicIP:  a.cfg.PublicIP,
-		Version:   a.version,
-		StartTime: time.Now(),
-		Enqueuer:  a.mgr,
-		OnConflict: func(c registry.ConflictError) {
-			a.log.Error("network not registered: subnet already claimed",
-				"network", c.Network, "subnet", c.Subnet.String(), "claimant", c.Claimant, "key", c.Key, "withdrawn", c.Withdrawn)
-		},
-		OnConflictCleared: func(c registry.ConflictError) {
-			a.log.Info("subnet conflict cleared", "network", c.Network, "subnet", c.Subnet.String())
-		},
+		Policy:            a.policy(),
+		OnRefused:         a.onRefused,
+		Store:             a.store,
+		Registry:          a.reg,
+		PublicIP:          a.cfg.PublicIP,
+		Version:           a.version,
+		StartTime:         time.Now(),
+		Enqueuer:          a.mgr,
+		OnConflict:        a.onConflict,
+		OnConflictCleared: a.onConflictCleared,
 		OnDuplicateHost: func(d registry.DuplicateHost) {
 			a.log.Error("another registrar uses this host name; its entries are left alone (set a unique HOST_NAME)",
 				"host", d.Host, "publicIP", d.PublicIP, "vtepMAC", d.VtepMAC, "key", d.Key)
@@ -241,6 +257,35 @@ func (a *App) buildControllers() error {
 		a.mgr.Add(c, reconcile.Options{Workers: workers(c.Name())})
 	}
 	return nil
+}
+
+// onConflict logs a network's registration conflict and re-evaluates the
+// forwarding rules: a network in conflict loses its rules (see registered).
+// The conflict is recorded before the hook runs, so the forwarding
+// reconcile sees it.
+func (a *App) onConflict(c registry.ConflictError) {
+	a.log.Error("network not registered: subnet already claimed",
+		"network", c.Network, "subnet", c.Subnet.String(), "claimant", c.Claimant, "key", c.Key, "withdrawn", c.Withdrawn)
+	a.mgr.Enqueue(forwarding.Name, forwarding.Key, "subnets:conflict "+c.Network)
+}
+
+// onConflictCleared logs the end of a conflict and gives the network its
+// forwarding rules back.
+func (a *App) onConflictCleared(c registry.ConflictError) {
+	a.log.Info("subnet conflict cleared", "network", c.Network, "subnet", c.Subnet.String())
+	a.mgr.Enqueue(forwarding.Name, forwarding.Key, "subnets:conflict-cleared "+c.Network)
+}
+
+// onRefused logs a local network the policy refuses (or passes again) and
+// re-evaluates the forwarding rules (see registered).
+func (a *App) onRefused(network string, r *policy.Refusal) {
+	a.mgr.Enqueue(forwarding.Name, forwarding.Key, "policy:"+network)
+	if r == nil {
+		a.log.Info("local network passes the policy again", "network", network)
+		return
+	}
+	a.log.Error("local network not published: refused by policy", "network", network,
+		"subnet", r.Subnet.String(), "rule", r.Rule, "reason", r.Detail)
 }
 
 // registered says whether a local network is registered without conflict
@@ -304,10 +349,15 @@ func (a *App) buildWatchers() error {
 		},
 		OnDisconnected: a.dockerDown.report,
 	})
+	// Every periodic resync re-lists Docker: a missed network event (a
+	// create, a destroy, a namesake's) heals within INTERVAL, not only at
+	// the next reconnect.
+	a.mgr.OnResync(func(string) { a.dockerW.Relist() })
 	a.nlW = nlwatch.New(a.nl, nlwatch.Options{
 		Iface:    a.cfg.VXLANIface,
 		OnChange: KernelChanges(a.mgr, a.fdb.KeysForIP),
-		Resync:   func() { a.resyncAll("netlink-resubscribed") },
+		// On the watcher's own resync goroutine: it may block.
+		Resync: func() { a.resyncAll("netlink-resubscribed") },
 		OnBroken: func(err error, retryIn time.Duration) {
 			a.log.Warn("netlink subscription broken; re-subscribing", "error", err.Error(), "retry_in", retryIn)
 		},
@@ -444,6 +494,7 @@ func (a *App) startSources(ctx context.Context) (wait func()) {
 			}
 		})
 	}
+	wg.Go(func() { a.runDeferred(ctx) })
 	run("registry", a.reg.Run)
 	run("etcd watcher", a.etcdW.Run)
 	run("docker watcher", a.dockerW.Run)

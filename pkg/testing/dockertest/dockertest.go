@@ -15,8 +15,12 @@ package dockertest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -314,4 +318,52 @@ func (p *process) wait(timeout time.Duration) bool {
 	case <-timer.C:
 		return false
 	}
+}
+
+// ErrDuplicatesRefused is returned by CreateDuplicateNetwork when the daemon
+// does not allow two networks with one name (dockerd 25 and later).
+var ErrDuplicatesRefused = errors.New("dockerd refuses duplicate network names")
+
+// CreateDuplicateNetwork creates a bridge network through the API with
+// CheckDuplicate false (API 1.41), which dockerd before 25 honours even when
+// a network of that name exists (the CLI and the Go client always ask for
+// the check). extra is merged into the request body (e.g. "Internal": true).
+// It returns the new network's ID.
+func (d *Daemon) CreateDuplicateNetwork(t testing.TB, name, subnet string, extra map[string]any) (string, error) {
+	t.Helper()
+	body := map[string]any{
+		"Name": name, "Driver": "bridge", "CheckDuplicate": false,
+		"IPAM": map[string]any{"Config": []map[string]string{{"Subnet": subnet}}},
+	}
+	for k, v := range extra {
+		body[k] = v
+	}
+	b, err := json.Marshal(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var dl net.Dialer
+		return dl.DialContext(ctx, "unix", d.path("docker.sock"))
+	}}, Timeout: 30 * time.Second}
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Post("http://docker/v1.41/networks/create", "application/json", bytes.NewReader(b))
+	if err != nil {
+		t.Fatalf("dockertest: create network %s: %v", name, err)
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	switch {
+	case resp.StatusCode == http.StatusConflict:
+		return "", fmt.Errorf("%w: %s", ErrDuplicatesRefused, strings.TrimSpace(string(out)))
+	case resp.StatusCode != http.StatusCreated:
+		t.Fatalf("dockertest: create network %s: %s: %s", name, resp.Status, out)
+	}
+	var r struct {
+		ID string `json:"Id"`
+	}
+	if err := json.Unmarshal(out, &r); err != nil || r.ID == "" {
+		t.Fatalf("dockertest: create network %s: response %s: %v", name, out, err)
+	}
+	return r.ID, nil
 }

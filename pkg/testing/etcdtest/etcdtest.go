@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,6 +25,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	grpcbackoff "google.golang.org/grpc/backoff"
 )
 
 // startTimeout bounds how long a member may take to become ready.
@@ -156,12 +159,20 @@ func (s *Server) Client(t testing.TB) *clientv3.Client {
 	return cli
 }
 
-// NewClient returns a quiet client of this server; the caller closes it.
+// NewClient returns a quiet client of this server; the caller closes it. It
+// reconnects with the daemon's backoff (100ms growing to 2s, as
+// cmd/flannel-registrar/app dials), not gRPC's default that grows to two
+// minutes, so that tests of what happens once etcd is back measure the
+// code, not the reconnect backoff.
 func (s *Server) NewClient() (*clientv3.Client, error) {
 	return clientv3.New(clientv3.Config{
 		Endpoints:   s.Endpoints(),
 		DialTimeout: 5 * time.Second,
 		Logger:      zap.NewNop(),
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           grpcbackoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+			MinConnectTimeout: 2 * time.Second,
+		})},
 	})
 }
 
@@ -193,6 +204,24 @@ func (s *Server) Restart(t testing.TB) {
 	s.Stop()
 	if err := s.start(); err != nil {
 		t.Fatalf("restart embedded etcd: %v", err)
+	}
+}
+
+// Wipe stops the server if it runs, deletes its data dir and starts it again
+// empty on the same ports, as an etcd restarted with a lost or fresh data
+// directory: same member name, peer URL and cluster token, so the same
+// cluster ID, but its revisions start again from 1.
+func (s *Server) Wipe(t testing.TB) {
+	t.Helper()
+	s.Stop()
+	if err := os.RemoveAll(s.opts.Dir); err != nil {
+		t.Fatalf("wipe etcd data dir: %v", err)
+	}
+	if err := os.MkdirAll(s.opts.Dir, 0o700); err != nil {
+		t.Fatalf("recreate etcd data dir: %v", err)
+	}
+	if err := s.start(); err != nil {
+		t.Fatalf("restart embedded etcd on an empty data dir: %v", err)
 	}
 }
 
