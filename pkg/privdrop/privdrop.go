@@ -97,9 +97,6 @@ type Options struct {
 	// Socket is the Docker socket whose group is joined ("" for none, e.g. a
 	// tcp:// DOCKER_HOST).
 	Socket string
-	// Dirs are created (0755) and handed to UID before the drop, so the
-	// unprivileged daemon can write there (its health file).
-	Dirs []string
 }
 
 func (o Options) withDefaults() Options {
@@ -177,6 +174,7 @@ func Plan(keep []cap.Value) (*cap.Set, *cap.IAB, error) {
 }
 
 // Drop makes the process unprivileged as described in the package comment.
+// Files the daemon writes later (its health file) must be opened before.
 // Started without uid 0 it only narrows the capabilities to Keep and raises
 // them as ambient. Any failure is an *Error naming what is missing; the
 // process must then exit, as it may be half-way.
@@ -235,22 +233,10 @@ func Drop(o Options) (Result, error) {
 }
 
 func switchUser(o Options, have *cap.Set, socketGroup int) error {
-	need := []cap.Value{cap.SETUID, cap.SETGID, cap.SETPCAP}
-	if len(o.Dirs) > 0 {
-		need = append(need, cap.CHOWN)
-	}
-	for _, c := range need {
+	for _, c := range []cap.Value{cap.SETUID, cap.SETGID, cap.SETPCAP} {
 		if ok, _ := have.GetFlag(cap.Permitted, c); !ok {
 			return &Error{What: "capability " + capName(c) + " missing to switch from root",
 				Why: "Docker grants it by default; keep it (no cap_drop: [ALL]) or set RUN_AS_ROOT=true"}
-		}
-	}
-	for _, d := range o.Dirs {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return &Error{What: "directory " + d, Err: err}
-		}
-		if err := os.Chown(d, o.UID, o.GID); err != nil {
-			return &Error{What: "directory " + d, Err: err}
 		}
 	}
 	var suppl []int
