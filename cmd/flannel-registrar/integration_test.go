@@ -67,8 +67,9 @@ type node struct {
 
 	mu   sync.Mutex // guards logs
 	logs bytes.Buffer
-	cmd  *exec.Cmd
-	done chan struct{}
+	cmd    *exec.Cmd
+	done   chan struct{}
+	health string
 }
 
 var keys = registry.Keys{FlannelPrefix: "/coreos.com/network", ConfigPrefix: "/flannel/network/subnets"}
@@ -112,6 +113,7 @@ func (n *node) start(extraEnv ...string) {
 		"INTERVAL=5",
 		"LOG_FORMAT=json",
 		"DEBUG=true",
+		"HEALTH_FILE=" + n.healthFile(),
 	}, extraEnv...)
 	cmd.Stdout, cmd.Stderr = n, n
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -121,6 +123,15 @@ func (n *node) start(extraEnv ...string) {
 	n.cmd, n.done = cmd, make(chan struct{})
 	go func() { _ = cmd.Wait(); close(n.done) }()
 	t.Cleanup(n.stop)
+}
+
+// healthFile is the node's heartbeat file (one per node: daemons of one
+// test run side by side).
+func (n *node) healthFile() string {
+	if n.health == "" {
+		n.health = filepath.Join(n.t.TempDir(), "health")
+	}
+	return n.health
 }
 
 func (n *node) stop() {

@@ -44,6 +44,7 @@ func TestDefaults(t *testing.T) {
 		RegistrationTTL:      time.Hour,
 		LogFormat:            "auto",
 		VXLANIface:           "flannel.1",
+		HealthFile:           "/run/flannel-registrar/health",
 		HostLivenessTTL:      3 * time.Minute,
 	}
 	if !reflect.DeepEqual(got, want) {
@@ -120,6 +121,7 @@ func settingCases(t *testing.T) []settingCase {
 		{"LOG_FORMAT", "log-format", "JSON", "text", func(c Config) any { return c.LogFormat }, "json"},
 		{"LOG_FORMAT", "log-format", "text", "json", func(c Config) any { return c.LogFormat }, "text"},
 		{"VXLAN_IFACE", "vxlan-iface", "vxlan.42", "flannel.2", func(c Config) any { return c.VXLANIface }, "vxlan.42"},
+		{"HEALTH_FILE", "health-file", "/run/frlab/h1/health", "/x", func(c Config) any { return c.HealthFile }, "/run/frlab/h1/health"},
 		// Settings that need a partner are given together with it.
 		{"ETCD_CERTFILE", "etcd-certfile", cert, ca2, func(c Config) any { return c.EtcdCertFile }, cert},
 		{"ETCD_KEYFILE", "etcd-keyfile", key, ca2, func(c Config) any { return c.EtcdKeyFile }, key},
@@ -229,7 +231,9 @@ func TestCommands(t *testing.T) {
 		{[]string{"once", "--interval=5", "--debug"}, ModeOnce, ""},
 		{[]string{"once", "--diagnose"}, "", `conflicting commands diagnose and once`},
 		{[]string{"--once", "--diagnose"}, "", `conflicting commands diagnose and once`},
-		{[]string{"start"}, "", `unknown command "start": expected run, once, diagnose or version`},
+		{[]string{"start"}, "", `unknown command "start": expected run, once, diagnose, version, prepare or health`},
+		{[]string{"prepare"}, ModePrepare, ""},
+		{[]string{"health"}, ModeHealth, ""},
 		{[]string{"--debug", "false"}, "", `unknown command "false"`},
 		{[]string{"once", "run"}, "", `unexpected argument "run" after command "once"`},
 		{[]string{"--once=maybe"}, "", `--once="maybe": expected true or false`},
@@ -405,6 +409,7 @@ func TestValidationErrors(t *testing.T) {
 		{"ifname space", e("VXLAN_IFACE", "a b"), nil, []string{`VXLAN_IFACE="a b": expected a Linux interface name`}, 0},
 		{"ifname dotdot", e("VXLAN_IFACE", ".."), nil, []string{`VXLAN_IFACE="..": expected a Linux interface name`}, 0},
 		{"ifname colon", e("VXLAN_IFACE", "eth0:1"), nil, []string{`VXLAN_IFACE="eth0:1": expected a Linux interface name`}, 0},
+		{"health file relative", e("HEALTH_FILE", "run/health"), nil, []string{`HEALTH_FILE="run/health": expected an absolute file path`}, 0},
 		{"control char is quoted, one line", e("HOST_NAME", "a\nb"), nil, []string{`HOST_NAME="a\nb": expected a hostname`}, 0},
 		{"several at once", e("INTERVAL", "abc", "LOG_FORMAT", "xml", "DEBUG", "maybe"), nil,
 			[]string{`INTERVAL="abc"`, `LOG_FORMAT="xml"`, `DEBUG="maybe"`}, 3},

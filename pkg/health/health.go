@@ -24,6 +24,9 @@ const DefaultFile = "/run/flannel-registrar/health"
 // Period is how often the daemon rewrites the file.
 const Period = 5 * time.Second
 
+// NotReadyPeriod is how often the daemon rewrites the file while not ready.
+const NotReadyPeriod = time.Second
+
 // MaxAge is how old the file may be before the check fails: three missed
 // rewrites, so a slow disk or a GC pause never flips the state.
 const MaxAge = 3 * Period
@@ -115,7 +118,7 @@ func Check(path string, now time.Time, maxAge time.Duration) (Status, error) {
 // daemon stopped, so the check fails at once instead of after MaxAge. Write
 // errors go to onError (the caller logs), once per failure streak.
 func (f *File) Heartbeat(ctx context.Context, period time.Duration, version string, ready func() (bool, string), onError func(error)) {
-	t := time.NewTicker(period)
+	t := time.NewTimer(0)
 	defer t.Stop()
 	var failing bool
 	write := func(ok bool, detail string) {
@@ -126,12 +129,20 @@ func (f *File) Heartbeat(ctx context.Context, period time.Duration, version stri
 		failing = err != nil
 	}
 	for {
-		write(ready())
 		select {
 		case <-ctx.Done():
 			write(false, "stopped")
 			return
 		case <-t.C:
+		}
+		ok, detail := ready()
+		write(ok, detail)
+		// Until ready, look every second: the change shows without
+		// waiting a whole period.
+		if ok {
+			t.Reset(period)
+		} else {
+			t.Reset(min(period, NotReadyPeriod))
 		}
 	}
 }
