@@ -65,8 +65,8 @@ type node struct {
 	mac    net.HardwareAddr
 	host   string
 
-	mu   sync.Mutex // guards logs
-	logs bytes.Buffer
+	mu     sync.Mutex // guards logs
+	logs   bytes.Buffer
 	cmd    *exec.Cmd
 	done   chan struct{}
 	health string
