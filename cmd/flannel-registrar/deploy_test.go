@@ -94,7 +94,7 @@ func TestDaemonUnprivilegedHealthAndStop(t *testing.T) {
 	testutil.Eventually(t, 20*time.Second, func() error {
 		out, err := n.checkHealth()
 		if err != nil {
-			return fmt.Errorf("health: %v: %s", err, out)
+			return fmt.Errorf("health: %w: %s", err, out)
 		}
 		return nil
 	})

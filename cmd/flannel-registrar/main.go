@@ -62,7 +62,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 			log.Error("cannot start", "error", err.Error())
 			return 1
 		}
-		defer hf.Close()
+		defer func() { _ = hf.Close() }()
 	}
 	if err := dropPrivileges(cfg, getenv, log); err != nil {
 		log.Error(err.Error())
