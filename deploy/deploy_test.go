@@ -1,6 +1,8 @@
 package deploy
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -8,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/compose-spec/compose-go/v2/cli"
 	"sigs.k8s.io/yaml"
 
 	"github.com/flannel-registrar/flannel-registrar/pkg/testing/testutil"
@@ -164,5 +167,45 @@ func TestComposeFile(t *testing.T) {
 	if lab.Environment["ETCD_ENDPOINT"] != "http://198.51.100.2:2379" || lab.Environment["HOST_NAME"] != "h1" ||
 		!slices.Contains(lab.Volumes, "/run/frlab/h1/docker.sock:/var/run/docker.sock:ro") {
 		t.Errorf("overrides not applied: %+v", lab)
+	}
+}
+
+// The same file as Compose v2 loads it: compose-go is the loader (schema
+// validation, interpolation, normalisation) of `docker compose`.
+func TestComposeFileV2(t *testing.T) {
+	opts, err := cli.NewProjectOptions([]string{"../docker-compose.yml"},
+		cli.WithName("flannel-registrar"),
+		cli.WithEnv([]string{"ETCD_ENDPOINT=http://198.51.100.2:2379", "HOST_NAME=h1", "DOCKER_SOCKET=/run/frlab/h1/docker.sock"}),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := opts.LoadProject(context.Background())
+	if err != nil {
+		t.Fatalf("compose v2 loader: %v", err)
+	}
+	svc, ok := p.Services["flannel-registrar"]
+	if !ok {
+		t.Fatalf("services %v", p.ServiceNames())
+	}
+	if svc.Image != "flannel-registrar:latest" || svc.NetworkMode != "host" || svc.Restart != "unless-stopped" ||
+		!slices.Equal(svc.CapAdd, []string{"NET_ADMIN"}) || svc.HealthCheck == nil ||
+		!slices.Equal([]string(svc.HealthCheck.Test), []string{"CMD", "/usr/local/bin/flannel-registrar", "health"}) {
+		t.Errorf("service %+v", svc)
+	}
+	var mounts []string
+	for _, v := range svc.Volumes {
+		mounts = append(mounts, fmt.Sprintf("%s:%s:%v", v.Source, v.Target, v.ReadOnly))
+	}
+	for _, want := range []string{"/run/frlab/h1/docker.sock:/var/run/docker.sock:true", "/etc/hostname:/etc/hostname:true"} {
+		if !slices.Contains(mounts, want) {
+			t.Errorf("volumes %v lack %s", mounts, want)
+		}
+	}
+	if e := svc.Environment["ETCD_ENDPOINT"]; e == nil || *e != "http://198.51.100.2:2379" {
+		t.Errorf("ETCD_ENDPOINT %v", e)
+	}
+	if e := svc.Environment["RUN_AS_ROOT"]; e == nil || *e != "false" {
+		t.Errorf("RUN_AS_ROOT %v", e)
 	}
 }
