@@ -207,7 +207,11 @@ func pidText(pid int) string {
 func printPoke(l *lab.Lab) {
 	fmt.Println("\nThe lab is up. To poke at it:")
 	for _, h := range l.Hosts {
-		fmt.Printf("  %s:\n    %s ip route\n    %s ps\n    tail -f %s\n", h.Name, h.NsenterCommand(), h.DockerCommand(), h.Log(lab.Registrar))
+		logs := "tail -f " + h.Log(lab.Registrar)
+		if l.RegistrarContainer {
+			logs = h.DockerCommand() + " logs -f " + lab.RegistrarContainerName
+		}
+		fmt.Printf("  %s:\n    %s ip route\n    %s ps\n    %s\n", h.Name, h.NsenterCommand(), h.DockerCommand(), logs)
 	}
 	fmt.Printf("  etcd:\n    %s get --prefix /coreos.com/network/subnets\n    %s get --prefix /flannel/network/subnets\n",
 		l.EtcdctlCommand(), l.EtcdctlCommand())
