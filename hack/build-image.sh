@@ -6,6 +6,7 @@
 # The Dockerfile's two base images get local stand-ins under their own names
 # (docker build does not pull a FROM image that exists locally):
 #   debian:bookworm-slim   mmdebstrap --variant=essential --include=iptables,ca-certificates bookworm
+#                          (merged /usr, no docs: see debootstrap_args)
 #   golang:1.26-bookworm   that rootfs + this machine's Go toolchain + a module
 #                          cache holding exactly go.sum's modules (GOPROXY=off)
 #                          + a build cache of those modules
@@ -59,17 +60,25 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# 1. Runtime base stand-in: Debian 12 with iptables (about 20 s, once).
-rootfs="$CACHE/bookworm-iptables.tar"
+# 1. Runtime base stand-in: Debian 12 with iptables (about 30 s, once).
+# Merged /usr by mmdebstrap's hook (the usrmerge package would pull in perl)
+# and no docs, man pages or locales: close to bookworm-slim's size.
+debootstrap_args=(--quiet --variant=essential --include=iptables,ca-certificates
+	--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr
+	--dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright'
+	--dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*'
+	bookworm)
+rootfs="$CACHE/bookworm-iptables-$(echo "${debootstrap_args[*]}" | sha256sum | cut -c1-8).tar"
 if [ ! -s "$rootfs" ]; then
 	log "mmdebstrap bookworm rootfs with iptables -> $rootfs"
-	mmdebstrap --quiet --variant=essential --include=iptables,ca-certificates bookworm "$work/rootfs.tar"
+	mmdebstrap "${debootstrap_args[@]}" "$work/rootfs.tar"
+	rm -f "$CACHE"/bookworm-iptables*.tar "$CACHE"/builder-*.tar
 	mv "$work/rootfs.tar" "$rootfs"
 fi
 
 # 2. Builder stand-in: the rootfs plus Go and the module cache of go.sum.
 gover=$("$GO" env GOVERSION)
-key="$gover-$(sha256sum go.sum | cut -c1-12)"
+key="$gover-$(sha256sum go.sum | cut -c1-12)-$(basename "$rootfs" .tar)"
 builder="$CACHE/builder-$key.tar"
 if [ ! -s "$builder" ]; then
 	log "builder stand-in $gover, modules of go.sum -> $builder"
