@@ -6,6 +6,8 @@
 #   sudo make bench   network-create-to-reachable timings on a 3-host lab
 #   make unit         the test tiers without the lab (root-only tests skip as non-root)
 #   make build        bin/flannel-registrar
+#   sudo make image   the Docker image from the Dockerfile, tagged flannel-registrar:latest and
+#                     saved as bin/flannel-registrar-image.tar (docker load -i ...)
 #   make lint         gofmt, go vet, golangci-lint (when installed), import layers
 #
 # The lab targets need root and install missing packages and flanneld
@@ -18,12 +20,17 @@ LAB_STATE ?= /run/frlab
 E2E_TIMEOUT ?= 30m
 KEEP ?=
 
-.PHONY: all build demo test unit test-unit test-e2e deps lab-up lab-down lab-status bench lint
+.PHONY: all build image demo test unit test-unit test-e2e deps lab-up lab-down lab-status bench lint
 
 all: build
 
 build:
 	$(GO) build -o bin/flannel-registrar ./cmd/flannel-registrar
+
+# No system dockerd or registry needed: hack/build-image.sh runs a throwaway
+# dockerd in a namespace with local stand-ins for the base images.
+image: deps
+	./hack/build-image.sh
 
 deps:
 	./hack/install-deps.sh

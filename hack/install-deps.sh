@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the lab (hack/lab), the e2e tier and `make demo` need on a
 # Debian/Ubuntu machine: dockerd, containerd and runc (docker.io), a static
-# busybox for the test image, iptables, iproute2, nsenter, etcdctl, and a
+# busybox for the test image, docker-compose (1.29) and mmdebstrap for the
+# registrar image and its container lab mode, iptables, iproute2, nsenter, etcdctl, and a
 # real flanneld built from source. Idempotent and fast when all is there:
 # apt runs only for missing packages, flanneld is built only when missing.
 #
@@ -10,7 +11,7 @@ set -euo pipefail
 
 FLANNEL_VERSION="${FLANNEL_VERSION:-v0.27.4}"
 FLANNEL_BIN_DIR="${FLANNEL_BIN_DIR:-/var/cache/flannel-registrar-lab/bin}"
-PACKAGES=(docker.io busybox-static iptables ipset iproute2 util-linux procps etcd-client ca-certificates)
+PACKAGES=(docker.io docker-compose mmdebstrap busybox-static iptables ipset iproute2 util-linux procps etcd-client ca-certificates)
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }
 

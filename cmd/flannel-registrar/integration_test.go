@@ -65,10 +65,11 @@ type node struct {
 	mac    net.HardwareAddr
 	host   string
 
-	mu   sync.Mutex // guards logs
-	logs bytes.Buffer
-	cmd  *exec.Cmd
-	done chan struct{}
+	mu     sync.Mutex // guards logs
+	logs   bytes.Buffer
+	cmd    *exec.Cmd
+	done   chan struct{}
+	health string
 }
 
 var keys = registry.Keys{FlannelPrefix: "/coreos.com/network", ConfigPrefix: "/flannel/network/subnets"}
@@ -113,6 +114,7 @@ func (n *node) start(extraEnv ...string) {
 		"LOG_FORMAT=json",
 		"DEBUG=true",
 		"ALLOWED_SUBNETS=198.18.0.0/15", // the tests' networks are in the benchmark range
+		"HEALTH_FILE=" + n.healthFile(),
 	}, extraEnv...)
 	cmd.Stdout, cmd.Stderr = n, n
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -122,6 +124,15 @@ func (n *node) start(extraEnv ...string) {
 	n.cmd, n.done = cmd, make(chan struct{})
 	go func() { _ = cmd.Wait(); close(n.done) }()
 	t.Cleanup(n.stop)
+}
+
+// healthFile is the node's heartbeat file (one per node: daemons of one
+// test run side by side).
+func (n *node) healthFile() string {
+	if n.health == "" {
+		n.health = filepath.Join(n.t.TempDir(), "health")
+	}
+	return n.health
 }
 
 func (n *node) stop() {

@@ -1,8 +1,8 @@
 // Command flannel-registrar makes custom Docker networks reachable across
 // hosts that run flannel (VXLAN, etcd v3). One instance runs per host.
 //
-// Usage: flannel-registrar [run|once|version|diagnose] [flags]; every flag is
-// also an environment variable (see --help).
+// Usage: flannel-registrar [run|once|version|diagnose|prepare|health] [flags];
+// every flag is also an environment variable (see --help).
 package main
 
 import (
@@ -17,6 +17,7 @@ import (
 
 	"github.com/flannel-registrar/flannel-registrar/cmd/flannel-registrar/app"
 	"github.com/flannel-registrar/flannel-registrar/pkg/config"
+	"github.com/flannel-registrar/flannel-registrar/pkg/health"
 	"github.com/flannel-registrar/flannel-registrar/pkg/logging"
 )
 
@@ -43,11 +44,30 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	case cfg.Mode == config.ModeVersion:
 		_, _ = fmt.Fprintf(stdout, "flannel-registrar %s\n", version)
 		return 0
+	case cfg.Mode == config.ModeHealth:
+		return checkHealth(cfg, stdout, stderr)
+	case cfg.Mode == config.ModePrepare:
+		return prepareHost(cfg, stdout, stderr)
 	}
 
 	log := logging.New(stderr, cfg.LogFormat, cfg.Debug)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+
+	// The heartbeat file is opened before the privilege drop: the
+	// unprivileged daemon writes it through this descriptor.
+	var hf *health.File
+	if cfg.Mode == config.ModeRun {
+		if hf, err = health.Open(cfg.HealthFile); err != nil {
+			log.Error("cannot start", "error", err.Error())
+			return 1
+		}
+		defer func() { _ = hf.Close() }()
+	}
+	if err := dropPrivileges(cfg, getenv, log); err != nil {
+		log.Error(err.Error())
+		return 1
+	}
 
 	a, err := app.New(cfg, log, version)
 	if err != nil {
@@ -61,7 +81,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	case config.ModeDiagnose:
 		err = a.Diagnose(ctx, stdout)
 	default:
-		err = a.Run(ctx)
+		err = runDaemon(ctx, a, hf, log, version)
 	}
 	if err != nil && ctx.Err() == nil {
 		log.Error("stopped", "mode", string(cfg.Mode), "error", err.Error())

@@ -29,10 +29,16 @@ func (h *Host) pidfile(c Component) pidfile { return pidfile(h.path(string(c) + 
 func (h *Host) Log(c Component) string { return h.path(string(c) + ".log") }
 
 // Running reports whether the component's process is alive.
-func (h *Host) Running(c Component) bool { _, ok := h.pidfile(c).running(); return ok }
+func (h *Host) Running(c Component) bool { return h.Pid(c) != 0 }
 
 // Pid returns the component's pid, or 0.
-func (h *Host) Pid(c Component) int { pid, _ := h.pidfile(c).running(); return pid }
+func (h *Host) Pid(c Component) int {
+	if c == Registrar && h.lab.RegistrarContainer {
+		return h.registrarContainerPid()
+	}
+	pid, _ := h.pidfile(c).running()
+	return pid
+}
 
 // Start starts a component and waits until it is usable (flanneld: subnet
 // file written; dockerd: API answers and the test image is there;
@@ -44,6 +50,9 @@ func (h *Host) Start(ctx context.Context, c Component) error {
 	case Dockerd:
 		return h.startDockerd(ctx)
 	case Registrar:
+		if h.lab.RegistrarContainer {
+			return h.StartRegistrarContainer(ctx)
+		}
 		return h.startRegistrar(ctx)
 	}
 	return fmt.Errorf("unknown component %q", c)
@@ -51,6 +60,10 @@ func (h *Host) Start(ctx context.Context, c Component) error {
 
 // Stop stops a component gracefully (SIGTERM, SIGKILL after a grace period).
 func (h *Host) Stop(ctx context.Context, c Component) error {
+	if c == Registrar && h.lab.RegistrarContainer {
+		_, err := h.Docker(ctx, "stop", RegistrarContainerName)
+		return err
+	}
 	grace := 10 * time.Second
 	if c == Dockerd {
 		grace = 30 * time.Second
@@ -59,7 +72,13 @@ func (h *Host) Stop(ctx context.Context, c Component) error {
 }
 
 // Kill kills a component with SIGKILL and waits until it is gone.
-func (h *Host) Kill(ctx context.Context, c Component) error { return h.pidfile(c).stop(ctx, 0) }
+func (h *Host) Kill(ctx context.Context, c Component) error {
+	if c == Registrar && h.lab.RegistrarContainer {
+		_, err := h.Docker(ctx, "kill", RegistrarContainerName)
+		return err
+	}
+	return h.pidfile(c).stop(ctx, 0)
+}
 
 // Restart stops (gracefully) and starts a component.
 func (h *Host) Restart(ctx context.Context, c Component) error {
@@ -150,6 +169,8 @@ func (h *Host) startRegistrar(ctx context.Context) error {
 		// The lab's container networks are in the benchmark range, outside
 		// the policy's default (flannel's Network and RFC 1918).
 		"ALLOWED_SUBNETS="+AllowedSubnets,
+		// One heartbeat per host: the lab's registrars share one filesystem.
+		"HEALTH_FILE="+h.path("registrar.health"),
 	)
 	env = append(env, h.lab.RegistrarEnv...)
 	argv := inNetns(h.Netns, h.lab.RegistrarPath())

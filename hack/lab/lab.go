@@ -61,6 +61,12 @@ type Options struct {
 	RegistrarBinary string   // prebuilt binary; empty: built from RepoRoot/cmd/flannel-registrar
 	RegistrarEnv    []string // extra KEY=VALUE for the registrar (override the lab's defaults)
 	Interval        int      // registrar INTERVAL in seconds (default 10)
+	// RegistrarContainer runs the registrar as a container from the image
+	// `make image` builds, started with the repo's docker-compose.yml (see
+	// container.go) instead of the binary. RegistrarEnv and Interval do not
+	// apply: the compose file's defaults do.
+	RegistrarContainer bool
+	RegistrarImageFile string // prebuilt image tarball (docker save); empty: built by hack/build-image.sh
 
 	RepoRoot       string // module root; default: found from the working directory
 	FlanneldBinary string // default: FindFlanneld()

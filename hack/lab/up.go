@@ -81,6 +81,13 @@ func (o *Options) resolve() error {
 	if _, err := FindBusybox(); err != nil {
 		missing = append(missing, "busybox-static")
 	}
+	if o.RegistrarContainer {
+		for _, b := range []string{"docker-compose", "mmdebstrap"} {
+			if _, err := exec.LookPath(b); err != nil {
+				missing = append(missing, b)
+			}
+		}
+	}
 	if len(missing) > 0 {
 		return fmt.Errorf("missing: %s (run hack/install-deps.sh)", strings.Join(missing, ", "))
 	}
@@ -111,6 +118,9 @@ func (l *Lab) prepare(ctx context.Context) error {
 		defer wg.Done()
 		if buildErr = l.buildBinaries(ctx); buildErr == nil {
 			buildErr = l.buildImageTar(ctx)
+		}
+		if buildErr == nil && l.Registrar && l.RegistrarContainer {
+			buildErr = l.BuildRegistrarImage(ctx)
 		}
 	}()
 	l.progress("creating namespaces %sunderlay, %sh1..h%d", l.Prefix, l.Prefix, len(l.Hosts))

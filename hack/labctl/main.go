@@ -22,7 +22,10 @@ import (
 const usage = `usage: labctl <command> [flags]
 
 commands:
-  up      [--hosts 3] [--no-registrar]   bring a lab up and leave it running
+  up      [--hosts 3] [--no-registrar] [--container]
+                                         bring a lab up and leave it running; --container: the
+                                         registrar as a container from make image's image,
+                                         started with the repo's docker-compose.yml
   down                                   remove the lab (also after a crash)
   status                                 show the lab's processes
   demo    [--keep]                       up, custom networks across 3 hosts, reachability, down
@@ -54,10 +57,11 @@ func runCommand(ctx context.Context, name string, args []string) error {
 	hosts := fs.Int("hosts", lab.DefaultHosts, "number of hosts (up)")
 	noRegistrar := fs.Bool("no-registrar", false, "do not start flannel-registrar (up)")
 	keep := fs.Bool("keep", false, "leave the lab running after the demo (demo)")
+	container := fs.Bool("container", false, "run the registrar as a container with docker-compose.yml (up, demo)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	opts := lab.Options{Hosts: *hosts, StateDir: *state, Registrar: !*noRegistrar, Progress: progress}
+	opts := lab.Options{Hosts: *hosts, StateDir: *state, Registrar: !*noRegistrar, RegistrarContainer: *container, Progress: progress}
 	switch name {
 	case "up":
 		return up(ctx, opts)
@@ -203,7 +207,11 @@ func pidText(pid int) string {
 func printPoke(l *lab.Lab) {
 	fmt.Println("\nThe lab is up. To poke at it:")
 	for _, h := range l.Hosts {
-		fmt.Printf("  %s:\n    %s ip route\n    %s ps\n    tail -f %s\n", h.Name, h.NsenterCommand(), h.DockerCommand(), h.Log(lab.Registrar))
+		logs := "tail -f " + h.Log(lab.Registrar)
+		if l.RegistrarContainer {
+			logs = h.DockerCommand() + " logs -f " + lab.RegistrarContainerName
+		}
+		fmt.Printf("  %s:\n    %s ip route\n    %s ps\n    %s\n", h.Name, h.NsenterCommand(), h.DockerCommand(), logs)
 	}
 	fmt.Printf("  etcd:\n    %s get --prefix /coreos.com/network/subnets\n    %s get --prefix /flannel/network/subnets\n",
 		l.EtcdctlCommand(), l.EtcdctlCommand())

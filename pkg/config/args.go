@@ -48,7 +48,7 @@ var modeFlags = []struct {
 	{"version", ModeVersion, "same as the version command"},
 }
 
-var commands = []Mode{ModeRun, ModeOnce, ModeDiagnose, ModeVersion}
+var commands = []Mode{ModeRun, ModeOnce, ModeDiagnose, ModeVersion, ModePrepare, ModeHealth}
 
 // parseCommandLine reads flags and at most one command; flags may come on either side of it.
 func parseCommandLine(args []string) (commandLine, error) {
@@ -102,7 +102,7 @@ func parseCommandLine(args []string) (commandLine, error) {
 	case 1:
 		cl.mode = modes[0]
 	default:
-		return commandLine{}, fmt.Errorf("conflicting commands %s: expected one of run, once, diagnose, version", joinModes(modes))
+		return commandLine{}, fmt.Errorf("conflicting commands %s: expected one of run, once, diagnose, version, prepare, health", joinModes(modes))
 	}
 	return cl, nil
 }
@@ -126,7 +126,7 @@ func parseCommand(arg string) (Mode, error) {
 	if m := Mode(arg); slices.Contains(commands, m) {
 		return m, nil
 	}
-	return "", fmt.Errorf("unknown command %q: expected run, once, diagnose or version (boolean flags take a value only as --flag=value)", arg)
+	return "", fmt.Errorf("unknown command %q: expected run, once, diagnose, version, prepare or health (boolean flags take a value only as --flag=value)", arg)
 }
 
 func joinModes(modes []Mode) string {

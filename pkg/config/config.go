@@ -30,6 +30,8 @@ const (
 	ModeOnce     Mode = "once"
 	ModeVersion  Mode = "version"
 	ModeDiagnose Mode = "diagnose"
+	ModePrepare  Mode = "prepare" // host sysctls at boot (the original's flannel-boot)
+	ModeHealth   Mode = "health"  // check the running daemon's heartbeat (Docker HEALTHCHECK)
 )
 
 // GatewayRoute is one HOST_GATEWAY_MAP entry: reach Dst (a peer or a range of peers on the
@@ -94,6 +96,7 @@ type Config struct {
 	RegistrationTTL time.Duration // REGISTRATION_TTL, whole seconds (an etcd lease TTL)
 	LogFormat       string        // LOG_FORMAT: "auto", "json" or "text"
 	VXLANIface      string        // VXLAN_IFACE
+	HealthFile      string        // HEALTH_FILE, the heartbeat the health command checks
 
 	// HostLivenessTTL is the TTL of the host record's lease, derived from Interval by
 	// livenessTTL.
@@ -306,6 +309,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("registration_ttl", c.RegistrationTTL),
 		slog.String("log_format", c.LogFormat),
 		slog.String("vxlan_iface", c.VXLANIface),
+		slog.String("health_file", c.HealthFile),
 		slog.Duration("host_liveness_ttl", c.HostLivenessTTL),
 	)
 }

@@ -99,7 +99,7 @@ var settings = []setting{
 			return err
 		}},
 	{env: "RUN_AS_ROOT", flag: "run-as-root", def: "false", metavar: "BOOL", boolean: true,
-		help: "validated; the privilege drop it will control (false: unprivileged user with only the needed capabilities) is not implemented yet, so the daemon keeps the privileges it is started with",
+		help: "false: started as root, the daemon joins the Docker socket's group, switches to uid 65534 and keeps only NET_ADMIN; true: it keeps the privileges it is started with",
 		apply: func(_ *loader, c *Config, v string) (err error) {
 			c.RunAsRoot, err = parseBool(v)
 			return err
@@ -146,6 +146,15 @@ var settings = []setting{
 			c.VXLANIface, err = parseVXLANIface(v)
 			return err
 		}},
+	{env: "HEALTH_FILE", flag: "health-file", def: "/run/flannel-registrar/health", metavar: "FILE",
+		help: "heartbeat file the daemon rewrites every 5s and the health command checks",
+		apply: func(_ *loader, c *Config, v string) error {
+			if !strings.HasPrefix(v, "/") || strings.HasSuffix(v, "/") {
+				return fmt.Errorf("expected an absolute file path")
+			}
+			c.HealthFile = v
+			return nil
+		}},
 	{env: "LOG_FORMAT", flag: "log-format", def: LogFormatAuto, metavar: "FORMAT",
 		help: "auto (text on a terminal, JSON otherwise), json or text",
 		apply: func(_ *loader, c *Config, v string) (err error) {
@@ -182,6 +191,8 @@ Commands:
   once       one full pass, then exit (also --once)
   diagnose   print this host's network state, then exit (also --diagnose)
   version    print the version, then exit (also --version)
+  prepare    set net.ipv4.ip_forward=1 and a loose rp_filter for VXLAN_IFACE, then exit (run as root at boot)
+  health     exit 0 if the running daemon's HEALTH_FILE is fresh and ready, else 1 (Docker HEALTHCHECK)
   help       print this help (also -h, --help)
 
 Settings: each flag can be given as its environment variable instead; flags override the

@@ -89,6 +89,11 @@ func Start(t testing.TB, ns *testutil.Netns, opts ...Option) *Daemon {
 	}
 	d := &Daemon{Dir: dir, NS: ns, t: t}
 	t.Cleanup(d.cleanup)
+	// Searchable like /var/run: a registrar that dropped to an unprivileged
+	// uid reaches the socket through its group, as in production.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatalf("dockertest: %v", err)
+	}
 	if err := os.WriteFile(filepath.Join(dir, "daemon.json"), []byte("{}\n"), 0o644); err != nil {
 		t.Fatalf("dockertest: %v", err)
 	}
