@@ -3,7 +3,7 @@
 # (make image builds, tags and saves it; see README "Deploy").
 #
 # The container starts as root and the daemon drops to uid 65534, in the
-# Docker socket's group, with NET_ADMIN only (RUN_AS_ROOT=false, the default).
+# Docker socket's group, with NET_ADMIN and NET_RAW only (RUN_AS_ROOT=false, the default).
 FROM golang:1.26-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./

@@ -73,8 +73,8 @@ func TestUnitsHardening(t *testing.T) {
 		"ExecStart":               "/usr/local/bin/flannel-registrar run",
 		"EnvironmentFile":         "/etc/flannel-registrar/env",
 		"Restart":                 "always",
-		"CapabilityBoundingSet":   "CAP_NET_ADMIN",
-		"AmbientCapabilities":     "CAP_NET_ADMIN",
+		"CapabilityBoundingSet":   "CAP_NET_ADMIN CAP_NET_RAW",
+		"AmbientCapabilities":     "CAP_NET_ADMIN CAP_NET_RAW",
 		"NoNewPrivileges":         "yes",
 		"ProtectSystem":           "strict",
 		"SupplementaryGroups":     "docker",
@@ -143,7 +143,7 @@ func composeConfig(t *testing.T, env ...string) compose {
 func TestComposeFile(t *testing.T) {
 	def := composeConfig(t).Services["flannel-registrar"]
 	if def.Image != "flannel-registrar:latest" || def.NetworkMode != "host" || def.Restart != "unless-stopped" ||
-		!slices.Equal(def.CapAdd, []string{"NET_ADMIN"}) {
+		!slices.Equal(def.CapAdd, []string{"NET_ADMIN", "NET_RAW"}) {
 		t.Errorf("service: %+v", def)
 	}
 	if !slices.Contains(def.Volumes, "/var/run/docker.sock:/var/run/docker.sock:ro") || !slices.Contains(def.Volumes, "/etc/hostname:/etc/hostname:ro") {
@@ -189,7 +189,7 @@ func TestComposeFileV2(t *testing.T) {
 		t.Fatalf("services %v", p.ServiceNames())
 	}
 	if svc.Image != "flannel-registrar:latest" || svc.NetworkMode != "host" || svc.Restart != "unless-stopped" ||
-		!slices.Equal(svc.CapAdd, []string{"NET_ADMIN"}) || svc.HealthCheck == nil ||
+		!slices.Equal(svc.CapAdd, []string{"NET_ADMIN", "NET_RAW"}) || svc.HealthCheck == nil ||
 		!slices.Equal([]string(svc.HealthCheck.Test), []string{"CMD", "/usr/local/bin/flannel-registrar", "health"}) {
 		t.Errorf("service %+v", svc)
 	}

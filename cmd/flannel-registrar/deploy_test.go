@@ -80,7 +80,7 @@ func (n *node) checkHealth() (string, error) {
 }
 
 // Started as root with the default RUN_AS_ROOT=false, the daemon runs as
-// uid 65534 in the Docker socket's group with NET_ADMIN only, still
+// uid 65534 in the Docker socket's group with NET_ADMIN and NET_RAW only, still
 // registers and routes; health turns healthy; SIGTERM ends it at once with
 // exit 0 and leaves its registrations in place.
 func TestDaemonUnprivilegedHealthAndStop(t *testing.T) {
@@ -111,8 +111,8 @@ func TestDaemonUnprivilegedHealthAndStop(t *testing.T) {
 	if uid := strings.Fields(st["Uid"]); len(uid) == 0 || uid[0] == "0" || uid[1] == "0" {
 		t.Errorf("Uid %q: want non-zero", st["Uid"])
 	}
-	if st["CapEff"] != "0000000000001000" || st["CapAmb"] != "0000000000001000" || st["CapBnd"] != "0000000000001000" {
-		t.Errorf("CapEff %s CapAmb %s CapBnd %s: want NET_ADMIN only (0000000000001000)", st["CapEff"], st["CapAmb"], st["CapBnd"])
+	if st["CapEff"] != "0000000000003000" || st["CapAmb"] != "0000000000003000" || st["CapBnd"] != "0000000000003000" {
+		t.Errorf("CapEff %s CapAmb %s CapBnd %s: want NET_ADMIN and NET_RAW only (0000000000003000)", st["CapEff"], st["CapAmb"], st["CapBnd"])
 	}
 	sock, err := os.Stat(strings.TrimPrefix(n.docker.Host(), "unix://"))
 	if err != nil {

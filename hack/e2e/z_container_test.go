@@ -17,8 +17,9 @@ import (
 	"github.com/flannel-registrar/flannel-registrar/hack/lab"
 )
 
-// netAdminOnly is CapEff/CapPrm/CapBnd/CapAmb with NET_ADMIN (bit 12) alone.
-const netAdminOnly = "0000000000001000"
+// netAdminOnly is CapEff/CapPrm/CapBnd/CapAmb with NET_ADMIN (bit 12) and
+// NET_RAW (bit 13, for iptables' set match) alone.
+const netAdminOnly = "0000000000003000"
 
 // The deployment users run: on every host the registrar as a container from
 // the image `make image` builds (FR_E2E_IMAGE: a prebuilt tarball), started
@@ -137,7 +138,7 @@ func TestRegistrarAsContainer(t *testing.T) {
 }
 
 // checkUnprivileged reads the containerized daemon's /proc/<pid>/status:
-// a non-zero uid, the socket's group, NET_ADMIN only; and logs its RSS.
+// a non-zero uid, the socket's group, NET_ADMIN and NET_RAW only; and logs its RSS.
 func checkUnprivileged(t *testing.T, h *lab.Host) {
 	t.Helper()
 	st, err := h.RegistrarContainerState(context.Background())
@@ -153,7 +154,7 @@ func checkUnprivileged(t *testing.T, h *lab.Host) {
 	}
 	for _, k := range []string{"CapEff", "CapPrm", "CapAmb", "CapBnd"} {
 		if status[k] != netAdminOnly {
-			t.Errorf("%s: container daemon %s = %s, want %s (NET_ADMIN only)", h.Name, k, status[k], netAdminOnly)
+			t.Errorf("%s: container daemon %s = %s, want %s (NET_ADMIN and NET_RAW only)", h.Name, k, status[k], netAdminOnly)
 		}
 	}
 	if status["NoNewPrivs"] != "1" {

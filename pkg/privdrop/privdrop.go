@@ -32,10 +32,11 @@ import (
 const Unprivileged = 65534
 
 // Needed are the capabilities the daemon keeps. NET_ADMIN covers netlink
-// writes (routes, neighbours, FDB) and iptables-nft, which talks netlink too.
-// NET_RAW is not needed: only iptables-legacy opens raw sockets (checked:
-// iptables-nft -S and -N work with NET_ADMIN alone as uid 65534).
-var Needed = []cap.Value{cap.NET_ADMIN}
+// writes (routes, neighbours, FDB, ipsets) and iptables-nft, which talks
+// netlink too. NET_RAW is for iptables' set match (`-m set`, isolation
+// groups): it resolves a set's name over a raw socket and fails with "Can't
+// open socket to ipset" without it (seen in the lab as uid 65534).
+var Needed = []cap.Value{cap.NET_ADMIN, cap.NET_RAW}
 
 // DefaultDockerSocket is the socket used when DOCKER_HOST is unset.
 const DefaultDockerSocket = "/var/run/docker.sock"

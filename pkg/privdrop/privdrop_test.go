@@ -97,8 +97,8 @@ func TestPlan(t *testing.T) {
 		}
 	}
 	set, _, _ := Plan(Needed)
-	if got := set.String(); got != "cap_net_admin=eip" {
-		t.Errorf("Needed = %q, want cap_net_admin=eip", got)
+	if got := set.String(); got != "cap_net_admin,cap_net_raw=eip" {
+		t.Errorf("Needed = %q, want cap_net_admin,cap_net_raw=eip", got)
 	}
 }
 

@@ -172,10 +172,10 @@ func TestDropRealProcess(t *testing.T) {
 	if !slices.Contains(strings.Fields(r.Status["Groups"]), "4242") {
 		t.Errorf("Groups = %q, want the socket's group 4242", r.Status["Groups"])
 	}
-	const netAdmin = "0000000000001000" // bit 12
+	const needed = "0000000000003000" // NET_ADMIN (bit 12) and NET_RAW (bit 13)
 	for _, k := range []string{"CapEff", "CapPrm", "CapInh", "CapAmb", "CapBnd"} {
-		if r.Status[k] != netAdmin {
-			t.Errorf("%s = %s, want %s (NET_ADMIN only)", k, r.Status[k], netAdmin)
+		if r.Status[k] != needed {
+			t.Errorf("%s = %s, want %s (NET_ADMIN and NET_RAW only)", k, r.Status[k], needed)
 		}
 	}
 	if r.Status["NoNewPrivs"] != "1" {
