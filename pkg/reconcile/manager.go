@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -17,6 +18,17 @@ type Manager struct {
 	mu      sync.RWMutex // guards runners and order (written only before Run)
 	runners map[string]*Runner
 	order   []string
+
+	lastResync atomic.Int64 // unix nanoseconds of the last complete periodic resync
+}
+
+// LastResync is when the last resync (at start or periodic) listed every
+// key of every controller; zero before the first.
+func (m *Manager) LastResync() time.Time {
+	if n := m.lastResync.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
 }
 
 // NewManager returns a manager that resyncs every interval (0: never).
@@ -120,9 +132,13 @@ func (m *Manager) Run(ctx context.Context) {
 }
 
 func (m *Manager) resync(ctx context.Context, trigger string) {
-	if err := m.Resync(ctx, trigger); err != nil && ctx.Err() == nil {
+	err := m.Resync(ctx, trigger)
+	if err != nil && ctx.Err() == nil {
 		// Keys that could be listed are queued; the rest come at the next resync.
 		m.log.Warn("resync incomplete", "trigger", trigger, "error", err.Error())
+	}
+	if err == nil {
+		m.lastResync.Store(time.Now().UnixNano())
 	}
 }
 
