@@ -274,7 +274,7 @@ func (a *App) buildWatchers() error {
 		// Classified off the watcher's goroutine (health.go): the original
 		// tool's leftovers are summarised, anything else is warned about.
 		OnInvalid: a.onInvalidEtcd,
-		OnRelist: func(reason string) { a.log.Info("re-listing etcd", "reason", reason) },
+		OnRelist:  func(reason string) { a.log.Info("re-listing etcd", "reason", reason) },
 	})
 	if err != nil {
 		return fmt.Errorf("etcd watcher: %w", err)

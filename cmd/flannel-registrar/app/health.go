@@ -506,12 +506,12 @@ func (a *App) managedObjects() (routes, neighs, fdbs int) {
 // HostStatus is this host's entry under <ConfigPrefix>/_status/: the view
 // from here that `status` shows for every host.
 type HostStatus struct {
-	Host      string            `json:"Host"`
-	Updated   time.Time         `json:"Updated"`
-	Ready     bool              `json:"Ready"`
-	Peers     []PeerStatus      `json:"Peers"`
-	Recovery  RecoveryStatus    `json:"Recovery"`
-	Leftovers int               `json:"Leftovers"`
+	Host      string         `json:"Host"`
+	Updated   time.Time      `json:"Updated"`
+	Ready     bool           `json:"Ready"`
+	Peers     []PeerStatus   `json:"Peers"`
+	Recovery  RecoveryStatus `json:"Recovery"`
+	Leftovers int            `json:"Leftovers"`
 }
 
 // PeerStatus is one peer's reachability from the host of a HostStatus.
