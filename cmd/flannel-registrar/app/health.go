@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/docker/docker/api/types/container"
+	"github.com/vishvananda/netlink"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/flannel-registrar/flannel-registrar/pkg/config"
@@ -487,7 +488,7 @@ func (a *App) managedObjects() (routes, neighs, fdbs int) {
 	if !l.Present {
 		return 0, 0, 0
 	}
-	if rs, err := a.nl.Routes(nil, 0); err == nil {
+	if rs, err := a.nl.Routes(&netlink.Route{LinkIndex: l.Index}, netlink.RT_FILTER_OIF); err == nil {
 		for _, r := range rs {
 			if r.LinkIndex == l.Index && (r.Protocol == netlinkx.RouteProtocol || r.Protocol == netlinkx.FlannelRouteProtocol) {
 				routes++

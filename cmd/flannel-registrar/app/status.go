@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/flannel-registrar/flannel-registrar/controllers/underlay"
@@ -300,7 +301,7 @@ func (a *App) localState(link state.Link, subnets map[netip.Prefix]overlay.Subne
 	l.VXLAN = fmt.Sprintf("%s mac %s local %s vni %d mtu %d up %v", link.Name, link.MAC, link.Local, link.VNI, link.MTU, link.Up)
 	routed := map[netip.Prefix]bool{}
 	ours := map[netip.Prefix]bool{}
-	if rs, err := a.nl.Routes(nil, 0); err == nil {
+	if rs, err := a.nl.Routes(&netlink.Route{LinkIndex: link.Index}, netlink.RT_FILTER_OIF); err == nil {
 		for _, r := range rs {
 			if r.LinkIndex != link.Index || r.Dst == nil {
 				continue
