@@ -480,6 +480,7 @@ func (a *App) Run(ctx context.Context) error {
 	if err := a.waitSynced(ctx); err != nil {
 		return nil //nolint:nilerr // stopped while waiting: a clean exit
 	}
+	a.prescan(ctx)
 	a.log.Info("sources listed; reconciling", "local_networks", len(a.store.LocalNetworks()), "records", len(a.store.Networks()), "leases", len(a.store.Leases()))
 	var wg sync.WaitGroup
 	wg.Go(func() { a.reportCounters(ctx) })
@@ -512,6 +513,9 @@ func (a *App) Once(ctx context.Context) error {
 	defer wcancel()
 	if err := a.waitSynced(wctx); err != nil {
 		return fmt.Errorf("docker and etcd not both listed within %s: %w", OnceTimeout, err)
+	}
+	if a.scanLeftovers(ctx) {
+		a.classifyPending(ctx)
 	}
 	err := a.mgr.Once(ctx)
 	if err == nil {

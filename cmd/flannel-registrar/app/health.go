@@ -46,6 +46,8 @@ type health struct {
 	etcdOK        atomic.Bool  // the last etcd check answered
 	dockerInvalid atomic.Uint64
 	quarantined   atomic.Uint64
+	prescanned    atomic.Bool // Run tried the leftover scan before the controllers started
+	scanned       atomic.Bool // the leftover scan of this start is done
 
 	prober *probe.Prober // nil when the ICMP socket could not be opened
 
@@ -196,14 +198,13 @@ func (a *App) checkEtcd(ctx context.Context) error {
 func (a *App) healthLoop(ctx context.Context) {
 	t := time.NewTicker(healthTick)
 	defer t.Stop()
-	scanned := false
 	for {
 		a.h.beat.Store(time.Now().UnixNano())
 		a.h.etcdOK.Store(a.checkEtcd(ctx) == nil)
-		if !scanned && a.isSynced() {
-			scanned = a.scanLeftovers(ctx)
+		if a.h.prescanned.Load() && !a.h.scanned.Load() {
+			a.h.scanned.Store(a.scanLeftovers(ctx)) // the scan before the start failed: retry
 		}
-		if scanned {
+		if a.h.scanned.Load() {
 			a.classifyPending(ctx)
 		}
 		a.updateTargets()
@@ -224,6 +225,15 @@ func (a *App) isSynced() bool {
 	default:
 		return false
 	}
+}
+
+// prescan runs the leftover scan once the sources are listed and before the
+// controllers start: the subnets controller would otherwise unregister this
+// host's plain-CIDR entries (keys of its own name that are not local
+// networks) before they are copied to _quarantine.
+func (a *App) prescan(ctx context.Context) {
+	a.h.scanned.Store(a.scanLeftovers(ctx))
+	a.h.prescanned.Store(true)
 }
 
 // scanLeftovers lists the original tool's keys once per start, logs one
