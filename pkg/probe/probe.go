@@ -174,6 +174,7 @@ func (p *Prober) Run(ctx context.Context) error {
 	}()
 	t := time.NewTimer(0)
 	defer t.Stop()
+	next := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -185,7 +186,13 @@ func (p *Prober) Run(ctx context.Context) error {
 		// A send that fails (no route while the device is being recreated)
 		// is a lost probe like any other: the next turn counts it.
 		_ = p.sendNext()
-		t.Reset(p.gap())
+		// Scheduled from the previous slot, not from now, so timer latency
+		// does not stretch the period; after a stall it restarts from now.
+		next = next.Add(p.gap())
+		if now := time.Now(); next.Before(now.Add(-p.opts.Interval)) {
+			next = now
+		}
+		t.Reset(time.Until(next))
 	}
 }
 
