@@ -107,7 +107,7 @@ func Failed(rs []Result) bool {
 	return false
 }
 
-// IPForward: without forwarding, nothing reaches a container from another host.
+// IPForward checks forwarding: without forwarding, nothing reaches a container from another host.
 func IPForward(f Facts) Result {
 	r := Result{Check: "ip_forward"}
 	switch v := strings.TrimSpace(f.IPForward); {
@@ -122,7 +122,7 @@ func IPForward(f Facts) Result {
 	return r
 }
 
-// RPFilter: the effective value on a device is the larger of "all" and the
+// RPFilter checks rp_filter on the VXLAN device. The effective value on a device is the larger of "all" and the
 // device's. Strict mode (1) drops packets from a peer subnet this host does
 // not route back through the device (conflicts, refusals, asymmetric paths).
 func RPFilter(f Facts) Result {
@@ -143,7 +143,7 @@ func RPFilter(f Facts) Result {
 	return r
 }
 
-// Forwarding: Docker's FORWARD policy DROP is fine as long as our chains
+// Forwarding checks Docker's FORWARD policy against our chains. Docker's FORWARD policy DROP is fine as long as our chains
 // are in place; they are only needed once a local network is registered.
 func Forwarding(f Facts) Result {
 	r := Result{Check: "forwarding"}
@@ -173,7 +173,7 @@ func Forwarding(f Facts) Result {
 	return r
 }
 
-// DirectRouting: Docker 28+ drops routed traffic to containers unless allowed.
+// DirectRouting checks the Docker version: Docker 28+ drops routed traffic to containers unless allowed.
 func DirectRouting(f Facts) Result {
 	r := Result{Check: "docker_direct_routing"}
 	switch {
@@ -187,7 +187,7 @@ func DirectRouting(f Facts) Result {
 	return r
 }
 
-// MTU: a bridge MTU above the VXLAN device's makes large packets to other
+// MTU checks container networks against the VXLAN device: a bridge MTU above the VXLAN device's makes large packets to other
 // hosts need fragmentation or PMTU discovery (VXLAN adds 50 bytes).
 func MTU(f Facts) Result {
 	r := Result{Check: "mtu"}
@@ -217,7 +217,7 @@ func MTU(f Facts) Result {
 	return r
 }
 
-// FlannelLease: flanneld's lease for this host must name this host's
+// FlannelLease checks flanneld's lease for this host: it must name this host's
 // PublicIP and the device's MAC, or peers send its traffic elsewhere.
 func FlannelLease(f Facts) Result {
 	r := Result{Check: "flannel_lease"}
@@ -264,7 +264,7 @@ func sameMAC(a, b string) bool {
 	return err1 == nil && err2 == nil && x.String() == y.String()
 }
 
-// Peers: VXLAN (UDP 8472) path to each peer, from the reachability probes.
+// Peers checks the VXLAN (UDP 8472) path to each peer, from the reachability probes.
 func Peers(f Facts) Result {
 	r := Result{Check: "vxlan_peers"}
 	if f.PeersErr != nil {
@@ -303,7 +303,7 @@ func Peers(f Facts) Result {
 	return r
 }
 
-// Etcd: reachable, with its version.
+// Etcd checks that etcd is reachable, with its version.
 func Etcd(f Facts) Result {
 	if f.EtcdErr != nil {
 		return Result{Check: "etcd", Level: Fail, Why: "etcd unreachable: " + f.EtcdErr.Error(),
@@ -312,7 +312,7 @@ func Etcd(f Facts) Result {
 	return Result{Check: "etcd", Level: OK, Why: "etcd " + f.EtcdVersion + " answers"}
 }
 
-// HostName: two registrars with one HOST_NAME overwrite each other's view.
+// HostName checks that HOST_NAME is unique: two registrars with one HOST_NAME overwrite each other's view.
 func HostName(f Facts) Result {
 	if len(f.OtherRegistrars) > 0 {
 		return Result{Check: "host_name", Level: Fail,
@@ -322,7 +322,7 @@ func HostName(f Facts) Result {
 	return Result{Check: "host_name", Level: OK, Why: fmt.Sprintf("HOST_NAME %q is used by this host only", f.HostName)}
 }
 
-// Leftovers: the original tool's keys under our prefix.
+// Leftovers reports the original tool's keys under our prefix.
 func Leftovers(f Facts) Result {
 	total := 0
 	kinds := make([]string, 0, len(f.Leftovers))

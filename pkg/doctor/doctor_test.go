@@ -60,7 +60,9 @@ func TestEachCheckDecides(t *testing.T) {
 		{"chains missing under ACCEPT", Forwarding, func(f *Facts) { f.ForwardPolicy, f.FilterJumped = "ACCEPT", false }, Warn, "not jumped"},
 		{"no local networks", Forwarding, func(f *Facts) { f.LocalRegistered, f.FilterJumped, f.NATJumped = 0, false, false }, OK, "no local network"},
 		{"iptables unreadable", Forwarding, func(f *Facts) { f.IPTablesErr = errors.New("no iptables") }, Warn, "cannot read"},
-		{"docker 28 blocks", DirectRouting, func(f *Facts) { f.DockerVersion, f.DirectRoutingMsg = "28.3.0", "start dockerd with --allow-direct-routing" }, Fail, "28.3.0"},
+		{"docker 28 blocks", DirectRouting, func(f *Facts) {
+			f.DockerVersion, f.DirectRoutingMsg = "28.3.0", "start dockerd with --allow-direct-routing"
+		}, Fail, "28.3.0"},
 		{"docker unreachable", DirectRouting, func(f *Facts) { f.DockerErr = errors.New("no socket") }, Warn, "cannot ask"},
 		{"bridge MTU too large", MTU, func(f *Facts) { f.BridgeMTUs["big"] = 1500 }, Warn, "big=1500"},
 		{"no vxlan for MTU", MTU, func(f *Facts) { f.VXLANPresent = false }, Warn, "missing"},
@@ -69,7 +71,9 @@ func TestEachCheckDecides(t *testing.T) {
 		{"lease with other IP", FlannelLease, func(f *Facts) { f.Leases[0].PublicIP = netip.MustParseAddr("203.0.113.7") }, Fail, "PublicIP 203.0.113.7"},
 		{"device missing", FlannelLease, func(f *Facts) { f.VXLANPresent = false }, Fail, "missing"},
 		{"lease unknown without etcd", FlannelLease, func(f *Facts) { f.EtcdErr = errors.New("down") }, Warn, "etcd unreachable"},
-		{"peer down", Peers, func(f *Facts) { f.Peers = append(f.Peers, Peer{Name: "node-3", PublicIP: "198.51.100.13", Probed: true}) }, Fail, "node-3 (198.51.100.13)"},
+		{"peer down", Peers, func(f *Facts) {
+			f.Peers = append(f.Peers, Peer{Name: "node-3", PublicIP: "198.51.100.13", Probed: true})
+		}, Fail, "node-3 (198.51.100.13)"},
 		{"peer undecided", Peers, func(f *Facts) { f.Peers[0].Probed = false }, Warn, "not decided"},
 		{"no probing", Peers, func(f *Facts) { f.PeersErr = errors.New("operation not permitted") }, Warn, "not probed"},
 		{"no peers", Peers, func(f *Facts) { f.Peers = nil }, OK, "no peers"},

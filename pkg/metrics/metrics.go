@@ -43,7 +43,7 @@ type Snapshot struct {
 
 	EtcdConnected, DockerConnected, VXLANPresent, Ready bool
 
-	Records, Leases, Hosts int // what etcd holds, as the store saw it last
+	Records, Leases, Hosts  int // what etcd holds, as the store saw it last
 	Routes, Neighbours, FDB int // kernel objects we manage on the VXLAN device
 
 	KernelWrites map[string]uint64 // netlink writes by verb, plus "iptables"
