@@ -10,7 +10,7 @@ set -euo pipefail
 
 FLANNEL_VERSION="${FLANNEL_VERSION:-v0.27.4}"
 FLANNEL_BIN_DIR="${FLANNEL_BIN_DIR:-/var/cache/flannel-registrar-lab/bin}"
-PACKAGES=(docker.io busybox-static iptables iproute2 util-linux procps etcd-client ca-certificates)
+PACKAGES=(docker.io busybox-static iptables iproute2 util-linux procps etcd-client ca-certificates mmdebstrap)
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }
 
