@@ -578,6 +578,14 @@ func (a *App) publishStatus(ctx context.Context) {
 		wg    sync.WaitGroup
 	)
 	defer wg.Wait()
+	defer func() {
+		// A stopped daemon's view is gone at once, not when its lease expires.
+		if lease != 0 {
+			rctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_, _ = a.etcd.Revoke(rctx, lease) // best effort: the lease expires anyway
+			cancel()
+		}
+	}()
 	key := a.keys().Status(a.cfg.HostName)
 	for {
 		select {
