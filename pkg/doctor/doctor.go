@@ -267,6 +267,10 @@ func sameMAC(a, b string) bool {
 // Peers checks the VXLAN (UDP 8472) path to each peer, from the reachability probes.
 func Peers(f Facts) Result {
 	r := Result{Check: "vxlan_peers"}
+	if f.EtcdErr != nil {
+		r.Level, r.Why, r.Fix = Warn, "etcd unreachable: the peers are not known", "see the etcd check"
+		return r
+	}
 	if f.PeersErr != nil {
 		r.Level, r.Why, r.Fix = Warn, "peers not probed: "+f.PeersErr.Error(), "run doctor as root (ICMP needs CAP_NET_RAW)"
 		return r

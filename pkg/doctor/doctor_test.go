@@ -76,6 +76,7 @@ func TestEachCheckDecides(t *testing.T) {
 		}, Fail, "node-3 (198.51.100.13)"},
 		{"peer undecided", Peers, func(f *Facts) { f.Peers[0].Probed = false }, Warn, "not decided"},
 		{"no probing", Peers, func(f *Facts) { f.PeersErr = errors.New("operation not permitted") }, Warn, "not probed"},
+		{"peers unknown without etcd", Peers, func(f *Facts) { f.EtcdErr = errors.New("down") }, Warn, "not known"},
 		{"no peers", Peers, func(f *Facts) { f.Peers = nil }, OK, "no peers"},
 		{"etcd down", Etcd, func(f *Facts) { f.EtcdErr = errors.New("context deadline exceeded") }, Fail, "deadline"},
 		{"duplicate host name", HostName, func(f *Facts) { f.OtherRegistrars = []string{"198.51.100.99"} }, Fail, "198.51.100.99"},

@@ -172,14 +172,19 @@ func (a *App) doctorPeers(ctx, ectx context.Context) ([]doctor.Peer, error) {
 	if err == nil && len(resp.Kvs) == 1 {
 		if hs, err := DecodeHostStatus(resp.Kvs[0].Value); err == nil {
 			var out []doctor.Peer
+			decided := true
 			for _, p := range hs.Peers {
 				dp := doctor.Peer{Name: p.Host, PublicIP: p.PublicIP, Probed: p.Reachable != nil}
 				if p.Reachable != nil {
 					dp.Reachable = *p.Reachable
 				}
+				decided = decided && dp.Probed
 				out = append(out, dp)
 			}
-			return out, nil
+			if decided {
+				return out, nil
+			}
+			// The daemon has just started: probe here instead of waiting.
 		}
 	}
 	targets := a.peerTargets()
