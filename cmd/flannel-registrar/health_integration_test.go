@@ -123,6 +123,30 @@ func TestHealthEndpoints(t *testing.T) {
 			t.Errorf("metrics lack %q", s)
 		}
 	}
+	// A peer whose VTEP does not answer: unreachable in the metrics and in
+	// this host's status entry, which status reads.
+	peerLease, err := flannel.Encode(flannel.NewVXLAN(netip.MustParseAddr("198.51.100.29"), 1, net.HardwareAddr{2, 0x42, 0xc6, 0x33, 0x64, 0x1d}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.put(keys.Subnet(netip.MustParsePrefix("198.18.29.0/24")), string(peerLease))
+	testutil.Eventually(t, 20*time.Second, func() error {
+		_, body, err := n.httpGet("/metrics")
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(body, `flannel_registrar_peer_reachable{peer="",public_ip="198.51.100.29"} 0`) {
+			return fmt.Errorf("peer not reported unreachable yet")
+		}
+		v, ok := n.get(keys.Status("node-h1"))
+		if !ok || !strings.Contains(string(v), `{"PublicIP":"198.51.100.29","Reachable":false}`) {
+			return fmt.Errorf("status entry = %s", v)
+		}
+		return nil
+	})
+	if c := strings.Count(n.Logs(), `"msg":"peer unreachable"`); c != 1 {
+		t.Errorf("%d 'peer unreachable' lines, want 1", c)
+	}
 	srv.Stop()
 	testutil.Eventually(t, 15*time.Second, wantStatus(n, "/readyz", 503))
 	if _, body, _ := n.httpGet("/readyz"); !strings.Contains(body, "etcd unreachable") {

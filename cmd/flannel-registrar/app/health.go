@@ -566,6 +566,21 @@ func (a *App) hostStatus() HostStatus {
 	return hs
 }
 
+// statusRefresh is how often an entry whose only change is round-trip
+// times is rewritten.
+const statusRefresh = time.Minute
+
+// significant is hs without what changes on every probe.
+func significant(hs HostStatus) HostStatus {
+	peers := make([]PeerStatus, len(hs.Peers))
+	for i, p := range hs.Peers {
+		p.RTTMillis = 0
+		peers[i] = p
+	}
+	hs.Peers = peers
+	return hs
+}
+
 // publishStatus keeps this host's status entry in etcd on a lease of its
 // own (TTL HOST_LIVENESS, kept alive), rewriting it when it changes.
 func (a *App) publishStatus(ctx context.Context) {
@@ -575,6 +590,7 @@ func (a *App) publishStatus(ctx context.Context) {
 		lease clientv3.LeaseID
 		lost  atomic.Bool
 		last  []byte
+		wrote time.Time
 		wg    sync.WaitGroup
 	)
 	defer wg.Wait()
@@ -594,11 +610,13 @@ func (a *App) publishStatus(ctx context.Context) {
 		case <-t.C:
 		}
 		hs := a.hostStatus()
-		val, err := json.Marshal(hs)
+		val, err := json.Marshal(significant(hs))
 		if err != nil {
 			continue
 		}
-		if lease != 0 && !lost.Load() && string(val) == string(last) {
+		// Round-trip times change with every probe: they alone refresh the
+		// entry once a minute, so a quiet cluster costs etcd almost nothing.
+		if lease != 0 && !lost.Load() && string(val) == string(last) && time.Since(wrote) < statusRefresh {
 			continue
 		}
 		// The time is set only when something changed: an unchanged entry
@@ -629,7 +647,7 @@ func (a *App) publishStatus(ctx context.Context) {
 			})
 		}
 		if _, err := a.etcd.Put(wctx, key, string(out), clientv3.WithLease(lease)); err == nil {
-			last = val
+			last, wrote = val, time.Now()
 		}
 		cancel()
 	}
