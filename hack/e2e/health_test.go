@@ -145,7 +145,7 @@ func TestStatusListsCluster(t *testing.T) {
 	eventually(t, 30*time.Second, "status --json on h1 lists the cluster", func() error {
 		out, code, err := registrarCmd(l, l.Host(1), "status", "--json")
 		if err != nil || code != 0 {
-			return fmt.Errorf("status exited %d: %v\n%s", code, err, out)
+			return fmt.Errorf("status exited %d: %w\n%s", code, err, out)
 		}
 		r = status.Report{}
 		if err := json.Unmarshal([]byte(out), &r); err != nil {
