@@ -515,7 +515,7 @@ func (a *App) Once(ctx context.Context) error {
 		return fmt.Errorf("docker and etcd not both listed within %s: %w", OnceTimeout, err)
 	}
 	if a.scanLeftovers(ctx) {
-		a.classifyPending(ctx)
+		a.classifyPending(ctx, true)
 	}
 	err := a.mgr.Once(ctx)
 	if err == nil {

@@ -205,7 +205,7 @@ func (a *App) healthLoop(ctx context.Context) {
 			a.h.scanned.Store(a.scanLeftovers(ctx)) // the scan before the start failed: retry
 		}
 		if a.h.scanned.Load() {
-			a.classifyPending(ctx)
+			a.classifyPending(ctx, true)
 		}
 		a.updateTargets()
 		a.recover(ctx)
@@ -265,9 +265,9 @@ func (a *App) scanLeftovers(ctx context.Context) bool {
 }
 
 // classifyPending reads each invalid key reported since the last tick: the
-// original's leftovers are tracked (and moved when ours to move), anything
-// else is reported as an invalid item.
-func (a *App) classifyPending(ctx context.Context) {
+// original's leftovers are tracked (and, with move, moved when ours to
+// move), anything else is reported as an invalid item.
+func (a *App) classifyPending(ctx context.Context, move bool) {
 	a.h.mu.Lock()
 	pending := a.h.pending
 	a.h.pending = map[string]int64{}
@@ -292,7 +292,9 @@ func (a *App) classifyPending(ctx context.Context) {
 		if !known {
 			a.log.Info("key left by the original flannel-registrar", "key", key, "kind", string(lo.Kind), "host", lo.Host)
 		}
-		a.moveLeftover(ctx, lo)
+		if move {
+			a.moveLeftover(ctx, lo)
+		}
 	}
 }
 
