@@ -27,15 +27,18 @@ const CacheDir = "/var/cache/flannel-registrar-lab"
 // RootfsTar returns a Debian bookworm rootfs tarball with iptables, built
 // once with mmdebstrap (about 20 s) and cached under CacheDir/images.
 func RootfsTar(ctx context.Context) (string, error) {
-	path := filepath.Join(CacheDir, "images", "bookworm-iptables.tar")
+	// A name of its own: hack/build-image.sh (the registrar image) prunes
+	// its own bookworm-iptables*.tar files.
+	path := filepath.Join(CacheDir, "images", "lab-flanneld-rootfs-bookworm.tar")
 	if st, err := os.Stat(path); err == nil && st.Size() > 0 {
 		return path, nil
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return "", fmt.Errorf("rootfs cache: %w", err)
 	}
-	tmp := path + ".tmp"
-	cmd := exec.CommandContext(ctx, "mmdebstrap", "--variant=essential", "--include=iptables", "bookworm", tmp)
+	// mmdebstrap picks its output format from the name: keep ".tar" last.
+	tmp := strings.TrimSuffix(path, ".tar") + ".tmp.tar"
+	cmd := exec.CommandContext(ctx, "mmdebstrap", "--variant=essential", "--include=iptables", "--format=tar", "bookworm", tmp)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		_ = os.Remove(tmp)
 		return "", fmt.Errorf("mmdebstrap (apt package mmdebstrap): %w: %s", err, lastLines(string(out), 5))
