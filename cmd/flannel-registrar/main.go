@@ -1,7 +1,7 @@
 // Command flannel-registrar makes custom Docker networks reachable across
 // hosts that run flannel (VXLAN, etcd v3). One instance runs per host.
 //
-// Usage: flannel-registrar [run|once|version|diagnose|prepare|health] [flags];
+// Usage: flannel-registrar [run|once|diagnose|status|doctor|version|prepare|health] [flags];
 // every flag is also an environment variable (see --help).
 package main
 
@@ -80,6 +80,12 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		err = a.Once(ctx)
 	case config.ModeDiagnose:
 		err = a.Diagnose(ctx, stdout)
+	case config.ModeStatus:
+		err = a.Status(ctx, stdout)
+	case config.ModeDoctor:
+		if err = a.Doctor(ctx, stdout); errors.Is(err, app.ErrChecksFailed) {
+			return 1 // each failed check said why on stdout
+		}
 	default:
 		err = runDaemon(ctx, a, hf, log, version)
 	}

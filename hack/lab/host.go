@@ -159,7 +159,9 @@ func (h *Host) FlannelSubnet() (string, error) {
 	return s, nil
 }
 
-func (h *Host) startRegistrar(ctx context.Context) error {
+func (h *Host) startRegistrar(ctx context.Context) error { return h.startRegistrarWith(ctx, nil) }
+
+func (h *Host) startRegistrarWith(ctx context.Context, extraEnv []string) error {
 	env := append(baseEnv(),
 		"ETCD_ENDPOINT="+EtcdClientURL,
 		"HOST_NAME="+h.Name,
@@ -173,6 +175,7 @@ func (h *Host) startRegistrar(ctx context.Context) error {
 		"HEALTH_FILE="+h.path("registrar.health"),
 	)
 	env = append(env, h.lab.RegistrarEnv...)
+	env = append(env, extraEnv...)
 	argv := inNetns(h.Netns, h.lab.RegistrarPath())
 	if _, err := startDaemon(h.pidfile(Registrar), h.Log(Registrar), env, argv...); err != nil {
 		return fmt.Errorf("host %s: registrar: %w", h.Name, err)

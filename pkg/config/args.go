@@ -35,6 +35,7 @@ func (r *rawValue) IsBoolFlag() bool { return r.boolean }
 type commandLine struct {
 	mode   Mode
 	values []*rawValue // parallel to settings
+	json   bool        // --json (status)
 }
 
 // modeFlags are the original's --once and --diagnose, plus the usual --version.
@@ -48,7 +49,7 @@ var modeFlags = []struct {
 	{"version", ModeVersion, "same as the version command"},
 }
 
-var commands = []Mode{ModeRun, ModeOnce, ModeDiagnose, ModeVersion, ModePrepare, ModeHealth}
+var commands = []Mode{ModeRun, ModeOnce, ModeDiagnose, ModeStatus, ModeDoctor, ModeVersion, ModePrepare, ModeHealth}
 
 // parseCommandLine reads flags and at most one command; flags may come on either side of it.
 func parseCommandLine(args []string) (commandLine, error) {
@@ -59,6 +60,8 @@ func parseCommandLine(args []string) (commandLine, error) {
 		cl.values[i] = &rawValue{boolean: s.boolean}
 		fs.Var(cl.values[i], s.flag, s.help)
 	}
+	jsonValue := &rawValue{boolean: true}
+	fs.Var(jsonValue, "json", "status: print JSON instead of a table")
 	modeValues := make([]*rawValue, len(modeFlags))
 	for i, m := range modeFlags {
 		modeValues[i] = &rawValue{boolean: true}
@@ -94,6 +97,13 @@ func parseCommandLine(args []string) (commandLine, error) {
 			modes = append(modes, m.mode)
 		}
 	}
+	if jsonValue.set {
+		on, err := parseBool(jsonValue.s)
+		if err != nil {
+			return commandLine{}, fmt.Errorf("--json=%q: %w", jsonValue.s, err)
+		}
+		cl.json = on
+	}
 	slices.Sort(modes)
 	modes = slices.Compact(modes)
 	switch len(modes) {
@@ -102,7 +112,7 @@ func parseCommandLine(args []string) (commandLine, error) {
 	case 1:
 		cl.mode = modes[0]
 	default:
-		return commandLine{}, fmt.Errorf("conflicting commands %s: expected one of run, once, diagnose, version, prepare, health", joinModes(modes))
+		return commandLine{}, fmt.Errorf("conflicting commands %s: expected one of run, once, diagnose, status, doctor, version, prepare, health", joinModes(modes))
 	}
 	return cl, nil
 }
@@ -126,7 +136,7 @@ func parseCommand(arg string) (Mode, error) {
 	if m := Mode(arg); slices.Contains(commands, m) {
 		return m, nil
 	}
-	return "", fmt.Errorf("unknown command %q: expected run, once, diagnose, version, prepare or health (boolean flags take a value only as --flag=value)", arg)
+	return "", fmt.Errorf("unknown command %q: expected run, once, diagnose, status, doctor, version, prepare or health (boolean flags take a value only as --flag=value)", arg)
 }
 
 func joinModes(modes []Mode) string {

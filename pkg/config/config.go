@@ -32,6 +32,14 @@ const (
 	ModeDiagnose Mode = "diagnose"
 	ModePrepare  Mode = "prepare" // host sysctls at boot (the original's flannel-boot)
 	ModeHealth   Mode = "health"  // check the running daemon's heartbeat (Docker HEALTHCHECK)
+	ModeStatus   Mode = "status"
+	ModeDoctor   Mode = "doctor"
+)
+
+// Recovery modes accepted by RECOVERY.
+const (
+	RecoveryOff     = "off"
+	RecoveryFlannel = "flannel"
 )
 
 // GatewayRoute is one HOST_GATEWAY_MAP entry: reach Dst (a peer or a range of peers on the
@@ -97,6 +105,17 @@ type Config struct {
 	LogFormat       string        // LOG_FORMAT: "auto", "json" or "text"
 	VXLANIface      string        // VXLAN_IFACE
 	HealthFile      string        // HEALTH_FILE, the heartbeat the health command checks
+
+	MetricsAddr string // METRICS_ADDR: host:port of /metrics, /healthz, /readyz; empty = off
+
+	ProbeInterval time.Duration // PROBE_INTERVAL: period of the reachability probe of each peer
+
+	Recovery         string        // RECOVERY: RecoveryOff or RecoveryFlannel
+	RecoveryGrace    time.Duration // RECOVERY_GRACE: how long a fault lasts before a restart
+	RecoveryCooldown time.Duration // RECOVERY_COOLDOWN: minimum time between restarts
+	RecoveryDailyCap int           // RECOVERY_DAILY_CAP: restarts per 24 h at most
+
+	JSON bool // --json: status prints JSON instead of a table
 
 	// HostLivenessTTL is the TTL of the host record's lease, derived from Interval by
 	// livenessTTL.
@@ -165,7 +184,7 @@ func LoadWith(args []string, getenv func(string) string, opts Options) (Config, 
 	if err != nil {
 		return Config{}, err
 	}
-	cfg := Config{Mode: cl.mode}
+	cfg := Config{Mode: cl.mode, JSON: cl.json}
 	if cl.mode == ModeVersion {
 		// Printing the version must work even with a broken configuration.
 		return cfg, nil
@@ -311,6 +330,12 @@ func (c Config) LogValue() slog.Value {
 		slog.String("vxlan_iface", c.VXLANIface),
 		slog.String("health_file", c.HealthFile),
 		slog.Duration("host_liveness_ttl", c.HostLivenessTTL),
+		slog.String("metrics_addr", c.MetricsAddr),
+		slog.Duration("probe_interval", c.ProbeInterval),
+		slog.String("recovery", c.Recovery),
+		slog.Duration("recovery_grace", c.RecoveryGrace),
+		slog.Duration("recovery_cooldown", c.RecoveryCooldown),
+		slog.Int("recovery_daily_cap", c.RecoveryDailyCap),
 	)
 }
 

@@ -435,3 +435,58 @@ func parseMinPrefixLen(v string) (int, error) {
 	}
 	return n, nil
 }
+
+// parseListenAddr accepts host:port; "off" (or "none") disables the endpoints. An empty value
+// never reaches here (it means the default).
+func parseListenAddr(v string) (string, error) {
+	if v == "off" || v == "none" {
+		return "", nil
+	}
+	host, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return "", errors.New("expected host:port (e.g. 127.0.0.1:9653 or :9653) or off")
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return "", errors.New("expected a port 1-65535 after the colon")
+	}
+	if host != "" {
+		if _, err := netip.ParseAddr(host); err != nil {
+			return "", errors.New("expected an IP address (or nothing, for all) before the port")
+		}
+	}
+	return v, nil
+}
+
+func parseProbeInterval(v string) (time.Duration, error) {
+	d, err := parseSeconds(v)
+	if err != nil || d < 100*time.Millisecond || d > 5*time.Minute {
+		return 0, errors.New("expected a duration between 100ms and 5m (e.g. 2s)")
+	}
+	return d, nil
+}
+
+func parseRecovery(v string) (string, error) {
+	switch strings.ToLower(v) {
+	case RecoveryOff, "false", "no", "0":
+		return RecoveryOff, nil
+	case RecoveryFlannel:
+		return RecoveryFlannel, nil
+	}
+	return "", errors.New("expected off or flannel")
+}
+
+func parsePositiveDuration(v string) (time.Duration, error) {
+	d, err := parseSeconds(v)
+	if err != nil || d <= 0 {
+		return 0, errors.New("expected seconds or a duration > 0 (e.g. 30 or 30s)")
+	}
+	return d, nil
+}
+
+func parseDailyCap(v string) (int, error) {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 || n > 1000 {
+		return 0, errors.New("expected a whole number 0-1000 (0: never restart)")
+	}
+	return n, nil
+}

@@ -43,6 +43,10 @@ func (s setting) resolve(getenv func(string) string, fv *rawValue) string {
 // a local etcd is the only neutral choice.
 const DefaultEtcdEndpoint = "http://127.0.0.1:2379"
 
+// DefaultMetricsAddr is METRICS_ADDR's default: loopback, so the endpoints are not exposed
+// beyond the host unless asked (9653 is unassigned in Prometheus's port list).
+const DefaultMetricsAddr = "127.0.0.1:9653"
+
 var settings = []setting{
 	{env: "ETCD_ENDPOINT", flag: "etcd-endpoint", def: DefaultEtcdEndpoint, metavar: "URLS",
 		help: "etcd client URLs, comma-separated, each http(s)://host:port",
@@ -135,7 +139,7 @@ var settings = []setting{
 			return err
 		}},
 	{env: "FLANNEL_CONTAINER_NAME", flag: "flannel-container-name", def: "flannel", metavar: "NAME",
-		help: "name of the Docker container running flanneld; validated, reserved for the planned health checks and guarded restarts",
+		help: "name of the Docker container running flanneld; restarted by RECOVERY=flannel",
 		apply: func(_ *loader, c *Config, v string) (err error) {
 			c.FlannelContainerName, err = parseContainerName(v)
 			return err
@@ -154,6 +158,42 @@ var settings = []setting{
 			}
 			c.HealthFile = v
 			return nil
+		}},
+	{env: "METRICS_ADDR", flag: "metrics-addr", def: DefaultMetricsAddr, metavar: "HOST:PORT",
+		help: "listen address of /metrics (Prometheus), /healthz and /readyz; \"off\" disables them",
+		apply: func(_ *loader, c *Config, v string) (err error) {
+			c.MetricsAddr, err = parseListenAddr(v)
+			return err
+		}},
+	{env: "PROBE_INTERVAL", flag: "probe-interval", def: "2s", metavar: "DURATION",
+		help: "how often each peer's VXLAN device is pinged through the overlay (probes are spread over the period); a peer is unreachable after 3 missed probes",
+		apply: func(_ *loader, c *Config, v string) (err error) {
+			c.ProbeInterval, err = parseProbeInterval(v)
+			return err
+		}},
+	{env: "RECOVERY", flag: "recovery", def: RecoveryOff, metavar: "MODE",
+		help: "off, or flannel: restart the FLANNEL_CONTAINER_NAME container when the VXLAN device or this host's flannel lease stays missing for RECOVERY_GRACE",
+		apply: func(_ *loader, c *Config, v string) (err error) {
+			c.Recovery, err = parseRecovery(v)
+			return err
+		}},
+	{env: "RECOVERY_GRACE", flag: "recovery-grace", def: "30s", metavar: "DURATION",
+		help: "how long a fault must last before RECOVERY acts (seconds or a duration)",
+		apply: func(_ *loader, c *Config, v string) (err error) {
+			c.RecoveryGrace, err = parsePositiveDuration(v)
+			return err
+		}},
+	{env: "RECOVERY_COOLDOWN", flag: "recovery-cooldown", def: "900", metavar: "SECONDS",
+		help: "minimum time between two restarts by RECOVERY (seconds or a duration)",
+		apply: func(_ *loader, c *Config, v string) (err error) {
+			c.RecoveryCooldown, err = parsePositiveDuration(v)
+			return err
+		}},
+	{env: "RECOVERY_DAILY_CAP", flag: "recovery-daily-cap", def: "2", metavar: "N",
+		help: "most restarts by RECOVERY in any 24 hours",
+		apply: func(_ *loader, c *Config, v string) (err error) {
+			c.RecoveryDailyCap, err = parseDailyCap(v)
+			return err
 		}},
 	{env: "LOG_FORMAT", flag: "log-format", def: LogFormatAuto, metavar: "FORMAT",
 		help: "auto (text on a terminal, JSON otherwise), json or text",
@@ -190,6 +230,8 @@ Commands:
   run        run the daemon (default)
   once       one full pass, then exit (also --once)
   diagnose   print this host's network state, then exit (also --diagnose)
+  status     print the cluster as etcd holds it (--json for JSON), then exit
+  doctor     check this host's setup; exit status 1 when a check fails
   version    print the version, then exit (also --version)
   prepare    set net.ipv4.ip_forward=1 and a loose rp_filter for VXLAN_IFACE, then exit (run as root at boot)
   health     exit 0 if the running daemon's HEALTH_FILE is fresh and ready, else 1 (Docker HEALTHCHECK)

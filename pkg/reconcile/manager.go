@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -18,6 +19,8 @@ type Manager struct {
 	runners  map[string]*Runner
 	order    []string
 	onResync []func(trigger string)
+
+	lastResync atomic.Int64 // unix nanoseconds of the last complete periodic resync
 }
 
 // OnResync adds f, called at the start of every periodic resync (not the
@@ -28,6 +31,15 @@ func (m *Manager) OnResync(f func(trigger string)) {
 	m.mu.Lock()
 	m.onResync = append(m.onResync, f)
 	m.mu.Unlock()
+}
+
+// LastResync is when the last resync (at start or periodic) listed every
+// key of every controller; zero before the first.
+func (m *Manager) LastResync() time.Time {
+	if n := m.lastResync.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
 }
 
 // NewManager returns a manager that resyncs every interval (0: never).
@@ -137,9 +149,13 @@ func (m *Manager) Run(ctx context.Context) {
 }
 
 func (m *Manager) resync(ctx context.Context, trigger string) {
-	if err := m.Resync(ctx, trigger); err != nil && ctx.Err() == nil {
+	err := m.Resync(ctx, trigger)
+	if err != nil && ctx.Err() == nil {
 		// Keys that could be listed are queued; the rest come at the next resync.
 		m.log.Warn("resync incomplete", "trigger", trigger, "error", err.Error())
+	}
+	if err == nil {
+		m.lastResync.Store(time.Now().UnixNano())
 	}
 }
 

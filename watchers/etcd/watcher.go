@@ -517,7 +517,7 @@ func (w *Watcher) remove(key, trigger string) {
 }
 
 // errIgnored marks keys that are ours but not state (quarantined copies,
-// liveness markers of registrars sharing a host name).
+// liveness markers of registrars sharing a host name, status entries).
 var errIgnored = errors.New("ignored")
 
 // item is one decoded key.
@@ -532,7 +532,8 @@ type item struct {
 func (w *Watcher) decode(kv *mvccpb.KeyValue) (item, error) {
 	key := string(kv.Key)
 	if strings.HasPrefix(key, w.o.Keys.Records()+registry.QuarantineDir+"/") ||
-		strings.HasPrefix(key, w.o.Keys.Records()+registry.RegistrarsDir+"/") {
+		strings.HasPrefix(key, w.o.Keys.Records()+registry.RegistrarsDir+"/") ||
+		strings.HasPrefix(key, w.o.Keys.Statuses()) {
 		return item{}, errIgnored
 	}
 	pk, err := w.o.Keys.Parse(key)

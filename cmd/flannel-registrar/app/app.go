@@ -79,6 +79,7 @@ type App struct {
 	ctrls    []controller
 
 	dockerDown *outage
+	h          *health // endpoints, prober, recovery, leftovers (health.go)
 
 	mismatchMu sync.Mutex      // guards mismatch
 	mismatch   map[string]bool // PublicIP mismatches already reported
@@ -101,6 +102,7 @@ func New(cfg config.Config, log *slog.Logger, version string) (*App, error) {
 		log.Warn(w)
 	}
 	a.mgr = reconcile.NewManager(cfg.Interval, log)
+	a.h = newHealth(cfg)
 	a.dockerDown = &outage{log: log, msg: "docker unavailable; keeping registrations and routes as they are"}
 	if err := a.openClients(); err != nil {
 		a.Close()
@@ -323,10 +325,10 @@ func (a *App) buildWatchers() error {
 	var err error
 	a.etcdW, err = etcdwatch.New(etcdwatch.Options{
 		Client: a.etcd, Keys: a.keys(), Store: a.store,
-		OnInvalid: func(key string, rev int64, err error) {
-			a.log.Warn("skipped invalid etcd item", "key", key, "revision", rev, "error", err.Error())
-		},
-		OnRelist: func(reason string) { a.log.Info("re-listing etcd", "reason", reason) },
+		// Classified off the watcher's goroutine (health.go): the original
+		// tool's leftovers are summarised, anything else is warned about.
+		OnInvalid: a.onInvalidEtcd,
+		OnRelist:  func(reason string) { a.log.Info("re-listing etcd", "reason", reason) },
 	})
 	if err != nil {
 		return fmt.Errorf("etcd watcher: %w", err)
@@ -338,6 +340,7 @@ func (a *App) buildWatchers() error {
 			a.log.Debug("docker network not registered", "network", name, "reason", reason)
 		},
 		OnInvalid: func(name, reason string) {
+			a.h.dockerInvalid.Add(1)
 			a.log.Warn("docker network not usable", "network", name, "reason", reason)
 		},
 		OnConnected: func(v string) {
@@ -534,12 +537,14 @@ func (a *App) Run(ctx context.Context) error {
 	defer cancel()
 	wait := a.startSources(ctx)
 	defer wait()
+	defer a.startHealth(ctx)()
 	// The device is observed right away so that waiting for it is reported
 	// even while etcd or Docker are still down.
 	a.observeLink(ctx)
 	if err := a.waitSynced(ctx); err != nil {
 		return nil //nolint:nilerr // stopped while waiting: a clean exit
 	}
+	a.prescan(ctx)
 	a.log.Info("sources listed; reconciling", "local_networks", len(a.store.LocalNetworks()), "records", len(a.store.Networks()), "leases", len(a.store.Leases()))
 	var wg sync.WaitGroup
 	wg.Go(func() { a.reportCounters(ctx) })
@@ -572,6 +577,9 @@ func (a *App) Once(ctx context.Context) error {
 	defer wcancel()
 	if err := a.waitSynced(wctx); err != nil {
 		return fmt.Errorf("docker and etcd not both listed within %s: %w", OnceTimeout, err)
+	}
+	if a.scanLeftovers(ctx) {
+		a.classifyPending(ctx, true)
 	}
 	err := a.mgr.Once(ctx)
 	if err == nil {
@@ -619,6 +627,12 @@ func (o *outage) report(err error) {
 	} else {
 		o.log.Debug(o.msg, "error", err.Error())
 	}
+}
+
+func (o *outage) isDown() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.down
 }
 
 func (o *outage) reset() {

@@ -29,6 +29,7 @@ func (a *App) Diagnose(ctx context.Context, w io.Writer) error {
 	wctx, wcancel := context.WithTimeout(ctx, 15*time.Second)
 	defer wcancel()
 	syncErr := a.waitSynced(wctx)
+	a.classifyPending(ctx, false) // warn about invalid etcd items, as the daemon does; move nothing
 
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	out.w = tw

@@ -1,0 +1,127 @@
+package probe
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/net/icmp"
+
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/testutil"
+)
+
+// pair links two fresh namespaces with a veth, 10.77.0.1/24 in a and
+// 10.77.0.2/24 in b, and returns them.
+func pair(t *testing.T) (a, b *testutil.Netns) {
+	t.Helper()
+	a, b = testutil.NewNetns(t, "frprobe"), testutil.NewNetns(t, "frprobe")
+	a.Run(t, "ip", "link", "add", "va", "type", "veth", "peer", "name", "vb")
+	a.Run(t, "ip", "link", "set", "vb", "netns", b.Name)
+	a.Run(t, "ip", "addr", "add", "10.77.0.1/24", "dev", "va")
+	a.Run(t, "ip", "link", "set", "va", "up")
+	b.Run(t, "ip", "addr", "add", "10.77.0.2/24", "dev", "vb")
+	b.Run(t, "ip", "link", "set", "vb", "up")
+	return a, b
+}
+
+func listenIn(t *testing.T, ns *testutil.Netns) *icmp.PacketConn {
+	t.Helper()
+	var c *icmp.PacketConn
+	if err := ns.Do(func() (err error) { c, err = Listen(); return err }); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+type changes struct {
+	mu  sync.Mutex
+	log []string
+}
+
+func (c *changes) add(s State) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.log = append(c.log, fmt.Sprintf("%s reachable=%v", s.Key, s.Reachable))
+}
+
+func (c *changes) get() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.log...)
+}
+
+// A peer that answers is reachable; one whose address goes away is
+// reported unreachable once, and reachable again once it is back.
+func TestReachability(t *testing.T) {
+	a, b := pair(t)
+	var ch changes
+	p := New(listenIn(t, a), Options{Interval: 100 * time.Millisecond, Misses: 3, OnChange: ch.add})
+	p.SetTargets([]Target{
+		{Key: "b", Host: "hostb", Addr: netip.MustParseAddr("10.77.0.2")},
+		{Key: "gone", Addr: netip.MustParseAddr("10.77.0.9")},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	}()
+	want := func(key string, reachable bool) func() error {
+		return func() error {
+			for _, s := range p.States() {
+				if s.Key == key && s.Probed && s.Reachable == reachable {
+					return nil
+				}
+			}
+			return fmt.Errorf("%s not reachable=%v: %+v", key, reachable, p.States())
+		}
+	}
+	testutil.Eventually(t, 5*time.Second, want("b", true))
+	testutil.Eventually(t, 5*time.Second, want("gone", false))
+	for _, s := range p.States() {
+		if s.Key == "b" && (s.RTT <= 0 || s.Received == 0) {
+			t.Fatalf("b answered without an RTT: %+v", s)
+		}
+	}
+	b.Run(t, "ip", "addr", "del", "10.77.0.2/24", "dev", "vb")
+	testutil.Eventually(t, 5*time.Second, want("b", false))
+	b.Run(t, "ip", "addr", "add", "10.77.0.2/24", "dev", "vb")
+	testutil.Eventually(t, 5*time.Second, want("b", true))
+
+	got := ch.get()
+	wantLog := []string{"b reachable=true", "gone reachable=false", "b reachable=false", "b reachable=true"}
+	if fmt.Sprint(got) != fmt.Sprint(wantLog) {
+		t.Fatalf("changes = %q, want each change once: %q", got, wantLog)
+	}
+}
+
+// Dropping a target forgets it; the probes spread over the period.
+func TestTargetsAndGap(t *testing.T) {
+	p := New(nil, Options{Interval: 2 * time.Second})
+	var ts []Target
+	for i := range 1000 {
+		ts = append(ts, Target{Key: fmt.Sprint(i), Addr: netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)})})
+	}
+	p.SetTargets(ts)
+	if g := p.gap(); g != 2*time.Millisecond {
+		t.Fatalf("gap at 1000 peers = %s, want 2ms", g)
+	}
+	p.SetTargets(ts[:1])
+	if n := len(p.States()); n != 1 {
+		t.Fatalf("%d states after dropping targets, want 1", n)
+	}
+	p.SetTargets(append(ts, ts...)) // 2000 keys collapse to 1000 distinct
+	p.opts.MinGap = 5 * time.Millisecond
+	if g := p.gap(); g != 5*time.Millisecond {
+		t.Fatalf("gap = %s, want the 5ms floor", g)
+	}
+	if n := len(p.States()); n != 1000 {
+		t.Fatalf("%d states from 2000 targets with 1000 keys, want 1000", n)
+	}
+}
