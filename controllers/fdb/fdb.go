@@ -119,10 +119,7 @@ func (c *Controller) desired() *plan {
 		return p
 	}
 	link := c.store.Link()
-	self := overlay.Self{Host: c.opts.Host, PublicIP: overlay.PublicIPOf(c.opts.PublicIP, link, c.store), VtepMAC: link.MAC}
-	if c.opts.Policy != nil {
-		self.Trust = &overlay.Trust{Policy: *c.opts.Policy, Facts: c.store.Facts(), Claims: c.store}
-	}
+	self := c.self(link)
 	p = &plan{version: v, link: link, self: self}
 	var subnets map[netip.Prefix]overlay.Subnet
 	if self.Known() && (c.opts.Policy == nil || c.store.Underlay().Observed) {
@@ -142,29 +139,31 @@ func (c *Controller) desired() *plan {
 	return p
 }
 
-// Reconcile converges the entries of the VTEP MAC key.
+// Reconcile converges the entries of the VTEP MAC key. Its desired state is
+// resolved from the claims on that VTEP's subnets alone (overlay.VTEPL2),
+// so the work is proportional to the VTEP, not to every remote subnet.
 func (c *Controller) Reconcile(ctx context.Context, key string) error {
 	mac, err := net.ParseMAC(key)
 	if err != nil || len(mac) != 6 {
 		return nil // a malformed key never becomes valid: nothing to retry
 	}
-	p := c.desired()
-	if !p.link.Present || p.link.Index <= 0 || !p.self.Known() {
-		return nil // no device (or identity) yet: the link event enqueues every key
+	p := c.vtep(mac.String())
+	if !p.link.Present || p.link.Index <= 0 || !p.self.Known() || !p.trusted {
+		return nil // no device, identity or underlay yet: their events enqueue every key
 	}
 	key = mac.String()
 	dev := p.link.Name
 	var errs []error
 	// Add before delete, so a VTEP whose entries move is never left without one.
-	if dst, ok := p.l2.FDB[key]; ok {
-		errs = append(errs, c.ensureFDB(ctx, p.link.Index, dev, mac, dst))
+	if p.hasFDB {
+		errs = append(errs, c.ensureFDB(ctx, p.link.Index, dev, mac, p.dst))
 	}
-	for _, ip := range p.l2.ByMAC[key] {
+	for _, ip := range p.neighs {
 		errs = append(errs, c.ensureNeigh(ctx, p.link.Index, dev, mac, ip))
 	}
 	var wait time.Duration
 	errs = append(errs, c.sweepNeighs(ctx, p, dev, key, &wait))
-	if _, ok := p.l2.FDB[key]; !ok && (p.sweep || c.ownsFDB(key)) {
+	if !p.hasFDB && (p.sweep || c.ownsFDB(key)) {
 		errs = append(errs, c.sweepFDB(ctx, p.link.Index, dev, mac, &wait))
 	} else {
 		c.settle.Clear("fdb " + key)
@@ -173,9 +172,51 @@ func (c *Controller) Reconcile(ctx context.Context, key string) error {
 		return err
 	}
 	if wait > 0 {
-		return reconcile.RequeueAfter(wait, "confirming that no flannel lease wants VTEP "+key)
+		return reconcile.RequeueAfter(wait, "confirming that no lease or route still wants entries of VTEP "+key)
 	}
 	return nil
+}
+
+// vtepPlan is the desired state of one VTEP.
+type vtepPlan struct {
+	link    state.Link
+	self    overlay.Self
+	trusted bool // the trust boundary can be applied (see routes)
+	subs    []overlay.Subnet
+	dst     netip.Addr // FDB destination, when hasFDB
+	hasFDB  bool
+	neighs  []netip.Addr // neighbours this VTEP owns
+	sweep   bool         // overlay.SeesFlannel
+}
+
+func (c *Controller) self(link state.Link) overlay.Self {
+	self := overlay.Self{Host: c.opts.Host, PublicIP: overlay.PublicIPOf(c.opts.PublicIP, link, c.store), VtepMAC: link.MAC}
+	if c.opts.Policy != nil {
+		self.Trust = &overlay.Trust{Policy: *c.opts.Policy, Facts: c.store.Facts(), Claims: c.store}
+	}
+	return self
+}
+
+func (c *Controller) vtep(mac string) *vtepPlan {
+	link := c.store.Link()
+	p := &vtepPlan{link: link, self: c.self(link), trusted: c.opts.Policy == nil || c.store.Underlay().Observed}
+	if !p.self.Known() || !p.trusted {
+		return p
+	}
+	p.subs = overlay.VTEP(p.self, c.store, mac)
+	p.dst, p.hasFDB, p.neighs = overlay.VTEPL2(p.self, c.store, mac)
+	p.sweep = overlay.SeesFlannel(c.store, p.self, link.MAC)
+	c.mu.Lock()
+	for _, s := range p.subs {
+		if s.Source == overlay.FromRecord {
+			c.ownFDB[s.MAC()] = struct{}{}
+			c.ownNeigh[neighEntry{s.Gateway(), s.MAC()}] = struct{}{}
+			// The per-subnet neighbour an older version programmed: ours.
+			c.ownNeigh[neighEntry{s.Prefix.Addr(), s.MAC()}] = struct{}{}
+		}
+	}
+	c.mu.Unlock()
+	return p
 }
 
 // settled says whether a flannel-shaped entry that only flanneld could have
@@ -238,15 +279,21 @@ func (c *Controller) ensureNeigh(ctx context.Context, index int, dev string, mac
 }
 
 // sweepNeighs deletes the permanent neighbours last seen with lladdr key
-// whose address no VTEP wants. An address wanted by another VTEP is left to
-// that VTEP's reconcile, which replaces it. Without p.sweep only those a
-// record wanted are deleted.
-func (c *Controller) sweepNeighs(ctx context.Context, p *plan, dev, key string, wait *time.Duration) error {
+// that this VTEP no longer owns. An address another VTEP owns is left to
+// that VTEP's reconcile, which replaces it; one a route of ours still uses
+// (a record subnet not yet moved to its VTEP's shared gateway) waits for
+// that route to be replaced. Without p.sweep only those a record wanted are
+// deleted.
+func (c *Controller) sweepNeighs(ctx context.Context, p *vtepPlan, dev, key string, wait *time.Duration) error {
 	var errs []error
 	for _, ip := range c.candidates(key) {
-		if _, wanted := p.l2.Neigh[ip]; wanted {
+		if slices.Contains(p.neighs, ip) {
 			c.settle.Clear("neigh " + ip.String())
-			if p.l2.Neigh[ip] != key {
+			continue
+		}
+		if owner, ok := overlay.NeighOwner(p.self, c.store, ip); ok {
+			c.settle.Clear("neigh " + ip.String())
+			if owner != key {
 				c.forget(key, ip)
 			}
 			continue
@@ -268,6 +315,17 @@ func (c *Controller) sweepNeighs(ctx context.Context, p *plan, dev, key string, 
 			c.disownNeigh(ip, key)
 			continue
 		}
+		used, err := c.routed(p, ip)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if used {
+			if *wait == 0 || routeWait < *wait {
+				*wait = routeWait
+			}
+			continue
+		}
 		if err := c.h.NeighDel(cur); err != nil {
 			errs = append(errs, err)
 			continue
@@ -277,6 +335,32 @@ func (c *Controller) sweepNeighs(ctx context.Context, p *plan, dev, key string, 
 		reconcile.Record(ctx, "neigh del "+netlinkx.FormatNeigh(*cur, dev))
 	}
 	return errors.Join(errs...)
+}
+
+// routeWait is how soon a neighbour a route still uses is looked at again:
+// the routes controller replaces such a route within its reconcile.
+const routeWait = 100 * time.Millisecond
+
+// routed says whether a route of ours on the device still goes via ip: the
+// per-subnet shape of a record subnet behind this VTEP (address ip), which
+// the routes controller replaces with the shared gateway. The neighbour is
+// deleted only after that replace, so no packet meets a missing neighbour.
+func (c *Controller) routed(p *vtepPlan, ip netip.Addr) (bool, error) {
+	for _, s := range p.subs {
+		if s.Source != overlay.FromRecord || s.Prefix.Addr() != ip {
+			continue
+		}
+		rs, err := c.h.RoutesTo(s.Prefix)
+		if err != nil {
+			return false, err
+		}
+		for _, r := range rs {
+			if r.LinkIndex == p.link.Index && r.Protocol == netlinkx.RouteProtocol && netlinkx.Addr(r.Gw) == ip {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
 }
 
 func (c *Controller) sweepFDB(ctx context.Context, index int, dev string, mac net.HardwareAddr, wait *time.Duration) error {
@@ -458,9 +542,19 @@ func (c *Controller) KeysFor(ev state.Event) []string {
 				keys = append(keys, c.known(p)...)
 			}
 		}
-	case state.KindLink, state.KindUnderlay, state.KindHost:
-		// The device, the trust boundary's facts or a host's vouching for
-		// its VTEP changed: any VTEP may be concerned.
+	case state.KindHost:
+		// A host record vouches for its host's VTEP (overlay.Trust): the
+		// VTEPs it names before and after are concerned.
+		for _, v := range []any{ev.Old, ev.New} {
+			if h, ok := v.(registry.HostRecord); ok {
+				if m, err := net.ParseMAC(h.VtepMAC); err == nil {
+					keys = append(keys, m.String())
+				}
+			}
+		}
+	case state.KindLink, state.KindUnderlay:
+		// The device or the trust boundary's facts changed: any VTEP may be
+		// concerned.
 		keys = append(keys, c.known(c.desired())...)
 	}
 	for _, s := range subnets {
@@ -507,7 +601,8 @@ func (c *Controller) claimants(s netip.Prefix) []string {
 // longer carries the MAC.
 func (c *Controller) KeysForIP(ip netip.Addr) []string {
 	keys := c.seenWith(ip)
-	if mac, ok := c.desired().l2.Neigh[ip]; ok {
+	link := c.store.Link()
+	if mac, ok := overlay.NeighOwner(c.self(link), c.store, ip); ok {
 		keys = append(keys, mac)
 	}
 	slices.Sort(keys)

@@ -31,6 +31,9 @@ type Input struct {
 	// SeesFlannel: the store holds a vxlan lease of this host, so it sees
 	// flanneld's registry (overlay.SeesFlannel).
 	SeesFlannel bool
+	// Via is the gateway shared by the record subnets behind Dst's VTEP
+	// (overlay.RecordVia); zero: Dst's own network address.
+	Via netip.Addr
 }
 
 // Decision is the desired state of one destination.
@@ -110,15 +113,21 @@ func Decide(in Input) (Decision, error) {
 		d.Conflict = &Conflict{Prefix: c.Prefix, Rule: c.Rule, Reason: c.Reason, Claimants: c.Claimants}
 	}
 	if d.Want == nil && ok {
+		if s.Source == overlay.FromRecord {
+			s.Via = in.Via
+		}
 		d.Want = TunnelRoute(s, in.Link.Index)
 	}
 	d.KeepFlannel = d.Want == nil && remoteLease
 	return d, nil
 }
 
-// TunnelRoute is flannel's route for a remote subnet:
-// <subnet> via <subnet address> dev <vxlan> onlink, in the main table. A
-// lease's route carries flannel's protocol, a record's ours.
+// TunnelRoute is the route of a remote subnet, in the main table. A lease's
+// is flannel's exact route, <subnet> via <subnet address> dev <vxlan>
+// onlink, with flannel's protocol (flanneld rewrites it on every lease
+// event: another shape would flap). A record's is ours, with our protocol,
+// via the gateway its VTEP's record subnets share (overlay.RecordVia):
+// <subnet> via <VTEP gateway> dev <vxlan> onlink.
 func TunnelRoute(s overlay.Subnet, vxlanIndex int) *netlink.Route {
 	proto := netlinkx.RouteProtocol
 	if s.Source == overlay.FromLease {

@@ -22,6 +22,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -234,6 +235,9 @@ func (c *Controller) input(dst netip.Prefix) (Input, error) {
 		in.Lease = &l
 	}
 	in.SeesFlannel = overlay.SeesFlannel(c.store, in.Self, link.MAC)
+	if s, ok, _ := overlay.At(in.Self, c.store, dst); ok && s.Source == overlay.FromRecord {
+		in.Via = s.Via
+	}
 	if g, ok := c.gw[dst]; ok {
 		in.Gateway = &g
 	}
@@ -382,9 +386,11 @@ func (c *Controller) KeysFor(ev state.Event) []string {
 	case state.KindNetwork:
 		for _, v := range []any{ev.Old, ev.New} {
 			if n, ok := v.(registry.Network); ok {
-				// Claims it overlaps may win or lose against it.
+				// Claims it overlaps may win or lose against it; the
+				// subnets behind its VTEP may get another shared gateway.
 				ps = append(ps, n.Subnet)
 				ps = append(ps, c.store.Overlapping(n.Subnet)...)
+				ps = append(ps, c.store.SubnetsWithMAC(n.VtepMAC.String())...)
 			}
 		}
 	case state.KindLease:
@@ -392,13 +398,18 @@ func (c *Controller) KeysFor(ev state.Event) []string {
 			if l, ok := v.(state.Lease); ok {
 				ps = append(ps, l.Subnet)
 				ps = append(ps, c.store.Overlapping(l.Subnet)...)
+				if l.VtepMAC != nil {
+					// It may bind its VTEP's records (overlay.Trust).
+					ps = append(ps, c.store.SubnetsWithMAC(l.VtepMAC.String())...)
+				}
 			}
 		}
 	case state.KindHost:
-		// A host record vouches for its host's VTEP (overlay.Trust.binding).
+		// A host record vouches for its host's VTEP (overlay.Trust.binding):
+		// the records naming that VTEP, before and after, are concerned.
 		for _, v := range []any{ev.Old, ev.New} {
 			if h, ok := v.(registry.HostRecord); ok {
-				ps = append(ps, c.subnetsOf(h.Host)...)
+				ps = append(ps, c.subnetsOfMAC(h.VtepMAC)...)
 			}
 		}
 	case state.KindLocal:
@@ -427,15 +438,14 @@ func (c *Controller) selfLease(v any) bool {
 	return overlay.IsSelfLease(l, c.self(link), link.MAC)
 }
 
-// subnetsOf returns the subnets of host's records.
-func (c *Controller) subnetsOf(host string) []netip.Prefix {
-	var out []netip.Prefix
-	for _, n := range c.store.Networks() {
-		if n.Host == host {
-			out = append(out, n.Subnet)
-		}
+// subnetsOfMAC returns the subnets of the records and leases naming the
+// VTEP MAC mac (as a host record spells it).
+func (c *Controller) subnetsOfMAC(mac string) []netip.Prefix {
+	m, err := net.ParseMAC(mac)
+	if err != nil {
+		return nil
 	}
-	return out
+	return c.store.SubnetsWithMAC(m.String())
 }
 
 // overlapping returns the subnets of records, leases and reported conflicts
