@@ -431,23 +431,37 @@ func (c *Controller) Registered() map[string]netip.Prefix {
 // Keys returns every local network, every network of ours in etcd (records
 // and reservations, so that leftovers are removed; not those of another
 // registrar using our host name, which are reported) and HostKey.
-func (c *Controller) Keys(ctx context.Context) ([]string, error) {
+func (c *Controller) Keys(context.Context) ([]string, error) {
 	keys := []string{HostKey}
 	for _, n := range c.o.Store.LocalNetworks() {
 		keys = append(keys, n.Name)
 	}
-	id, _ := c.identity()
-	own, dups, err := c.o.Registry.OwnNetworks(ctx, id.registry())
-	for _, d := range dups {
-		c.reportDuplicate(d)
-	}
-	keys = append(keys, own...)
+	keys = append(keys, c.snapshotOwn()...)
 	slices.Sort(keys)
-	keys = slices.Compact(keys)
-	if err != nil {
-		return keys, fmt.Errorf("list own networks: %w", err)
+	return slices.Compact(keys), nil
+}
+
+// snapshotOwn returns the names of this host's networks in the snapshot the
+// etcd watch keeps: those with a record under our host name, and those with
+// a reservation naming this host (a record may be missing after a crash or
+// a hand edit). The resync reads no etcd, so a host's etcd load does not
+// grow with the cluster; the watch (re-listing when it falls behind) keeps
+// the snapshot true. Entries of another registrar using our host name are
+// left to the registry's transactions, which tell them apart by identity
+// and report the duplicate.
+func (c *Controller) snapshotOwn() []string {
+	var names []string
+	for _, n := range c.o.Store.Networks() {
+		if pk, err := c.keys.Parse(n.Key); err == nil && pk.Kind == registry.KindNetwork && pk.Host == c.host {
+			names = append(names, pk.Network)
+		}
 	}
-	return keys, nil
+	for _, l := range c.o.Store.Leases() {
+		if l.Reservation != nil && l.Reservation.Host == c.host && l.Reservation.Network != "" {
+			names = append(names, l.Reservation.Network)
+		}
+	}
+	return names
 }
 
 // KeysFor maps a store change to the keys it concerns.

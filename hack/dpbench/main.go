@@ -139,7 +139,7 @@ func measure(ctx context.Context, n, perVTEP int, watch bool) (string, error) {
 			Resync: func() { _ = b.mgr.Resync(rctx, "netlink:subscribed") }})
 		wg.Go(func() { _ = w.Run(rctx) })
 	}
-	if err := b.waitWrites(ctx, n, vteps); err != nil {
+	if err := b.waitWrites(ctx, n, vteps, neighbours(n, perVTEP)); err != nil {
 		return "", err
 	}
 	cold := time.Since(start)
@@ -305,10 +305,23 @@ func waitFor(ctx context.Context, fn func() error) error {
 	return poll.Until(ctx, 10*time.Minute, 2*time.Millisecond, fn)
 }
 
-func (b *bench) waitWrites(ctx context.Context, n, vteps int) error {
+// neighbours is the number of neighbours n subnets need: one per lease
+// (flannel's shape) and one per VTEP with records (their shared gateway).
+func neighbours(n, perVTEP int) int {
+	out := 0
+	for i := 0; i < n; i += perVTEP {
+		out++ // the VTEP's lease
+		if min(perVTEP, n-i) > 1 {
+			out++ // its records' shared gateway
+		}
+	}
+	return out
+}
+
+func (b *bench) waitWrites(ctx context.Context, n, vteps, neighs int) error {
 	return waitFor(ctx, func() error {
 		w := b.h.WriteStats()
-		if w.RouteReplace < uint64(n) || w.NeighSet < uint64(n) || w.FDBSet < uint64(vteps) {
+		if w.RouteReplace < uint64(n) || w.NeighSet < uint64(neighs) || w.FDBSet < uint64(vteps) {
 			return fmt.Errorf("not converged: %+v", w)
 		}
 		return nil

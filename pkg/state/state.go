@@ -95,11 +95,11 @@ type Store struct {
 	// so the decisions of one VTEP cost O(its subnets), not O(records).
 	recordsByMAC map[string]map[netip.Prefix]int
 	hosts        map[string]registry.HostRecord
-	link       Link
-	synced     map[string]bool
-	idx        claimIndex // overlaps and VTEP addresses (claims.go)
-	underlay   Underlay
-	flannelNet netip.Prefix
+	link         Link
+	synced       map[string]bool
+	idx          claimIndex // overlaps and VTEP addresses (claims.go)
+	underlay     Underlay
+	flannelNet   netip.Prefix
 
 	subsMu sync.Mutex // guards subs; separate so subscribers may read the store
 	subs   []func(Event)
