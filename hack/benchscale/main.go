@@ -65,6 +65,8 @@ func main() {
 	sizes := flag.String("sizes", "1000,10000", "comma-separated numbers of remote subnets")
 	perVTEP := flag.Int("per-vtep", 5, "records per remote host in the records runs")
 	timeout := flag.Duration("timeout", 5*time.Minute, "longest wait for one run to converge")
+	flag.BoolVar(&keep, "keep", false, "keep the work directory (logs of every run) and print its path")
+	flag.BoolVar(&skipLeases, "records-only", false, "only the records runs")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -73,6 +75,8 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+var keep, skipLeases bool
 
 type row struct {
 	who  string
@@ -215,7 +219,10 @@ func (b *bench) close() {
 		b.etcd.stop()
 	}
 	_ = ipCmd("netns", "del", b.etcdNS)
-	if b.dir != "" {
+	switch {
+	case b.dir != "" && keep:
+		fmt.Fprintln(os.Stderr, "benchscale: work directory kept:", b.dir)
+	case b.dir != "":
 		_ = os.RemoveAll(b.dir)
 	}
 }
@@ -244,6 +251,17 @@ func subnet(i int) netip.Prefix {
 
 func (b *bench) size(ctx context.Context, n, perVTEP int) ([]row, error) {
 	var rows []row
+	if !skipLeases {
+		rs, err := b.leaseRuns(ctx, n)
+		if rows = append(rows, rs...); err != nil {
+			return rows, err
+		}
+	}
+	return b.recordRuns(ctx, n, perVTEP, rows)
+}
+
+func (b *bench) leaseRuns(ctx context.Context, n int) ([]row, error) {
+	var rows []row
 	if err := b.clear(ctx); err != nil {
 		return rows, err
 	}
@@ -263,7 +281,10 @@ func (b *bench) size(ctx context.Context, n, perVTEP int) ([]row, error) {
 		return rows, err
 	}
 	rows = append(rows, r)
+	return rows, nil
+}
 
+func (b *bench) recordRuns(ctx context.Context, n, perVTEP int, rows []row) ([]row, error) {
 	if err := b.clear(ctx); err != nil {
 		return rows, err
 	}
@@ -272,11 +293,12 @@ func (b *bench) size(ctx context.Context, n, perVTEP int) ([]row, error) {
 	}
 	var react time.Duration
 	note := fmt.Sprintf("%d per host", perVTEP)
-	if r, err = b.registrarRun(ctx, n, "registrar, network records", func(ctx context.Context, h *netlinkx.Handle) error {
+	r, err := b.registrarRun(ctx, n, "registrar, network records", func(ctx context.Context, h *netlinkx.Handle) error {
 		var err error
 		react, err = b.newRecord(ctx, h, n, perVTEP)
 		return err
-	}); err != nil {
+	})
+	if err != nil {
 		return rows, fmt.Errorf("registrar on records: %w", err)
 	}
 	r.note = note
