@@ -71,6 +71,8 @@ type Controller struct {
 	// settle delays deleting entries only flanneld could have made (see
 	// reconcile.Settle): their lease may not have arrived yet.
 	settle *reconcile.Settle
+	// vteps memoises the per-VTEP resolution per store version.
+	vteps overlay.VTEPCache
 }
 
 // SweepGrace is how long a flannel-shaped neighbour or FDB entry must be
@@ -187,6 +189,7 @@ type vtepPlan struct {
 	hasFDB  bool
 	neighs  []netip.Addr // neighbours this VTEP owns
 	sweep   bool         // overlay.SeesFlannel
+	res     overlay.Resolver
 }
 
 func (c *Controller) self(link state.Link) overlay.Self {
@@ -197,14 +200,21 @@ func (c *Controller) self(link state.Link) overlay.Self {
 	return self
 }
 
-func (c *Controller) vtep(mac string) *vtepPlan {
+// resolver answers per-key questions with the current snapshot.
+func (c *Controller) resolver() (overlay.Resolver, state.Link) {
+	v := c.store.Version() // before the data: the answers are at least this new
 	link := c.store.Link()
-	p := &vtepPlan{link: link, self: c.self(link), trusted: c.opts.Policy == nil || c.store.Underlay().Observed}
+	return overlay.Resolver{Self: c.self(link), Index: c.store, Cache: &c.vteps, Version: v}, link
+}
+
+func (c *Controller) vtep(mac string) *vtepPlan {
+	res, link := c.resolver()
+	p := &vtepPlan{link: link, self: res.Self, res: res, trusted: c.opts.Policy == nil || c.store.Underlay().Observed}
 	if !p.self.Known() || !p.trusted {
 		return p
 	}
-	p.subs = overlay.VTEP(p.self, c.store, mac)
-	p.dst, p.hasFDB, p.neighs = overlay.VTEPL2(p.self, c.store, mac)
+	p.subs = res.VTEP(mac)
+	p.dst, p.hasFDB, p.neighs = res.VTEPL2(mac)
 	p.sweep = overlay.SeesFlannel(c.store, p.self, link.MAC)
 	c.mu.Lock()
 	for _, s := range p.subs {
@@ -291,7 +301,7 @@ func (c *Controller) sweepNeighs(ctx context.Context, p *vtepPlan, dev, key stri
 			c.settle.Clear("neigh " + ip.String())
 			continue
 		}
-		if owner, ok := overlay.NeighOwner(p.self, c.store, ip); ok {
+		if owner, ok := p.res.NeighOwner(ip); ok {
 			c.settle.Clear("neigh " + ip.String())
 			if owner != key {
 				c.forget(key, ip)
@@ -601,8 +611,8 @@ func (c *Controller) claimants(s netip.Prefix) []string {
 // longer carries the MAC.
 func (c *Controller) KeysForIP(ip netip.Addr) []string {
 	keys := c.seenWith(ip)
-	link := c.store.Link()
-	if mac, ok := overlay.NeighOwner(c.self(link), c.store, ip); ok {
+	res, _ := c.resolver()
+	if mac, ok := res.NeighOwner(ip); ok {
 		keys = append(keys, mac)
 	}
 	slices.Sort(keys)

@@ -98,6 +98,8 @@ type Controller struct {
 	// settle delays deleting a flannel-shaped route no lease wants (see
 	// reconcile.Settle): the lease may not have arrived yet.
 	settle *reconcile.Settle
+	// vteps memoises the per-VTEP resolution per store version.
+	vteps overlay.VTEPCache
 }
 
 // SweepGrace is how long a flannel-shaped route must be unwanted before it
@@ -228,6 +230,7 @@ func (c *Controller) settleSweeps(dst netip.Prefix, d Decision, steps []Step) ([
 }
 
 func (c *Controller) input(dst netip.Prefix) (Input, error) {
+	v := c.store.Version() // before the data: the shared gateway is at least this new
 	link := c.store.Link()
 	in := Input{Dst: dst, Link: link, Self: c.self(link), Records: c.store.NetworksBySubnet(dst),
 		Locals: c.store.LocalOverlapping(dst), Links: map[string]int{}}
@@ -235,7 +238,8 @@ func (c *Controller) input(dst netip.Prefix) (Input, error) {
 		in.Lease = &l
 	}
 	in.SeesFlannel = overlay.SeesFlannel(c.store, in.Self, link.MAC)
-	if s, ok, _ := overlay.At(in.Self, c.store, dst); ok && s.Source == overlay.FromRecord {
+	res := overlay.Resolver{Self: in.Self, Index: c.store, Cache: &c.vteps, Version: v}
+	if s, ok, _ := res.At(dst); ok && s.Source == overlay.FromRecord {
 		in.Via = s.Via
 	}
 	if g, ok := c.gw[dst]; ok {

@@ -3,6 +3,7 @@ package overlay
 import (
 	"net/netip"
 	"slices"
+	"sync"
 
 	"github.com/flannel-registrar/flannel-registrar/pkg/state"
 )
@@ -30,15 +31,82 @@ func resolveAt(self Self, idx Index, p netip.Prefix) (Subnet, bool, *Conflict) {
 	return Resolve(self, p, idx.NetworksBySubnet(p), lease)
 }
 
+// Resolver answers the per-key questions for one version of the snapshot.
+// Cache, when set, memoises VTEP per store version: a cold start or a
+// resync asks for each VTEP once per subnet behind it, and the answer only
+// changes when the store does.
+type Resolver struct {
+	Self    Self
+	Index   Index
+	Cache   *VTEPCache
+	Version uint64 // the store's version, read before the data
+}
+
+// VTEPCache is the memo of Resolver.VTEP; the zero value is ready to use.
+type VTEPCache struct {
+	mu      sync.Mutex
+	version uint64
+	subs    map[string][]Subnet
+}
+
+func (c *VTEPCache) get(version uint64, mac string) ([]Subnet, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.subs == nil || c.version != version {
+		return nil, false
+	}
+	s, ok := c.subs[mac]
+	return s, ok
+}
+
+func (c *VTEPCache) put(version uint64, mac string, subs []Subnet) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.subs == nil || version > c.version {
+		c.version, c.subs = version, map[string][]Subnet{}
+	}
+	if version == c.version {
+		c.subs[mac] = subs
+	}
+}
+
+// At is At with r's snapshot.
+func (r Resolver) At(p netip.Prefix) (Subnet, bool, *Conflict) {
+	s, ok, c := resolveAt(r.Self, r.Index, p)
+	if ok && s.Source == FromRecord {
+		s.Via = RecordVia(r.VTEP(s.MAC()))
+	}
+	return s, ok, c
+}
+
+// VTEP is VTEP with r's snapshot (memoised in r.Cache). The result is
+// shared: callers must not modify it.
+func (r Resolver) VTEP(mac string) []Subnet {
+	if r.Cache != nil {
+		if subs, ok := r.Cache.get(r.Version, mac); ok {
+			return subs
+		}
+	}
+	subs := VTEP(r.Self, r.Index, mac)
+	if r.Cache != nil {
+		r.Cache.put(r.Version, mac, subs)
+	}
+	return subs
+}
+
+// VTEPL2 is VTEPL2 with r's snapshot.
+func (r Resolver) VTEPL2(mac string) (netip.Addr, bool, []netip.Addr) {
+	return vtepL2(r, r.VTEP(mac), mac)
+}
+
+// NeighOwner is NeighOwner with r's snapshot.
+func (r Resolver) NeighOwner(gw netip.Addr) (string, bool) { return neighOwner(r, gw) }
+
 // At resolves p as All would: the remote subnet (with a record's shared
 // gateway set, see RecordVia), ok false when p is not routed through the
 // tunnel, and a conflict when claims disagree.
 func At(self Self, idx Index, p netip.Prefix) (Subnet, bool, *Conflict) {
-	s, ok, c := resolveAt(self, idx, p)
-	if ok && s.Source == FromRecord {
-		s.Via = RecordVia(VTEP(self, idx, s.MAC()))
-	}
-	return s, ok, c
+	return Resolver{Self: self, Index: idx}.At(p)
 }
 
 // VTEP returns the remote subnets that resolve to the VTEP mac, records
@@ -85,7 +153,11 @@ func RecordVia(subs []Subnet) netip.Addr {
 // VTEPL2 is the link-layer state of one VTEP: its FDB destination (ok false
 // when no subnet resolves to it) and the neighbours it owns, sorted.
 func VTEPL2(self Self, idx Index, mac string) (dst netip.Addr, ok bool, neighs []netip.Addr) {
-	subs := VTEP(self, idx, mac)
+	r := Resolver{Self: self, Index: idx}
+	return vtepL2(r, r.VTEP(mac), mac)
+}
+
+func vtepL2(r Resolver, subs []Subnet, mac string) (dst netip.Addr, ok bool, neighs []netip.Addr) {
 	if len(subs) == 0 {
 		return netip.Addr{}, false, nil
 	}
@@ -94,7 +166,7 @@ func VTEPL2(self Self, idx Index, mac string) (dst netip.Addr, ok bool, neighs [
 		if slices.Contains(neighs, gw) {
 			continue
 		}
-		if owner, ok := NeighOwner(self, idx, gw); ok && owner == mac {
+		if owner, ok := neighOwner(r, gw); ok && owner == mac {
 			neighs = append(neighs, gw)
 		}
 	}
@@ -106,18 +178,22 @@ func VTEPL2(self Self, idx Index, mac string) (dst netip.Addr, ok bool, neighs [
 // decides: among the subnets whose gateway is gw, the most specific (for a
 // record VTEP's shared gateway, the subnet that defines it).
 func NeighOwner(self Self, idx Index, gw netip.Addr) (string, bool) {
+	return neighOwner(Resolver{Self: self, Index: idx}, gw)
+}
+
+func neighOwner(r Resolver, gw netip.Addr) (string, bool) {
 	if !gw.IsValid() {
 		return "", false
 	}
 	host := netip.PrefixFrom(gw, gw.BitLen())
-	cands := append(idx.Overlapping(host), host)
+	cands := append(r.Index.Overlapping(host), host)
 	var best netip.Prefix
 	mac := ""
 	for _, q := range cands {
 		if q.Addr() != gw || (best.IsValid() && q.Bits() <= best.Bits()) {
 			continue
 		}
-		s, ok, _ := At(self, idx, q)
+		s, ok, _ := r.At(q)
 		if !ok || s.Gateway() != gw {
 			continue
 		}
