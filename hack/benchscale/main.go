@@ -240,7 +240,9 @@ func goTool() string {
 func vtepIP(i int) netip.Addr {
 	return netip.AddrFrom4([4]byte{172, 20 + byte(i>>16), byte(i >> 8), byte(i)})
 }
-func vtepMAC(i int) net.HardwareAddr { return net.HardwareAddr{0x02, 0xbe, 0, byte(i >> 16), byte(i >> 8), byte(i)} }
+func vtepMAC(i int) net.HardwareAddr {
+	return net.HardwareAddr{0x02, 0xbe, 0, byte(i >> 16), byte(i >> 8), byte(i)}
+}
 
 // subnet i: 10.x.y.0/24 from 10.1.0.0 up (flanneld takes its own lease
 // from what is left of 10/8).
