@@ -25,7 +25,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -67,6 +69,11 @@ func main() {
 	timeout := flag.Duration("timeout", 5*time.Minute, "longest wait for one run to converge")
 	flag.BoolVar(&keep, "keep", false, "keep the work directory (logs of every run) and print its path")
 	flag.BoolVar(&skipLeases, "records-only", false, "only the records runs")
+	flag.IntVar(&load.hosts, "load-hosts", 0, "instead of the table: etcd's request counters for one registrar "+
+		"among this many simulated hosts' records (5 each), over -load-window")
+	flag.DurationVar(&load.window, "load-window", 5*time.Minute, "window of the etcd load measurement")
+	flag.DurationVar(&load.interval, "load-interval", time.Minute, "the registrar's INTERVAL in the etcd load measurement")
+	flag.IntVar(&load.locals, "load-locals", 2, "local Docker networks of the measured registrar")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -77,6 +84,12 @@ func main() {
 }
 
 var keep, skipLeases bool
+
+// load configures the etcd load measurement.
+var load struct {
+	hosts, locals    int
+	window, interval time.Duration
+}
 
 type row struct {
 	who  string
@@ -105,6 +118,9 @@ func run(ctx context.Context, sizes string, perVTEP int, timeout time.Duration) 
 	}
 	defer b.close()
 	b.timeout = timeout
+	if load.hosts > 0 {
+		return b.etcdLoad(ctx)
+	}
 	var rows []row
 	for _, n := range ns {
 		rs, err := b.size(ctx, n, perVTEP)
@@ -147,6 +163,9 @@ type bench struct {
 	cli       *clientv3.Client
 	timeout   time.Duration
 	runs      int
+	sock      string        // etcd's unix socket
+	locals    int           // local Docker networks of the registrar runs
+	interval  time.Duration // the registrar's INTERVAL (0: 60 s)
 }
 
 func setup(ctx context.Context) (b *bench, err error) {
@@ -189,6 +208,7 @@ func setup(ctx context.Context) (b *bench, err error) {
 		}
 	}
 	sock := filepath.Join(b.dir, "etcd.sock")
+	b.sock = sock
 	b.etcd, err = start(b.etcdNS, filepath.Join(b.dir, "etcd.log"), nil, etcdBin,
 		"--data-dir", filepath.Join(b.dir, "etcd"), "--client-url", "http://"+etcdIP+":2379",
 		"--peer-url", "http://"+etcdIP+":2380", "--unix-socket", sock,
@@ -512,8 +532,20 @@ func (b *bench) registrarRun(ctx context.Context, n int, who string, after func(
 	}); err != nil {
 		return row{}, err
 	}
+	for i := range b.locals {
+		// Local networks of the measured host (10.250.i.0/24, outside the remote subnets).
+		if out, err := exec.CommandContext(ctx, "docker", "-H", "unix://"+sock, "network", "create",
+			"--subnet", fmt.Sprintf("10.250.%d.0/24", i), fmt.Sprintf("local%d", i)).CombinedOutput(); err != nil {
+			return row{}, fmt.Errorf("docker network create: %w: %s", err, out)
+		}
+	}
+	interval := b.interval
+	if interval == 0 {
+		interval = time.Minute
+	}
 	env := []string{"ETCD_ENDPOINT=http://" + etcdIP + ":2379", "HOST_NAME=bench", "DOCKER_HOST=unix://" + sock,
-		"DOCKER_API_VERSION=1.41", "LOG_FORMAT=json", "ALLOWED_SUBNETS=10.0.0.0/8", "INTERVAL=60"}
+		"DOCKER_API_VERSION=1.41", "LOG_FORMAT=json", "ALLOWED_SUBNETS=10.0.0.0/8",
+		fmt.Sprintf("INTERVAL=%d", int(interval.Seconds()))}
 	t0 := time.Now()
 	p, err := start(h.name, filepath.Join(h.dir, "registrar.log"), env, b.registrar)
 	if err != nil {
@@ -603,6 +635,114 @@ func (b *bench) floor(ctx context.Context, n, perVTEP int, who string) (row, err
 		err = fmt.Errorf("floor: %d routes, want %d", got, n)
 	}
 	return row{who: who, n: n, time: d}, err
+}
+
+// ---- etcd load ----
+
+// etcdLoad runs one registrar (with load.locals local networks) among
+// load.hosts simulated hosts' records and reports the gRPC requests etcd
+// received during load.window, after convergence, by method.
+func (b *bench) etcdLoad(ctx context.Context) error {
+	const perHost = 5
+	n := load.hosts * perHost
+	if err := b.clear(ctx); err != nil {
+		return err
+	}
+	if err := b.putRecords(ctx, n, perHost); err != nil {
+		return err
+	}
+	b.locals, b.interval = load.locals, load.interval
+	_, err := b.registrarRun(ctx, n, "", func(ctx context.Context, _ *netlinkx.Handle) error {
+		// Let the start-up writes (registration, host record) settle.
+		if err := sleep(ctx, 5*time.Second); err != nil {
+			return err
+		}
+		before, err := b.grpcCounts(ctx)
+		if err != nil {
+			return err
+		}
+		if err := sleep(ctx, load.window); err != nil {
+			return err
+		}
+		after, err := b.grpcCounts(ctx)
+		if err != nil {
+			return err
+		}
+		mins := load.window.Minutes()
+		fmt.Printf("etcd requests from one registrar (INTERVAL %s, %d local networks) among %d hosts' records (%d remote subnets), over %s:\n",
+			load.interval, load.locals, load.hosts, n, load.window)
+		w := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "gRPC method\trequests\tper minute\t")
+		total := 0.0
+		for m, v := range after {
+			if d := v - before[m]; d > 0 {
+				fmt.Fprintf(w, "%s\t%.0f\t%.1f\t\n", m, d, d/mins)
+				total += d
+			}
+		}
+		fmt.Fprintf(w, "all\t%.0f\t%.1f\t\n", total, total/mins)
+		return w.Flush()
+	})
+	return err
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// grpcCounts reads etcd's /metrics (through the unix socket) and returns
+// grpc_server_msg_received_total by gRPC method (streams count each message,
+// so keep-alives are counted one by one).
+func (b *bench) grpcCounts(ctx context.Context) (map[string]float64, error) {
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", b.sock)
+	}}}
+	defer hc.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://etcd/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("etcd metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	for _, line := range strings.Split(string(body), "\n") {
+		rest, ok := strings.CutPrefix(line, "grpc_server_msg_received_total{")
+		if !ok {
+			continue
+		}
+		labels, val, ok := strings.Cut(rest, "} ")
+		if !ok {
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(labels, ",") {
+			if m, ok := strings.CutPrefix(l, "grpc_method="); ok {
+				out[strings.Trim(m, `"`)] += v
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("etcd metrics: no grpc_server_msg_received_total")
+	}
+	return out, nil
 }
 
 // ---- processes ----
