@@ -69,6 +69,7 @@ func main() {
 	timeout := flag.Duration("timeout", 5*time.Minute, "longest wait for one run to converge")
 	flag.BoolVar(&keep, "keep", false, "keep the work directory (logs of every run) and print its path")
 	flag.BoolVar(&skipLeases, "records-only", false, "only the records runs")
+	flag.StringVar(&extraEnv, "registrar-env", "", "extra environment of the registrar runs, comma-separated K=V (e.g. GOGC=50)")
 	flag.IntVar(&load.hosts, "load-hosts", 0, "instead of the table: etcd's request counters for one registrar "+
 		"among this many simulated hosts' records (5 each), over -load-window")
 	flag.DurationVar(&load.window, "load-window", 5*time.Minute, "window of the etcd load measurement")
@@ -83,7 +84,10 @@ func main() {
 	}
 }
 
-var keep, skipLeases bool
+var (
+	keep, skipLeases bool
+	extraEnv         string
+)
 
 // load configures the etcd load measurement.
 var load struct {
@@ -546,6 +550,9 @@ func (b *bench) registrarRun(ctx context.Context, n int, who string, after func(
 	env := []string{"ETCD_ENDPOINT=http://" + etcdIP + ":2379", "HOST_NAME=bench", "DOCKER_HOST=unix://" + sock,
 		"DOCKER_API_VERSION=1.41", "LOG_FORMAT=json", "ALLOWED_SUBNETS=10.0.0.0/8",
 		fmt.Sprintf("INTERVAL=%d", int(interval.Seconds()))}
+	if extraEnv != "" {
+		env = append(env, strings.Split(extraEnv, ",")...)
+	}
 	t0 := time.Now()
 	p, err := start(h.name, filepath.Join(h.dir, "registrar.log"), env, b.registrar)
 	if err != nil {
@@ -555,6 +562,11 @@ func (b *bench) registrarRun(ctx context.Context, n int, who string, after func(
 	r, err := b.converge(ctx, h, p, n, t0)
 	r.who = who
 	if err != nil || after == nil {
+		return r, err
+	}
+	// "Installed" means converged and quiet: wait until the registrar has
+	// used no CPU for 500 ms (the echoes of its own writes are processed).
+	if err := quiet(ctx, p, b.timeout); err != nil {
 		return r, err
 	}
 	return r, after(ctx, h.h)
@@ -635,6 +647,29 @@ func (b *bench) floor(ctx context.Context, n, perVTEP int, who string) (row, err
 		err = fmt.Errorf("floor: %d routes, want %d", got, n)
 	}
 	return row{who: who, n: n, time: d}, err
+}
+
+// quiet waits until p used no CPU time for 500 ms.
+func quiet(ctx context.Context, p *proc, timeout time.Duration) error {
+	_, last, err := p.usage()
+	if err != nil {
+		return err
+	}
+	still := 0
+	return untilAlive(ctx, p, timeout, 100*time.Millisecond, func() error {
+		_, cpu, err := p.usage()
+		if err != nil {
+			return err
+		}
+		if cpu != last {
+			last, still = cpu, 0
+			return errors.New("registrar still busy")
+		}
+		if still++; still < 5 {
+			return errors.New("registrar quiet for less than 500 ms")
+		}
+		return nil
+	})
 }
 
 // ---- etcd load ----

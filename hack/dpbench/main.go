@@ -56,12 +56,15 @@ var localIP = netip.MustParseAddr("198.51.100.1")
 
 var workers int // of the fdb and routes runners
 
+var memprofile string
+
 func main() {
 	sizes := flag.String("sizes", "1000,10000", "comma-separated numbers of remote subnets")
 	perVTEP := flag.Int("per-vtep", 5, "subnets behind each remote VTEP")
 	watch := flag.Bool("watch", true, "run the netlink watcher, as the daemon does")
 	flag.IntVar(&workers, "workers", 2, "workers of the fdb and routes runners (the daemon runs 2)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile to this file")
+	flag.StringVar(&memprofile, "memprofile", "", "write a heap profile (after the last cold converge) to this file")
 	flag.Parse()
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
@@ -146,6 +149,11 @@ func measure(ctx context.Context, n, perVTEP int, watch bool) (string, error) {
 	if err := b.waitIdle(ctx); err != nil {
 		return "", err
 	}
+	if memprofile != "" {
+		if err := writeHeap(memprofile); err != nil {
+			return "", err
+		}
+	}
 	ws := b.h.WriteStats()
 
 	// One resync through the runners: every key of every controller queued
@@ -177,6 +185,15 @@ func measure(ctx context.Context, n, perVTEP int, watch bool) (string, error) {
 	return fmt.Sprintf("%d\t%d\t%s\t%d\t%d\t%d\t%d\t%s\t%d\t%s\t%d\t", n, vteps, cold.Round(time.Millisecond),
 		ws.RouteReplace, ws.NeighSet, ws.FDBSet, ws.Total(), resync.Round(time.Millisecond), resyncWrites,
 		once.Round(time.Millisecond), onceWrites), nil
+}
+
+func writeHeap(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return pprof.Lookup("heap").WriteTo(f, 0)
 }
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
