@@ -140,7 +140,7 @@ func run(ctx context.Context, sizes string, perVTEP int, timeout time.Duration) 
 
 func printRows(rows []row) {
 	w := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "who, what\tN\ttime\tpeak RSS\tCPU\t")
+	_, _ = fmt.Fprintln(w, "who, what\tN\ttime\tpeak RSS\tCPU\t")
 	for _, r := range rows {
 		rss, cpu := "–", "–"
 		if r.rss > 0 {
@@ -151,7 +151,7 @@ func printRows(rows []row) {
 		if r.note != "" {
 			who += " (" + r.note + ")"
 		}
-		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t\n", who, r.n, r.time.Round(time.Millisecond), rss, cpu)
+		_, _ = fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t\n", who, r.n, r.time.Round(time.Millisecond), rss, cpu)
 	}
 	_ = w.Flush()
 }
@@ -592,15 +592,15 @@ func (b *bench) newRecord(ctx context.Context, h *netlinkx.Handle, n, perVTEP in
 	err = poll.Until(ctx, b.timeout, time.Millisecond, func() error {
 		rs, err := h.RoutesTo(s)
 		if err != nil || len(rs) == 0 {
-			return fmt.Errorf("no route to %s (%v)", s, err)
+			return fmt.Errorf("no route to %s (%w)", s, err)
 		}
 		nb, err := h.Neigh(idx, netlinkx.Addr(rs[0].Gw))
 		if err != nil || nb == nil || nb.HardwareAddr.String() != mac.String() {
-			return fmt.Errorf("no neighbour %s (%v)", rs[0].Gw, err)
+			return fmt.Errorf("no neighbour %s (%w)", rs[0].Gw, err)
 		}
 		f, err := h.FDBEntry(idx, mac)
 		if err != nil || f == nil {
-			return fmt.Errorf("no fdb entry %s (%v)", mac, err)
+			return fmt.Errorf("no fdb entry %s (%w)", mac, err)
 		}
 		return nil
 	})
@@ -707,15 +707,15 @@ func (b *bench) etcdLoad(ctx context.Context) error {
 		fmt.Printf("etcd requests from one registrar (INTERVAL %s, %d local networks) among %d hosts' records (%d remote subnets), over %s:\n",
 			load.interval, load.locals, load.hosts, n, load.window)
 		w := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(w, "gRPC method\trequests\tper minute\t")
+		_, _ = fmt.Fprintln(w, "gRPC method\trequests\tper minute\t")
 		total := 0.0
 		for m, v := range after {
 			if d := v - before[m]; d > 0 {
-				fmt.Fprintf(w, "%s\t%.0f\t%.1f\t\n", m, d, d/mins)
+				_, _ = fmt.Fprintf(w, "%s\t%.0f\t%.1f\t\n", m, d, d/mins)
 				total += d
 			}
 		}
-		fmt.Fprintf(w, "all\t%.0f\t%.1f\t\n", total, total/mins)
+		_, _ = fmt.Fprintf(w, "all\t%.0f\t%.1f\t\n", total, total/mins)
 		return w.Flush()
 	})
 	return err

@@ -42,10 +42,10 @@ func (e *echoes) take(fp string) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	n := e.m[fp]
-	switch {
-	case n == 0:
+	switch n {
+	case 0:
 		return false
-	case n == 1:
+	case 1:
 		delete(e.m, fp)
 	default:
 		e.m[fp] = n - 1
