@@ -351,13 +351,14 @@ func (c *Controller) sweepNeighs(ctx context.Context, p *vtepPlan, dev, key stri
 // the routes controller replaces such a route within its reconcile.
 const routeWait = 100 * time.Millisecond
 
-// routed says whether a route of ours on the device still goes via ip: the
-// per-subnet shape of a record subnet behind this VTEP (address ip), which
-// the routes controller replaces with the shared gateway. The neighbour is
-// deleted only after that replace, so no packet meets a missing neighbour.
+// routed says whether a route of ours on the device still goes via ip: a
+// record subnet behind this VTEP not yet moved to the VTEP's current shared
+// gateway (the per-subnet shape of an older version, or a gateway that
+// moved). The neighbour is deleted only after the routes controller has
+// replaced those routes, so no packet meets a gateway without a neighbour.
 func (c *Controller) routed(p *vtepPlan, ip netip.Addr) (bool, error) {
 	for _, s := range p.subs {
-		if s.Source != overlay.FromRecord || s.Prefix.Addr() != ip {
+		if s.Source != overlay.FromRecord {
 			continue
 		}
 		rs, err := c.h.RoutesTo(s.Prefix)

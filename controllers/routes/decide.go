@@ -2,6 +2,7 @@ package routes
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -61,6 +62,10 @@ type Decision struct {
 	// exactly Dst, put back when missing after a claim or a tunnel route.
 	Restore  []netlink.Route
 	Conflict *Conflict
+	// VTEPMAC is the VTEP of a record's tunnel route (Want): a route of
+	// ours moves to a new shared gateway only once that gateway's
+	// neighbour names this MAC (routes.Controller.gatewayReady).
+	VTEPMAC net.HardwareAddr
 	// Skip: the tunnel's state is unknown (no device or identity yet) and
 	// nothing is configured for Dst: touch nothing.
 	Skip bool
@@ -115,6 +120,7 @@ func Decide(in Input) (Decision, error) {
 	if d.Want == nil && ok {
 		if s.Source == overlay.FromRecord {
 			s.Via = in.Via
+			d.VTEPMAC = s.VtepMAC
 		}
 		d.Want = TunnelRoute(s, in.Link.Index)
 	}

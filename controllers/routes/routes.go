@@ -202,6 +202,16 @@ func (c *Controller) Reconcile(ctx context.Context, key string) error {
 		c.report(dst, d.Conflict)
 	}
 	steps, wait := c.settleSweeps(dst, d, steps)
+	ready, err := c.gatewayReady(d, actual, in.Link.Index)
+	if err != nil {
+		return err
+	}
+	if !ready {
+		// Keep the working route until the fdb controller has set the new
+		// gateway's neighbour (its neighbour event re-enqueues nothing here,
+		// so look again shortly).
+		return reconcile.RequeueAfter(gatewayWait, "waiting for the neighbour of "+netlinkx.Addr(d.Want.Gw).String()+" before moving "+dst.String())
+	}
 	if err := c.apply(ctx, steps, in); err != nil {
 		return err
 	}
@@ -209,6 +219,33 @@ func (c *Controller) Reconcile(ctx context.Context, key string) error {
 		return reconcile.RequeueAfter(wait, "confirming that no flannel lease wants "+dst.String())
 	}
 	return nil
+}
+
+// gatewayWait is how soon a route waiting for its new gateway's neighbour
+// is looked at again.
+const gatewayWait = 50 * time.Millisecond
+
+// gatewayReady says whether a record's route may be written: always when no
+// tunnel route to the destination exists (nothing to break); when one
+// exists via another gateway (the VTEP's shared gateway moved, or the
+// per-subnet shape of an older version), only once the new gateway's
+// neighbour is in place with the VTEP's MAC, so no packet meets a gateway
+// without a neighbour.
+func (c *Controller) gatewayReady(d Decision, actual []netlink.Route, vxlanIndex int) (bool, error) {
+	if d.Want == nil || d.VTEPMAC == nil || slices.ContainsFunc(actual, func(r netlink.Route) bool { return matches(r, *d.Want) }) {
+		return true, nil
+	}
+	moving := slices.ContainsFunc(actual, func(r netlink.Route) bool {
+		return r.LinkIndex == vxlanIndex && sameKey(r, *d.Want) && !r.Gw.Equal(d.Want.Gw)
+	})
+	if !moving {
+		return true, nil
+	}
+	n, err := c.h.Neigh(vxlanIndex, netlinkx.Addr(d.Want.Gw))
+	if err != nil {
+		return false, err
+	}
+	return n != nil && n.HardwareAddr.String() == d.VTEPMAC.String(), nil
 }
 
 // settleSweeps holds back deleting flanneld's routes that no lease wants

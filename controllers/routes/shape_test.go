@@ -128,3 +128,50 @@ func TestMigrationFromPerSubnetShape(t *testing.T) {
 		t.Errorf("recorded %q, want the old route replaced by the shared-gateway one", got)
 	}
 }
+
+// The VTEP's shared gateway moves (its lowest subnet went): whatever order
+// the controllers run in, a route moves only once the new gateway's
+// neighbour is in place, and the old neighbour goes only once no route uses
+// it.
+func TestGatewayMoveKeepsANeighbour(t *testing.T) {
+	x := newHost(t, routes.Options{})
+	a := x.putRecord(2, "a", "198.18.2.0/24")
+	x.putRecord(2, "b", "198.18.3.0/24")
+	x.once()
+	old := "unicast 198.18.3.0/24 via 198.18.2.0 dev flannel.1 proto 76 scope global onlink"
+	if err := x.has(ipRoute, false, old); err != nil {
+		t.Fatal(err)
+	}
+	x.store.DeleteNetwork(a, "test:delete "+a)
+	ctx := context.Background()
+	var rq *reconcile.RequeueError
+
+	// routes first: the new gateway has no neighbour yet, the route stays.
+	if err := x.rt.Reconcile(ctx, "198.18.3.0/24"); !errors.As(err, &rq) {
+		t.Fatalf("routes reconcile = %v, want a requeue until the new gateway's neighbour exists", err)
+	}
+	if err := x.has(ipRoute, false, old); err != nil {
+		t.Fatalf("route moved before its new gateway's neighbour existed: %v", err)
+	}
+	// fdb: the new neighbour is set, the old one stays while a route uses it.
+	if err := x.fdb.Reconcile(ctx, mac(2).String()); !errors.As(err, &rq) {
+		t.Fatalf("fdb reconcile = %v, want a requeue while a route uses the old gateway", err)
+	}
+	if err := x.has(ipNeigh, false, "198.18.2.0 lladdr "+mac(2).String(), "198.18.3.0 lladdr "+mac(2).String()); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.rt.Reconcile(ctx, "198.18.3.0/24"); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.fdb.Reconcile(ctx, mac(2).String()); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.rt.Reconcile(ctx, "198.18.2.0/24"); err != nil {
+		t.Fatal(err)
+	}
+	x.eventually(time.Second,
+		x.present(ipRoute, "unicast 198.18.3.0/24 via 198.18.3.0 dev flannel.1 proto 76 scope global onlink"),
+		x.gone(ipRoute, "198.18.2.0/24"),
+		x.present(ipNeigh, "198.18.3.0 lladdr "+mac(2).String()+" PERMANENT"),
+		x.gone(ipNeigh, "198.18.2.0 "))
+}
