@@ -56,8 +56,7 @@ type Controller struct {
 	store *state.Store
 	opts  Options
 
-	mu   sync.Mutex // guards plan, seen, byMAC, ownFDB and ownNeigh
-	plan *plan
+	mu sync.Mutex // guards seen, byMAC, ownFDB and ownNeigh
 	// seen remembers the lladdr each neighbour address was last found with
 	// (by Keys' dumps and our own writes), byMAC the reverse. They only
 	// nominate candidates for sweeping and keys for notifications; every
@@ -111,18 +110,15 @@ func New(h *netlinkx.Handle, store *state.Store, o Options) *Controller {
 // Name implements reconcile.Controller.
 func (c *Controller) Name() string { return Name }
 
-// desired returns the desired state, recomputed only when the store changed.
+// desired returns the whole desired state, for what needs every VTEP (the
+// resync's keys, a device or underlay change). It is not kept: reconciles
+// resolve their VTEP alone (vtep), and holding the whole link-layer state
+// would cost memory in proportion to the cluster for nothing.
 func (c *Controller) desired() *plan {
 	v := c.store.Version() // read before the data: the plan is at least this new
-	c.mu.Lock()
-	p := c.plan
-	c.mu.Unlock()
-	if p != nil && p.version == v {
-		return p
-	}
 	link := c.store.Link()
 	self := c.self(link)
-	p = &plan{version: v, link: link, self: self}
+	p := &plan{version: v, link: link, self: self}
 	var subnets map[netip.Prefix]overlay.Subnet
 	if self.Known() && (c.opts.Policy == nil || c.store.Underlay().Observed) {
 		subnets, _ = overlay.All(self, c.store.Networks(), c.store.Leases())
@@ -130,7 +126,6 @@ func (c *Controller) desired() *plan {
 		p.sweep = overlay.SeesFlannel(c.store, self, link.MAC)
 	}
 	c.mu.Lock()
-	c.plan = p
 	for _, s := range subnets {
 		if s.Source == overlay.FromRecord {
 			c.ownFDB[s.MAC()] = struct{}{}
