@@ -544,8 +544,10 @@ func (c *Controller) KeysFor(ev state.Event) []string {
 			}
 		}
 		if l, ok := ev.New.(state.Lease); ok {
-			if p := c.desired(); overlay.IsSelfLease(l, p.self, p.link.MAC) {
-				keys = append(keys, c.known(p)...)
+			// Only a lease of this host needs the whole state (entries no
+			// lease wants may now be swept): a lease event costs O(1) else.
+			if link := c.store.Link(); overlay.IsSelfLease(l, c.self(link), link.MAC) {
+				keys = append(keys, c.known(c.desired())...)
 			}
 		}
 	case state.KindHost:
