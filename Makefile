@@ -4,6 +4,8 @@
 #                     (KEEP=1 leaves the lab up and prints the commands to poke at it)
 #   sudo make test    unit, real-kernel and end-to-end tiers
 #   sudo make bench   network-create-to-reachable timings on a 3-host lab
+#   sudo make bench-scale  flanneld vs the registrar vs the kernel floor on N=1,000 and 10,000
+#                     leases/records, side by side (time, peak RSS, CPU; SIZES=1000,10000)
 #   make unit         the test tiers without the lab (root-only tests skip as non-root)
 #   make build        bin/flannel-registrar
 #   sudo make image   the Docker image from the Dockerfile, tagged flannel-registrar:latest and
@@ -20,7 +22,7 @@ LAB_STATE ?= /run/frlab
 E2E_TIMEOUT ?= 30m
 KEEP ?=
 
-.PHONY: all build image demo test unit test-unit test-e2e deps lab-up lab-down lab-status bench lint
+.PHONY: all build image demo test unit test-unit test-e2e deps lab-up lab-down lab-status bench bench-scale lint
 
 all: build
 
@@ -65,6 +67,10 @@ lab-status:
 
 bench: deps
 	$(GO) run ./hack/bench
+
+SIZES ?= 1000,10000
+bench-scale: deps
+	$(GO) run ./hack/benchscale -sizes $(SIZES)
 
 lint:
 	@out=$$(gofmt -l .); \

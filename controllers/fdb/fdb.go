@@ -56,8 +56,7 @@ type Controller struct {
 	store *state.Store
 	opts  Options
 
-	mu   sync.Mutex // guards plan, seen, byMAC, ownFDB and ownNeigh
-	plan *plan
+	mu sync.Mutex // guards seen, byMAC, ownFDB and ownNeigh
 	// seen remembers the lladdr each neighbour address was last found with
 	// (by Keys' dumps and our own writes), byMAC the reverse. They only
 	// nominate candidates for sweeping and keys for notifications; every
@@ -71,6 +70,8 @@ type Controller struct {
 	// settle delays deleting entries only flanneld could have made (see
 	// reconcile.Settle): their lease may not have arrived yet.
 	settle *reconcile.Settle
+	// vteps memoises the per-VTEP resolution per store version.
+	vteps overlay.VTEPCache
 }
 
 type neighEntry struct {
@@ -98,18 +99,15 @@ func New(h *netlinkx.Handle, store *state.Store, o Options) *Controller {
 // Name implements reconcile.Controller.
 func (c *Controller) Name() string { return Name }
 
-// desired returns the desired state, recomputed only when the store changed.
+// desired returns the whole desired state, for what needs every VTEP (the
+// resync's keys, a device or underlay change). It is not kept: reconciles
+// resolve their VTEP alone (vtep), and holding the whole link-layer state
+// would cost memory in proportion to the cluster for nothing.
 func (c *Controller) desired() *plan {
 	v := c.store.Version() // read before the data: the plan is at least this new
-	c.mu.Lock()
-	p := c.plan
-	c.mu.Unlock()
-	if p != nil && p.version == v {
-		return p
-	}
 	link := c.store.Link()
-	self := overlay.SelfOf(c.opts.Host, c.opts.PublicIP, c.opts.Policy, c.store)
-	p = &plan{version: v, link: link, self: self}
+	self := c.self(link)
+	p := &plan{version: v, link: link, self: self}
 	var subnets map[netip.Prefix]overlay.Subnet
 	if self.Known() && (c.opts.Policy == nil || c.store.Underlay().Observed) {
 		subnets, _ = overlay.All(self, c.store.Networks(), c.store.Leases())
@@ -117,7 +115,6 @@ func (c *Controller) desired() *plan {
 		p.sweep = overlay.SeesFlannel(c.store, self, link.MAC)
 	}
 	c.mu.Lock()
-	c.plan = p
 	for _, s := range subnets {
 		if s.Source == overlay.FromRecord {
 			c.ownFDB[s.MAC()] = struct{}{}
@@ -128,29 +125,31 @@ func (c *Controller) desired() *plan {
 	return p
 }
 
-// Reconcile converges the entries of the VTEP MAC key.
+// Reconcile converges the entries of the VTEP MAC key. Its desired state is
+// resolved from the claims on that VTEP's subnets alone (overlay.VTEPL2),
+// so the work is proportional to the VTEP, not to every remote subnet.
 func (c *Controller) Reconcile(ctx context.Context, key string) error {
 	mac, err := net.ParseMAC(key)
 	if err != nil || len(mac) != 6 {
 		return nil // a malformed key never becomes valid: nothing to retry
 	}
-	p := c.desired()
-	if !p.link.Present || p.link.Index <= 0 || !p.self.Known() {
-		return nil // no device (or identity) yet: the link event enqueues every key
+	p := c.vtep(mac.String())
+	if !p.link.Present || p.link.Index <= 0 || !p.self.Known() || !p.trusted {
+		return nil // no device, identity or underlay yet: their events enqueue every key
 	}
 	key = mac.String()
 	dev := p.link.Name
 	var errs []error
 	// Add before delete, so a VTEP whose entries move is never left without one.
-	if dst, ok := p.l2.FDB[key]; ok {
-		errs = append(errs, c.ensureFDB(ctx, p.link.Index, dev, mac, dst))
+	if p.hasFDB {
+		errs = append(errs, c.ensureFDB(ctx, p.link.Index, dev, mac, p.dst))
 	}
-	for _, ip := range p.l2.ByMAC[key] {
+	for _, ip := range p.neighs {
 		errs = append(errs, c.ensureNeigh(ctx, p.link.Index, dev, mac, ip))
 	}
 	var wait time.Duration
 	errs = append(errs, c.sweepNeighs(ctx, p, dev, key, &wait))
-	if _, ok := p.l2.FDB[key]; !ok && (p.sweep || c.ownsFDB(key)) {
+	if !p.hasFDB && (p.sweep || c.ownsFDB(key)) {
 		errs = append(errs, c.sweepFDB(ctx, p.link.Index, dev, mac, &wait))
 	} else {
 		c.settle.Clear("fdb " + key)
@@ -159,9 +158,55 @@ func (c *Controller) Reconcile(ctx context.Context, key string) error {
 		return err
 	}
 	if wait > 0 {
-		return reconcile.RequeueAfter(wait, "confirming that no flannel lease wants VTEP "+key)
+		return reconcile.RequeueAfter(wait, "confirming that no lease or route still wants entries of VTEP "+key)
 	}
 	return nil
+}
+
+// vtepPlan is the desired state of one VTEP.
+type vtepPlan struct {
+	link    state.Link
+	self    overlay.Self
+	trusted bool // the trust boundary can be applied (see routes)
+	subs    []overlay.Subnet
+	dst     netip.Addr // FDB destination, when hasFDB
+	hasFDB  bool
+	neighs  []netip.Addr // neighbours this VTEP owns
+	sweep   bool         // overlay.SeesFlannel
+	res     overlay.Resolver
+}
+
+func (c *Controller) self(state.Link) overlay.Self {
+	return overlay.SelfOf(c.opts.Host, c.opts.PublicIP, c.opts.Policy, c.store)
+}
+
+// resolver answers per-key questions with the current snapshot.
+func (c *Controller) resolver() (overlay.Resolver, state.Link) {
+	v := c.store.Version() // before the data: the answers are at least this new
+	link := c.store.Link()
+	return overlay.Resolver{Self: c.self(link), Index: c.store, Cache: &c.vteps, Version: v}, link
+}
+
+func (c *Controller) vtep(mac string) *vtepPlan {
+	res, link := c.resolver()
+	p := &vtepPlan{link: link, self: res.Self, res: res, trusted: c.opts.Policy == nil || c.store.Underlay().Observed}
+	if !p.self.Known() || !p.trusted {
+		return p
+	}
+	p.subs = res.VTEP(mac)
+	p.dst, p.hasFDB, p.neighs = res.VTEPL2(mac)
+	p.sweep = overlay.SeesFlannel(c.store, p.self, link.MAC)
+	c.mu.Lock()
+	for _, s := range p.subs {
+		if s.Source == overlay.FromRecord {
+			c.ownFDB[s.MAC()] = struct{}{}
+			c.ownNeigh[neighEntry{s.Gateway(), s.MAC()}] = struct{}{}
+			// The per-subnet neighbour an older version programmed: ours.
+			c.ownNeigh[neighEntry{s.Prefix.Addr(), s.MAC()}] = struct{}{}
+		}
+	}
+	c.mu.Unlock()
+	return p
 }
 
 // settled says whether a flannel-shaped entry that only flanneld could have
@@ -224,15 +269,21 @@ func (c *Controller) ensureNeigh(ctx context.Context, index int, dev string, mac
 }
 
 // sweepNeighs deletes the permanent neighbours last seen with lladdr key
-// whose address no VTEP wants. An address wanted by another VTEP is left to
-// that VTEP's reconcile, which replaces it. Without p.sweep only those a
-// record wanted are deleted.
-func (c *Controller) sweepNeighs(ctx context.Context, p *plan, dev, key string, wait *time.Duration) error {
+// that this VTEP no longer owns. An address another VTEP owns is left to
+// that VTEP's reconcile, which replaces it; one a route of ours still uses
+// (a record subnet not yet moved to its VTEP's shared gateway) waits for
+// that route to be replaced. Without p.sweep only those a record wanted are
+// deleted.
+func (c *Controller) sweepNeighs(ctx context.Context, p *vtepPlan, dev, key string, wait *time.Duration) error {
 	var errs []error
 	for _, ip := range c.candidates(key) {
-		if _, wanted := p.l2.Neigh[ip]; wanted {
+		if slices.Contains(p.neighs, ip) {
 			c.settle.Clear("neigh " + ip.String())
-			if p.l2.Neigh[ip] != key {
+			continue
+		}
+		if owner, ok := p.res.NeighOwner(ip); ok {
+			c.settle.Clear("neigh " + ip.String())
+			if owner != key {
 				c.forget(key, ip)
 			}
 			continue
@@ -254,6 +305,17 @@ func (c *Controller) sweepNeighs(ctx context.Context, p *plan, dev, key string, 
 			c.disownNeigh(ip, key)
 			continue
 		}
+		used, err := c.routed(p, ip)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if used {
+			if *wait == 0 || routeWait < *wait {
+				*wait = routeWait
+			}
+			continue
+		}
 		if err := c.h.NeighDel(cur); err != nil {
 			errs = append(errs, err)
 			continue
@@ -263,6 +325,33 @@ func (c *Controller) sweepNeighs(ctx context.Context, p *plan, dev, key string, 
 		reconcile.Record(ctx, "neigh del "+netlinkx.FormatNeigh(*cur, dev))
 	}
 	return errors.Join(errs...)
+}
+
+// routeWait is how soon a neighbour a route still uses is looked at again:
+// the routes controller replaces such a route within its reconcile.
+const routeWait = 100 * time.Millisecond
+
+// routed says whether a route of ours on the device still goes via ip: a
+// record subnet behind this VTEP not yet moved to the VTEP's current shared
+// gateway (the per-subnet shape of an older version, or a gateway that
+// moved). The neighbour is deleted only after the routes controller has
+// replaced those routes, so no packet meets a gateway without a neighbour.
+func (c *Controller) routed(p *vtepPlan, ip netip.Addr) (bool, error) {
+	for _, s := range p.subs {
+		if s.Source != overlay.FromRecord {
+			continue
+		}
+		rs, err := c.h.RoutesTo(s.Prefix)
+		if err != nil {
+			return false, err
+		}
+		for _, r := range rs {
+			if r.LinkIndex == p.link.Index && r.Protocol == netlinkx.RouteProtocol && netlinkx.Addr(r.Gw) == ip {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
 }
 
 func (c *Controller) sweepFDB(ctx context.Context, index int, dev string, mac net.HardwareAddr, wait *time.Duration) error {
@@ -440,13 +529,25 @@ func (c *Controller) KeysFor(ev state.Event) []string {
 			}
 		}
 		if l, ok := ev.New.(state.Lease); ok {
-			if p := c.desired(); overlay.IsSelfLease(l, p.self, p.link.MAC) {
-				keys = append(keys, c.known(p)...)
+			// Only a lease of this host needs the whole state (entries no
+			// lease wants may now be swept): a lease event costs O(1) else.
+			if link := c.store.Link(); overlay.IsSelfLease(l, c.self(link), link.MAC) {
+				keys = append(keys, c.known(c.desired())...)
 			}
 		}
-	case state.KindLink, state.KindUnderlay, state.KindHost:
-		// The device, the trust boundary's facts or a host's vouching for
-		// its VTEP changed: any VTEP may be concerned.
+	case state.KindHost:
+		// A host record vouches for its host's VTEP (overlay.Trust): the
+		// VTEPs it names before and after are concerned.
+		for _, v := range []any{ev.Old, ev.New} {
+			if h, ok := v.(registry.HostRecord); ok {
+				if m, err := net.ParseMAC(h.VtepMAC); err == nil {
+					keys = append(keys, m.String())
+				}
+			}
+		}
+	case state.KindLink, state.KindUnderlay:
+		// The device or the trust boundary's facts changed: any VTEP may be
+		// concerned.
 		keys = append(keys, c.known(c.desired())...)
 	}
 	for _, s := range subnets {
@@ -493,7 +594,8 @@ func (c *Controller) claimants(s netip.Prefix) []string {
 // longer carries the MAC.
 func (c *Controller) KeysForIP(ip netip.Addr) []string {
 	keys := c.seenWith(ip)
-	if mac, ok := c.desired().l2.Neigh[ip]; ok {
+	res, _ := c.resolver()
+	if mac, ok := res.NeighOwner(ip); ok {
 		keys = append(keys, mac)
 	}
 	slices.Sort(keys)

@@ -99,8 +99,7 @@ func TestProgramsFlannelsEntries(t *testing.T) {
 	got := f.pass()
 	want := []string{
 		"fdb set aa:bb:cc:00:00:02 dst 198.51.100.2 dev flannel.1 self permanent",
-		"neigh set 198.18.2.0 lladdr aa:bb:cc:00:00:02 dev flannel.1 nud permanent",
-		"neigh set 198.18.3.0 lladdr aa:bb:cc:00:00:02 dev flannel.1 nud permanent",
+		"neigh set 198.18.2.0 lladdr aa:bb:cc:00:00:02 dev flannel.1 nud permanent", // the VTEP's shared gateway
 		"fdb set aa:bb:cc:00:00:03 dst 198.51.100.3 dev flannel.1 self permanent",
 		"neigh set 198.18.4.0 lladdr aa:bb:cc:00:00:03 dev flannel.1 nud permanent",
 	}
@@ -114,11 +113,13 @@ func TestProgramsFlannelsEntries(t *testing.T) {
 		}
 	}
 	neighOut := f.show("ip", "neigh", "show", "dev", iface)
-	for _, w := range []string{"198.18.2.0 lladdr aa:bb:cc:00:00:02 PERMANENT", "198.18.3.0 lladdr aa:bb:cc:00:00:02 PERMANENT",
-		"198.18.4.0 lladdr aa:bb:cc:00:00:03 PERMANENT"} {
+	for _, w := range []string{"198.18.2.0 lladdr aa:bb:cc:00:00:02 PERMANENT", "198.18.4.0 lladdr aa:bb:cc:00:00:03 PERMANENT"} {
 		if !strings.Contains(neighOut, w) {
 			t.Errorf("ip neigh show lacks %q:\n%s", w, neighOut)
 		}
+	}
+	if strings.Contains(neighOut, "198.18.3.0") {
+		t.Errorf("a record subnet other than its VTEP's lowest has its own neighbour:\n%s", neighOut)
 	}
 	w0 := f.h.Writes()
 	if got := f.pass(); len(got) != 0 || f.h.Writes() != w0 {
@@ -150,8 +151,9 @@ func TestPeersOldMACSwept(t *testing.T) {
 	}
 }
 
-// Removing a subnet removes its neighbour; the VTEP's FDB entry stays while
-// another subnet uses it, and goes with the last one.
+// Removing the subnet that defines its VTEP's shared gateway moves the
+// gateway to the next subnet (set before the old one is deleted); the VTEP's
+// FDB entry stays while another subnet uses it, and goes with the last one.
 func TestSubnetRemovalSweepsNeighbour(t *testing.T) {
 	f := setup(t)
 	a := f.record(2, "a", "198.18.2.0/24", mac(2))
@@ -164,8 +166,9 @@ func TestSubnetRemovalSweepsNeighbour(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if got := rec.Changes(); !slices.Equal(got, []string{"neigh del 198.18.2.0 lladdr aa:bb:cc:00:00:02 dev flannel.1 nud permanent"}) {
-		t.Errorf("recorded %q, want the neighbour's deletion only", got)
+	if got := rec.Changes(); !slices.Equal(got, []string{"neigh set 198.18.3.0 lladdr aa:bb:cc:00:00:02 dev flannel.1 nud permanent",
+		"neigh del 198.18.2.0 lladdr aa:bb:cc:00:00:02 dev flannel.1 nud permanent"}) {
+		t.Errorf("recorded %q, want the new shared gateway's neighbour, then the old one's deletion", got)
 	}
 	f.store.DeleteNetwork(b, "test")
 	f.pass()
@@ -254,7 +257,9 @@ func TestKeysFor(t *testing.T) {
 		{"lease", state.Event{Kind: state.KindLease, New: state.Lease{Subnet: netip.MustParsePrefix("198.18.5.0/24"), VtepMAC: mac(5)}},
 			[]string{mac(5).String()}},
 		{"link: every wanted VTEP", state.Event{Kind: state.KindLink}, []string{mac(2).String(), mac(3).String()}},
-		{"host: every wanted VTEP (it vouches for its VTEP)", state.Event{Kind: state.KindHost}, []string{mac(2).String(), mac(3).String()}},
+		{"host: the VTEPs it vouches for, before and after", state.Event{Kind: state.KindHost,
+			Old: registry.HostRecord{Host: "h2", VtepMAC: mac(9).String()}, New: registry.HostRecord{Host: "h2", VtepMAC: mac(2).String()}},
+			[]string{mac(2).String(), mac(9).String()}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := f.c.KeysFor(tc.ev); !slices.Equal(got, tc.want) {

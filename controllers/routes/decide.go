@@ -2,6 +2,7 @@ package routes
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -31,6 +32,9 @@ type Input struct {
 	// SeesFlannel: the store holds a vxlan lease of this host, so it sees
 	// flanneld's registry (overlay.SeesFlannel).
 	SeesFlannel bool
+	// Via is the gateway shared by the record subnets behind Dst's VTEP
+	// (overlay.RecordVia); zero: Dst's own network address.
+	Via netip.Addr
 }
 
 // Decision is the desired state of one destination.
@@ -58,6 +62,10 @@ type Decision struct {
 	// exactly Dst, put back when missing after a claim or a tunnel route.
 	Restore  []netlink.Route
 	Conflict *Conflict
+	// VTEPMAC is the VTEP of a record's tunnel route (Want): a route of
+	// ours moves to a new shared gateway only once that gateway's
+	// neighbour names this MAC (routes.Controller.gatewayReady).
+	VTEPMAC net.HardwareAddr
 	// Skip: the tunnel's state is unknown (no device or identity yet) and
 	// nothing is configured for Dst: touch nothing.
 	Skip bool
@@ -110,15 +118,22 @@ func Decide(in Input) (Decision, error) {
 		d.Conflict = &Conflict{Prefix: c.Prefix, Rule: c.Rule, Reason: c.Reason, Claimants: c.Claimants}
 	}
 	if d.Want == nil && ok {
+		if s.Source == overlay.FromRecord {
+			s.Via = in.Via
+			d.VTEPMAC = s.VtepMAC
+		}
 		d.Want = TunnelRoute(s, in.Link.Index)
 	}
 	d.KeepFlannel = d.Want == nil && remoteLease
 	return d, nil
 }
 
-// TunnelRoute is flannel's route for a remote subnet:
-// <subnet> via <subnet address> dev <vxlan> onlink, in the main table. A
-// lease's route carries flannel's protocol, a record's ours.
+// TunnelRoute is the route of a remote subnet, in the main table. A lease's
+// is flannel's exact route, <subnet> via <subnet address> dev <vxlan>
+// onlink, with flannel's protocol (flanneld rewrites it on every lease
+// event: another shape would flap). A record's is ours, with our protocol,
+// via the gateway its VTEP's record subnets share (overlay.RecordVia):
+// <subnet> via <VTEP gateway> dev <vxlan> onlink.
 func TunnelRoute(s overlay.Subnet, vxlanIndex int) *netlink.Route {
 	proto := netlinkx.RouteProtocol
 	if s.Source == overlay.FromLease {

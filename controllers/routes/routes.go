@@ -22,6 +22,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -97,6 +98,8 @@ type Controller struct {
 	// settle delays deleting a flannel-shaped route no lease wants (see
 	// reconcile.Settle): the lease may not have arrived yet.
 	settle *reconcile.Settle
+	// vteps memoises the per-VTEP resolution per store version.
+	vteps overlay.VTEPCache
 }
 
 // New returns the routes controller.
@@ -184,6 +187,16 @@ func (c *Controller) Reconcile(ctx context.Context, key string) error {
 		c.report(dst, d.Conflict)
 	}
 	steps, wait := c.settleSweeps(dst, d, steps)
+	ready, err := c.gatewayReady(d, actual, in.Link.Index)
+	if err != nil {
+		return err
+	}
+	if !ready {
+		// Keep the working route until the fdb controller has set the new
+		// gateway's neighbour (its neighbour event re-enqueues nothing here,
+		// so look again shortly).
+		return reconcile.RequeueAfter(gatewayWait, "waiting for the neighbour of "+netlinkx.Addr(d.Want.Gw).String()+" before moving "+dst.String())
+	}
 	if err := c.apply(ctx, steps, in); err != nil {
 		return err
 	}
@@ -191,6 +204,33 @@ func (c *Controller) Reconcile(ctx context.Context, key string) error {
 		return reconcile.RequeueAfter(wait, "confirming that no flannel lease wants "+dst.String())
 	}
 	return nil
+}
+
+// gatewayWait is how soon a route waiting for its new gateway's neighbour
+// is looked at again.
+const gatewayWait = 50 * time.Millisecond
+
+// gatewayReady says whether a record's route may be written: always when no
+// tunnel route to the destination exists (nothing to break); when one
+// exists via another gateway (the VTEP's shared gateway moved, or the
+// per-subnet shape of an older version), only once the new gateway's
+// neighbour is in place with the VTEP's MAC, so no packet meets a gateway
+// without a neighbour.
+func (c *Controller) gatewayReady(d Decision, actual []netlink.Route, vxlanIndex int) (bool, error) {
+	if d.Want == nil || d.VTEPMAC == nil || slices.ContainsFunc(actual, func(r netlink.Route) bool { return matches(r, *d.Want) }) {
+		return true, nil
+	}
+	moving := slices.ContainsFunc(actual, func(r netlink.Route) bool {
+		return r.LinkIndex == vxlanIndex && sameKey(r, *d.Want) && !r.Gw.Equal(d.Want.Gw)
+	})
+	if !moving {
+		return true, nil
+	}
+	n, err := c.h.Neigh(vxlanIndex, netlinkx.Addr(d.Want.Gw))
+	if err != nil {
+		return false, err
+	}
+	return n != nil && n.HardwareAddr.String() == d.VTEPMAC.String(), nil
 }
 
 // settleSweeps holds back deleting flanneld's routes that no lease wants
@@ -212,6 +252,7 @@ func (c *Controller) settleSweeps(dst netip.Prefix, d Decision, steps []Step) ([
 }
 
 func (c *Controller) input(dst netip.Prefix) (Input, error) {
+	v := c.store.Version() // before the data: the shared gateway is at least this new
 	link := c.store.Link()
 	in := Input{Dst: dst, Link: link, Self: c.self(link), Records: c.store.NetworksBySubnet(dst),
 		Locals: c.store.LocalOverlapping(dst), Links: map[string]int{}}
@@ -219,6 +260,10 @@ func (c *Controller) input(dst netip.Prefix) (Input, error) {
 		in.Lease = &l
 	}
 	in.SeesFlannel = overlay.SeesFlannel(c.store, in.Self, link.MAC)
+	res := overlay.Resolver{Self: in.Self, Index: c.store, Cache: &c.vteps, Version: v}
+	if s, ok, _ := res.At(dst); ok && s.Source == overlay.FromRecord {
+		in.Via = s.Via
+	}
 	if g, ok := c.gw[dst]; ok {
 		in.Gateway = &g
 	}
@@ -367,9 +412,11 @@ func (c *Controller) KeysFor(ev state.Event) []string {
 	case state.KindNetwork:
 		for _, v := range []any{ev.Old, ev.New} {
 			if n, ok := v.(registry.Network); ok {
-				// Claims it overlaps may win or lose against it.
+				// Claims it overlaps may win or lose against it; the
+				// subnets behind its VTEP may get another shared gateway.
 				ps = append(ps, n.Subnet)
 				ps = append(ps, c.store.Overlapping(n.Subnet)...)
+				ps = append(ps, c.store.SubnetsWithMAC(n.VtepMAC.String())...)
 			}
 		}
 	case state.KindLease:
@@ -377,13 +424,18 @@ func (c *Controller) KeysFor(ev state.Event) []string {
 			if l, ok := v.(state.Lease); ok {
 				ps = append(ps, l.Subnet)
 				ps = append(ps, c.store.Overlapping(l.Subnet)...)
+				if l.VtepMAC != nil {
+					// It may bind its VTEP's records (overlay.Trust).
+					ps = append(ps, c.store.SubnetsWithMAC(l.VtepMAC.String())...)
+				}
 			}
 		}
 	case state.KindHost:
-		// A host record vouches for its host's VTEP (overlay.Trust.binding).
+		// A host record vouches for its host's VTEP (overlay.Trust.binding):
+		// the records naming that VTEP, before and after, are concerned.
 		for _, v := range []any{ev.Old, ev.New} {
 			if h, ok := v.(registry.HostRecord); ok {
-				ps = append(ps, c.subnetsOf(h.Host)...)
+				ps = append(ps, c.subnetsOfMAC(h.VtepMAC)...)
 			}
 		}
 	case state.KindLocal:
@@ -412,15 +464,14 @@ func (c *Controller) selfLease(v any) bool {
 	return overlay.IsSelfLease(l, c.self(link), link.MAC)
 }
 
-// subnetsOf returns the subnets of host's records.
-func (c *Controller) subnetsOf(host string) []netip.Prefix {
-	var out []netip.Prefix
-	for _, n := range c.store.Networks() {
-		if n.Host == host {
-			out = append(out, n.Subnet)
-		}
+// subnetsOfMAC returns the subnets of the records and leases naming the
+// VTEP MAC mac (as a host record spells it).
+func (c *Controller) subnetsOfMAC(mac string) []netip.Prefix {
+	m, err := net.ParseMAC(mac)
+	if err != nil {
+		return nil
 	}
-	return out
+	return c.store.SubnetsWithMAC(m.String())
 }
 
 // overlapping returns the subnets of records, leases and reported conflicts

@@ -25,6 +25,8 @@ import (
 	"sync"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/flannel-registrar/flannel-registrar/pkg/flannel"
 	"github.com/flannel-registrar/flannel-registrar/pkg/overlay"
 	"github.com/flannel-registrar/flannel-registrar/pkg/policy"
@@ -80,11 +82,15 @@ type Controller struct {
 	host string
 	keys registry.Keys
 
-	mu         sync.Mutex // guards conflicts, refused, registered and duplicates
+	mu         sync.Mutex // guards conflicts, refused, registered, confirmed* and duplicates
 	conflicts  map[string]registry.ConflictError
 	refused    map[string]policy.Refusal
 	registered map[string]netip.Prefix
-	duplicates map[string]registry.DuplicateHost // by PublicIP
+	// confirmed is, per network, the record PutNetwork last confirmed in
+	// etcd and the registration lease it was attached to (see unchanged).
+	confirmed     map[string]confirmedRecord
+	confirmedHost confirmedHostRecord
+	duplicates    map[string]registry.DuplicateHost // by PublicIP
 }
 
 // New returns the controller.
@@ -100,6 +106,7 @@ func New(o Options) (*Controller, error) {
 		conflicts:  map[string]registry.ConflictError{},
 		refused:    map[string]policy.Refusal{},
 		registered: map[string]netip.Prefix{},
+		confirmed:  map[string]confirmedRecord{},
 		duplicates: map[string]registry.DuplicateHost{},
 	}, nil
 }
@@ -184,6 +191,9 @@ func (c *Controller) register(ctx context.Context, local state.LocalNetwork, id 
 		Subnet: local.Subnet, Gateway: local.Gateway,
 		PublicIP: id.ip, VtepMAC: id.mac, VNI: id.vni, Groups: local.Groups,
 	}
+	if c.unchanged(n) {
+		return nil
+	}
 	res, err := c.o.Registry.PutNetwork(ctx, n)
 	var ce *registry.ConflictError
 	if errors.As(err, &ce) {
@@ -193,6 +203,9 @@ func (c *Controller) register(ctx context.Context, local state.LocalNetwork, id 
 		}
 		c.reportDuplicate(ce.Duplicate)
 		c.setConflict(local.Name, *ce)
+		c.mu.Lock()
+		delete(c.confirmed, local.Name)
+		c.mu.Unlock()
 		return nil
 	}
 	if err != nil {
@@ -203,6 +216,7 @@ func (c *Controller) register(ctx context.Context, local state.LocalNetwork, id 
 	}
 	c.clearConflict(local.Name)
 	c.setRegistered(local.Name, local.Subnet)
+	c.confirm(n)
 	what := fmt.Sprintf("network %s %s", local.Name, local.Subnet)
 	switch res.Change {
 	case registry.Created:
@@ -221,6 +235,80 @@ func withdrawnSubnet(ce *registry.ConflictError) netip.Prefix {
 		return ce.WithdrawnSubnet
 	}
 	return ce.Subnet
+}
+
+// confirmedHostRecord is the host record PutHost confirmed, with its lease.
+type confirmedHostRecord struct {
+	h     registry.HostRecord
+	lease clientv3.LeaseID
+}
+
+// hostUnchanged says whether PutHost(h) would change nothing: confirmed by
+// this process on the current liveness lease, and still so in the snapshot
+// (see unchanged).
+func (c *Controller) hostUnchanged(h registry.HostRecord) bool {
+	c.mu.Lock()
+	w := c.confirmedHost
+	c.mu.Unlock()
+	if w.lease == 0 || w.lease != c.o.Registry.HostLease() || !sameHost(w.h, h) {
+		return false
+	}
+	cur, ok := c.o.Store.Host(c.host)
+	return ok && sameHost(cur, h)
+}
+
+// sameHost compares host records as stored (StartTime without its
+// monotonic reading, which JSON drops).
+func sameHost(a, b registry.HostRecord) bool {
+	ta, tb := a.StartTime, b.StartTime
+	a.StartTime, b.StartTime = time.Time{}, time.Time{}
+	return a == b && ta.Equal(tb)
+}
+
+// confirmedRecord is a record PutNetwork confirmed, with its lease.
+type confirmedRecord struct {
+	n     registry.Network
+	lease clientv3.LeaseID
+}
+
+func (c *Controller) confirm(n registry.Network) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.confirmed[n.Network] = confirmedRecord{n: n, lease: c.o.Registry.Lease()}
+}
+
+// unchanged says whether registering n would change nothing in etcd: this
+// process confirmed exactly n on the current registration lease, and the
+// snapshot the watch keeps still shows that record and our reservation of
+// its subnet. Then the periodic resync sends etcd nothing for n (a
+// registration reads the whole subnet registry, so at INTERVAL it would
+// cost every host O(cluster) per network). Any change there — a deleted or
+// edited record, another claimant, a legacy lease, a new lease ID after
+// etcd lost ours — shows in the snapshot or the lease, and registers anew.
+func (c *Controller) unchanged(n registry.Network) bool {
+	c.mu.Lock()
+	w, ok := c.confirmed[n.Network]
+	c.mu.Unlock()
+	if !ok || w.lease != c.o.Registry.Lease() || w.lease == 0 || !sameNetwork(w.n, n) {
+		return false
+	}
+	cur, ok := c.o.Store.Network(c.keys.Network(c.host, n.Network))
+	if !ok || !sameNetwork(cur, n) {
+		return false
+	}
+	l, ok := c.o.Store.Lease(n.Subnet)
+	if !ok || l.Reservation == nil || l.Reservation.Host != c.host || l.Reservation.Network != n.Network {
+		return false
+	}
+	// A claim overlapping the subnet (a lease or record inside or around
+	// it) may be a conflict that only the registry's transaction decides.
+	return len(c.o.Store.Overlapping(n.Subnet)) == 0
+}
+
+func sameNetwork(a, b registry.Network) bool {
+	return a.Host == b.Host && a.Network == b.Network && a.NetworkID == b.NetworkID && a.Subnet == b.Subnet &&
+		a.Gateway == b.Gateway && a.PublicIP == b.PublicIP && a.VtepMAC.String() == b.VtepMAC.String() && a.VNI == b.VNI &&
+		slices.Equal(a.Groups, b.Groups)
 }
 
 func (c *Controller) unregister(ctx context.Context, name string, id identity) error {
@@ -269,6 +357,9 @@ func (c *Controller) reconcileHost(ctx context.Context) error {
 		Host: c.host, PublicIP: id.ip.String(), VtepMAC: id.mac.String(), VNI: id.vni,
 		Version: c.o.Version, StartTime: c.o.StartTime, Networks: nets, Conflicts: conflicts,
 	}
+	if c.hostUnchanged(h) {
+		return nil
+	}
 	wrote, err := c.o.Registry.PutHost(ctx, h)
 	if dup := (*registry.DuplicateHostError)(nil); errors.As(err, &dup) {
 		// Retried when that host record changes or expires (KeysFor) and on resync.
@@ -278,6 +369,9 @@ func (c *Controller) reconcileHost(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("host record: %w", err)
 	}
+	c.mu.Lock()
+	c.confirmedHost = confirmedHostRecord{h: h, lease: c.o.Registry.HostLease()}
+	c.mu.Unlock()
 	if wrote {
 		reconcile.Record(ctx, fmt.Sprintf("update host record %s (PublicIP %s, VtepMAC %s, %d networks, %d conflicts)",
 			c.host, h.PublicIP, h.VtepMAC, nets, conflicts))
@@ -294,6 +388,7 @@ func (c *Controller) setConflict(name string, ce registry.ConflictError) {
 	old, had := c.conflicts[name]
 	c.conflicts[name] = ce
 	delete(c.registered, name)
+	delete(c.confirmed, name)
 	c.mu.Unlock()
 	if had && old == ce {
 		return
@@ -353,6 +448,7 @@ func (c *Controller) setRegistered(name string, p netip.Prefix) {
 		c.registered[name] = p
 	} else {
 		delete(c.registered, name)
+		delete(c.confirmed, name)
 	}
 	c.mu.Unlock()
 	if had != p.IsValid() { // the count in the host record changed
@@ -431,23 +527,37 @@ func (c *Controller) Registered() map[string]netip.Prefix {
 // Keys returns every local network, every network of ours in etcd (records
 // and reservations, so that leftovers are removed; not those of another
 // registrar using our host name, which are reported) and HostKey.
-func (c *Controller) Keys(ctx context.Context) ([]string, error) {
+func (c *Controller) Keys(context.Context) ([]string, error) {
 	keys := []string{HostKey}
 	for _, n := range c.o.Store.LocalNetworks() {
 		keys = append(keys, n.Name)
 	}
-	id, _ := c.identity()
-	own, dups, err := c.o.Registry.OwnNetworks(ctx, id.registry())
-	for _, d := range dups {
-		c.reportDuplicate(d)
-	}
-	keys = append(keys, own...)
+	keys = append(keys, c.snapshotOwn()...)
 	slices.Sort(keys)
-	keys = slices.Compact(keys)
-	if err != nil {
-		return keys, fmt.Errorf("list own networks: %w", err)
+	return slices.Compact(keys), nil
+}
+
+// snapshotOwn returns the names of this host's networks in the snapshot the
+// etcd watch keeps: those with a record under our host name, and those with
+// a reservation naming this host (a record may be missing after a crash or
+// a hand edit). The resync reads no etcd, so a host's etcd load does not
+// grow with the cluster; the watch (re-listing when it falls behind) keeps
+// the snapshot true. Entries of another registrar using our host name are
+// left to the registry's transactions, which tell them apart by identity
+// and report the duplicate.
+func (c *Controller) snapshotOwn() []string {
+	var names []string
+	for _, n := range c.o.Store.Networks() {
+		if pk, err := c.keys.Parse(n.Key); err == nil && pk.Kind == registry.KindNetwork && pk.Host == c.host {
+			names = append(names, pk.Network)
+		}
 	}
-	return keys, nil
+	for _, l := range c.o.Store.Leases() {
+		if l.Reservation != nil && l.Reservation.Host == c.host && l.Reservation.Network != "" {
+			names = append(names, l.Reservation.Network)
+		}
+	}
+	return names
 }
 
 // KeysFor maps a store change to the keys it concerns.

@@ -56,12 +56,15 @@ var localIP = netip.MustParseAddr("198.51.100.1")
 
 var workers int // of the fdb and routes runners
 
+var memprofile string
+
 func main() {
 	sizes := flag.String("sizes", "1000,10000", "comma-separated numbers of remote subnets")
 	perVTEP := flag.Int("per-vtep", 5, "subnets behind each remote VTEP")
 	watch := flag.Bool("watch", true, "run the netlink watcher, as the daemon does")
 	flag.IntVar(&workers, "workers", 2, "workers of the fdb and routes runners (the daemon runs 2)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile to this file")
+	flag.StringVar(&memprofile, "memprofile", "", "write a heap profile (after the last cold converge) to this file")
 	flag.Parse()
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
@@ -139,12 +142,17 @@ func measure(ctx context.Context, n, perVTEP int, watch bool) (string, error) {
 			Resync: func() { _ = b.mgr.Resync(rctx, "netlink:subscribed") }})
 		wg.Go(func() { _ = w.Run(rctx) })
 	}
-	if err := b.waitWrites(ctx, n, vteps); err != nil {
+	if err := b.waitWrites(ctx, n, vteps, neighbours(n, perVTEP)); err != nil {
 		return "", err
 	}
 	cold := time.Since(start)
 	if err := b.waitIdle(ctx); err != nil {
 		return "", err
+	}
+	if memprofile != "" {
+		if err := writeHeap(memprofile); err != nil {
+			return "", err
+		}
 	}
 	ws := b.h.WriteStats()
 
@@ -177,6 +185,15 @@ func measure(ctx context.Context, n, perVTEP int, watch bool) (string, error) {
 	return fmt.Sprintf("%d\t%d\t%s\t%d\t%d\t%d\t%d\t%s\t%d\t%s\t%d\t", n, vteps, cold.Round(time.Millisecond),
 		ws.RouteReplace, ws.NeighSet, ws.FDBSet, ws.Total(), resync.Round(time.Millisecond), resyncWrites,
 		once.Round(time.Millisecond), onceWrites), nil
+}
+
+func writeHeap(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return pprof.Lookup("heap").WriteTo(f, 0)
 }
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -305,10 +322,23 @@ func waitFor(ctx context.Context, fn func() error) error {
 	return poll.Until(ctx, 10*time.Minute, 2*time.Millisecond, fn)
 }
 
-func (b *bench) waitWrites(ctx context.Context, n, vteps int) error {
+// neighbours is the number of neighbours n subnets need: one per lease
+// (flannel's shape) and one per VTEP with records (their shared gateway).
+func neighbours(n, perVTEP int) int {
+	out := 0
+	for i := 0; i < n; i += perVTEP {
+		out++ // the VTEP's lease
+		if min(perVTEP, n-i) > 1 {
+			out++ // its records' shared gateway
+		}
+	}
+	return out
+}
+
+func (b *bench) waitWrites(ctx context.Context, n, vteps, neighs int) error {
 	return waitFor(ctx, func() error {
 		w := b.h.WriteStats()
-		if w.RouteReplace < uint64(n) || w.NeighSet < uint64(n) || w.FDBSet < uint64(vteps) {
+		if w.RouteReplace < uint64(n) || w.NeighSet < uint64(neighs) || w.FDBSet < uint64(vteps) {
 			return fmt.Errorf("not converged: %+v", w)
 		}
 		return nil

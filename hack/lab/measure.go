@@ -5,13 +5,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/flannel-registrar/flannel-registrar/pkg/testing/poll"
+	"io"
 	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/poll"
 )
 
 // Probe is a container that pings from its host.
@@ -28,7 +30,12 @@ type Timing struct {
 	Create                time.Duration            // how long docker network create itself took
 	ContainerUp           time.Duration            // docker run of the target returned
 	Route                 map[string]time.Duration // per other host: route via the VXLAN device present
-	Ping                  map[string]time.Duration // per probe host: first echo reply
+	// Ping is, per probe host, the first echo reply measured from the
+	// target container being up (what a user sees who pings a container
+	// once it runs). The probes start pinging at that moment: pinging a
+	// target that does not exist yet leaves the receiving bridge's ARP
+	// request unanswered, and the kernel retries only after 1 s.
+	Ping map[string]time.Duration
 }
 
 // RouteAll is when the route was present on every other host.
@@ -48,10 +55,10 @@ func maxOf(m map[string]time.Duration) time.Duration {
 // MeasureNetwork creates network name (subnet) on h with one container at
 // the subnet's second address, and measures from the moment `docker network
 // create` returns until every other host routes the subnet through the
-// VXLAN device and until each probe's first ping to the container succeeds.
-// Pings run from before the create (every 50 ms, inside one docker exec per
-// probe), so exec start-up is not part of the measurement; the container's
-// start-up is, as a ping needs a target.
+// VXLAN device, and from the moment the container is up until each probe's
+// first ping to it succeeds. Each probe's docker exec starts before the
+// create and waits on its stdin; it starts pinging (every 50 ms) when the
+// container is up, so exec start-up is not part of the measurement.
 func (l *Lab) MeasureNetwork(ctx context.Context, h *Host, name, subnet string, probes []Probe, timeout time.Duration) (Timing, error) {
 	t := Timing{Host: h.Name, Network: name, Subnet: subnet, Route: map[string]time.Duration{}, Ping: map[string]time.Duration{}}
 	pfx, err := netip.ParsePrefix(subnet)
@@ -67,11 +74,12 @@ func (l *Lab) MeasureNetwork(ctx context.Context, h *Host, name, subnet string, 
 	defer cancel() // runs before wg.Wait: stop the ping streams on error paths
 
 	replies := make(chan probeReply, len(probes))
+	goPing := make(chan struct{})
 	for _, p := range probes {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			at, err := p.firstReply(ctx, t.Target, timeout)
+			at, err := p.firstReply(ctx, t.Target, timeout, goPing)
 			replies <- probeReply{p.Host.Name, at, err}
 		}()
 	}
@@ -93,7 +101,9 @@ func (l *Lab) MeasureNetwork(ctx context.Context, h *Host, name, subnet string, 
 	if _, err := h.RunContainer(ctx, name+"-c", name, "--ip", t.Target); err != nil {
 		return t, err
 	}
-	t.ContainerUp = time.Since(t0)
+	up := time.Now()
+	t.ContainerUp = up.Sub(t0)
+	close(goPing)
 
 	var errs []error
 	for range probes {
@@ -102,7 +112,7 @@ func (l *Lab) MeasureNetwork(ctx context.Context, h *Host, name, subnet string, 
 			errs = append(errs, fmt.Errorf("ping from %s to %s: %w", r.host, t.Target, r.err))
 			continue
 		}
-		t.Ping[r.host] = r.at.Sub(t0)
+		t.Ping[r.host] = r.at.Sub(up)
 	}
 	if err := <-routesDone; err != nil {
 		errs = append(errs, err)
@@ -159,22 +169,33 @@ func (l *Lab) waitRoutes(ctx context.Context, owner *Host, subnet string, t0 tim
 	})
 }
 
-// firstReply pings target every 50 ms from the probe container and returns
-// when the first echo reply was read.
-func (p Probe) firstReply(ctx context.Context, target string, timeout time.Duration) (time.Time, error) {
+// firstReply starts a docker exec in the probe container that waits for a
+// line on its stdin, sends that line when start closes, and returns when the
+// first echo reply (pinging target every 50 ms) was read.
+func (p Probe) firstReply(ctx context.Context, target string, timeout time.Duration, start <-chan struct{}) (time.Time, error) {
 	secs := fmt.Sprint(int(timeout.Seconds()) + 1)
 	// grep exits at the first reply; ping then dies of SIGPIPE, so nothing
 	// keeps running in the container.
-	script := fmt.Sprintf("ping -i 0.05 -w %s %s | grep -m1 'bytes from'", secs, target)
-	cmd := exec.CommandContext(ctx, dockerCLI(), "-H", p.Host.DockerHost(), "exec", p.Container, "sh", "-c", script)
+	script := fmt.Sprintf("read go; ping -i 0.05 -w %s %s | grep -m1 'bytes from'", secs, target)
+	cmd := exec.CommandContext(ctx, dockerCLI(), "-H", p.Host.DockerHost(), "exec", "-i", p.Container, "sh", "-c", script)
 	cmd.Env = append(os.Environ(), "DOCKER_API_VERSION=1.41")
 	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return time.Time{}, err
+	}
+	in, err := cmd.StdinPipe()
 	if err != nil {
 		return time.Time{}, err
 	}
 	if err := cmd.Start(); err != nil {
 		return time.Time{}, fmt.Errorf("docker exec: %w", err)
 	}
+	select {
+	case <-start:
+		_, _ = io.WriteString(in, "go\n")
+	case <-ctx.Done():
+	}
+	_ = in.Close()
 	sc := bufio.NewScanner(out)
 	var at time.Time
 	for sc.Scan() {

@@ -71,8 +71,8 @@ func probesExcept(ps []lab.Probe, h *lab.Host) []lab.Probe {
 
 func printTimings(ts []lab.Timing) {
 	fmt.Println("\nTime for each new network to become reachable from the other hosts")
-	fmt.Println("(from `docker network create` returning; ping from a container on each other host's default bridge;")
-	fmt.Println(" the target container is started right after the create, so its start-up is included)")
+	fmt.Println("(docker run and routes from `docker network create` returning; first ping from the target container")
+	fmt.Println(" being up, from a container on each other host's default bridge)")
 	fmt.Printf("\n%-8s %-6s %-16s %-14s %-16s %-16s\n", "network", "host", "subnet", "docker run", "route on all", "first ping, all")
 	for _, t := range ts {
 		fmt.Printf("%-8s %-6s %-16s %-14s %-16s %-16s\n", t.Network, t.Host, t.Subnet,

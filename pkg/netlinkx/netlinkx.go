@@ -82,6 +82,7 @@ type Handle struct {
 	writes     [numVerbs]atomic.Uint64
 	redump     atomic.Uint64 // dumps retried after an interruption
 	routeDumps atomic.Uint64 // RoutesTo answered by a dump, not a lookup
+	echo       echoes        // our own writes whose notification is due (echo.go)
 }
 
 // New wraps h, which talks to namespace ns (netns.None() for the current

@@ -11,7 +11,9 @@ import (
 // TOS, metric), like `ip route replace`.
 func (h *Handle) RouteReplace(r *netlink.Route) error {
 	h.writes[VerbRouteReplace].Add(1)
+	h.echo.expect(routeFP(false, *r)) // before the write: the notification may come first
 	if err := h.nl.RouteReplace(r); err != nil {
+		h.echo.take(routeFP(false, *r))
 		return fmt.Errorf("replace route %s: %w", FormatRoute(*r, ""), err)
 	}
 	return nil
@@ -20,8 +22,12 @@ func (h *Handle) RouteReplace(r *netlink.Route) error {
 // RouteDel deletes r; a route that is already gone is not an error.
 func (h *Handle) RouteDel(r *netlink.Route) error {
 	h.writes[VerbRouteDel].Add(1)
-	if err := h.nl.RouteDel(r); err != nil && !IsNotFound(err) {
-		return fmt.Errorf("delete route %s: %w", FormatRoute(*r, ""), err)
+	h.echo.expect(routeFP(true, *r))
+	if err := h.nl.RouteDel(r); err != nil {
+		h.echo.take(routeFP(true, *r)) // nothing deleted, nothing notified
+		if !IsNotFound(err) {
+			return fmt.Errorf("delete route %s: %w", FormatRoute(*r, ""), err)
+		}
 	}
 	return nil
 }
@@ -30,7 +36,9 @@ func (h *Handle) RouteDel(r *netlink.Route) error {
 // is AF_BRIDGE (`ip neigh replace`, `bridge fdb replace`).
 func (h *Handle) NeighSet(n *netlink.Neigh) error {
 	what := h.countNeigh(n, VerbNeighSet, VerbFDBSet)
+	h.echo.expect(neighFP(false, *n))
 	if err := h.nl.NeighSet(n); err != nil {
+		h.echo.take(neighFP(false, *n))
 		return fmt.Errorf("set %s %s: %w", what, FormatNeigh(*n, ""), err)
 	}
 	return nil
@@ -40,8 +48,12 @@ func (h *Handle) NeighSet(n *netlink.Neigh) error {
 // already gone is not an error.
 func (h *Handle) NeighDel(n *netlink.Neigh) error {
 	what := h.countNeigh(n, VerbNeighDel, VerbFDBDel)
-	if err := h.nl.NeighDel(n); err != nil && !IsNotFound(err) {
-		return fmt.Errorf("delete %s %s: %w", what, FormatNeigh(*n, ""), err)
+	h.echo.expect(neighFP(true, *n))
+	if err := h.nl.NeighDel(n); err != nil {
+		h.echo.take(neighFP(true, *n))
+		if !IsNotFound(err) {
+			return fmt.Errorf("delete %s %s: %w", what, FormatNeigh(*n, ""), err)
+		}
 	}
 	return nil
 }

@@ -6,31 +6,35 @@ import (
 )
 
 // L2 is the link-layer state the remote subnets need on the VXLAN device:
-// one FDB entry per VTEP and one neighbour per subnet gateway.
+// one FDB entry per VTEP and one neighbour per gateway (per lease subnet,
+// and one per VTEP for all its record subnets).
 type L2 struct {
 	FDB   map[string]netip.Addr   // VTEP MAC -> its PublicIP (bridge fdb dst)
-	Neigh map[netip.Addr]string   // neighbour IP (subnet network address) -> VTEP MAC
+	Neigh map[netip.Addr]string   // neighbour IP (gateway) -> VTEP MAC
 	ByMAC map[string][]netip.Addr // VTEP MAC -> its neighbour IPs, sorted
 }
 
-// L2Of derives the link-layer state from the remote subnets. Ties are broken
-// so the result does not depend on map order: a gateway shared by subnets of
-// different lengths takes the most specific subnet's VTEP; a MAC announced
-// with different PublicIPs takes that of a record over a lease, then that of
-// the lowest subnet.
+// L2Of derives the link-layer state from the remote subnets (a record's
+// gateway is its VTEP's shared one, see RecordVia). Ties are broken
+// so the result does not depend on map order: a gateway wanted by subnets
+// of different lengths takes the most specific subnet's VTEP (for a record
+// VTEP's gateway, the subnet that defines it); a MAC announced with
+// different PublicIPs takes that of a record over a lease, then that of the
+// lowest subnet. The per-VTEP functions (vtep.go) decide the same.
 func L2Of(subnets map[netip.Prefix]Subnet) L2 {
 	l2 := L2{FDB: map[string]netip.Addr{}, Neigh: map[netip.Addr]string{}, ByMAC: map[string][]netip.Addr{}}
 	ps := make([]netip.Prefix, 0, len(subnets))
 	for p := range subnets {
 		ps = append(ps, p)
 	}
-	slices.SortFunc(ps, func(a, b netip.Prefix) int {
-		sa, sb := subnets[a], subnets[b]
-		if sa.Source != sb.Source {
-			return int(sa.Source) - int(sb.Source) // records first
+	slices.SortFunc(ps, func(a, b netip.Prefix) int { return compareSubnets(subnets[a], subnets[b]) })
+	via := map[string]netip.Prefix{} // VTEP MAC -> its lowest record subnet
+	for _, p := range ps {
+		s := subnets[p]
+		if _, ok := via[s.MAC()]; !ok && s.Source == FromRecord {
+			via[s.MAC()] = p
 		}
-		return ComparePrefix(a, b)
-	})
+	}
 	gwOwner := map[netip.Addr]netip.Prefix{}
 	for _, p := range ps {
 		s := subnets[p]
@@ -38,9 +42,13 @@ func L2Of(subnets map[netip.Prefix]Subnet) L2 {
 		if _, ok := l2.FDB[mac]; !ok {
 			l2.FDB[mac] = s.PublicIP
 		}
-		gw := s.Gateway()
-		if o, ok := gwOwner[gw]; !ok || p.Bits() > o.Bits() {
-			gwOwner[gw] = p
+		def, gw := p, p.Addr()
+		if s.Source == FromRecord {
+			def = via[mac]
+			gw = def.Addr()
+		}
+		if o, ok := gwOwner[gw]; !ok || def.Bits() > o.Bits() {
+			gwOwner[gw] = def
 			l2.Neigh[gw] = mac
 		}
 	}
@@ -51,4 +59,12 @@ func L2Of(subnets map[netip.Prefix]Subnet) L2 {
 		slices.SortFunc(l2.ByMAC[mac], netip.Addr.Compare)
 	}
 	return l2
+}
+
+// compareSubnets orders records before leases, then by prefix.
+func compareSubnets(a, b Subnet) int {
+	if a.Source != b.Source {
+		return int(a.Source) - int(b.Source)
+	}
+	return ComparePrefix(a.Prefix, b.Prefix)
 }

@@ -60,11 +60,20 @@ type Subnet struct {
 	Owner    string // the record's etcd key, or "lease <prefix>"
 	Host     string // the record's host; "" for a lease
 	Reserved bool   // a record whose host holds the subnet's reservation
+	// Via, for a record, is the gateway shared by every record subnet behind
+	// its VTEP (RecordVia); zero: the subnet's own network address.
+	Via netip.Addr
 }
 
-// Gateway is the neighbour address flannel routes the subnet through: its
-// network address.
-func (s Subnet) Gateway() netip.Addr { return s.Prefix.Addr() }
+// Gateway is the neighbour address the subnet is routed through: for a
+// lease flannel's (the subnet's network address), for a record the shared
+// gateway of its VTEP (Via) when known.
+func (s Subnet) Gateway() netip.Addr {
+	if s.Source == FromRecord && s.Via.IsValid() {
+		return s.Via
+	}
+	return s.Prefix.Addr()
+}
 
 // MAC is the VTEP MAC in the key form of the fdb controller (lowercase).
 func (s Subnet) MAC() string { return s.VtepMAC.String() }
@@ -179,7 +188,8 @@ func conflict(p netip.Prefix, reason string, recs []state.KeyedNetwork) *Conflic
 }
 
 // All resolves every subnet named by records or leases (any order) and
-// returns the remote ones by prefix and the conflicts sorted by prefix.
+// returns the remote ones by prefix (records with their VTEP's shared
+// gateway, RecordVia) and the conflicts sorted by prefix.
 func All(self Self, records []state.KeyedNetwork, leases []state.Lease) (map[netip.Prefix]Subnet, []Conflict) {
 	bySubnet := map[netip.Prefix][]state.KeyedNetwork{}
 	for _, r := range records {
@@ -204,6 +214,21 @@ func All(self Self, records []state.KeyedNetwork, leases []state.Lease) (map[net
 		}
 	}
 	slices.SortFunc(conflicts, func(a, b Conflict) int { return ComparePrefix(a.Prefix, b.Prefix) })
+	via := map[string]netip.Addr{} // VTEP MAC -> RecordVia of its records
+	for _, s := range out {
+		if s.Source != FromRecord {
+			continue
+		}
+		if v, ok := via[s.MAC()]; !ok || s.Prefix.Addr().Less(v) {
+			via[s.MAC()] = s.Prefix.Addr()
+		}
+	}
+	for p, s := range out {
+		if s.Source == FromRecord {
+			s.Via = via[s.MAC()]
+			out[p] = s
+		}
+	}
 	return out, conflicts
 }
 

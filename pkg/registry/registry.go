@@ -91,6 +91,9 @@ func (r *Registry) Keys() Keys { return r.cfg.Keys }
 // Lease returns the current registration lease, 0 when none is granted.
 func (r *Registry) Lease() clientv3.LeaseID { return r.current(regLease) }
 
+// HostLease is the current host liveness lease (0 before the first grant).
+func (r *Registry) HostLease() clientv3.LeaseID { return r.current(hostLease) }
+
 // errRetry: a guard failed because someone wrote in between; read again.
 var errRetry = errors.New("etcd changed during the transaction")
 

@@ -93,12 +93,15 @@ type Store struct {
 	// form) and PublicIP, so "does this host's flanneld hold a lease?" is O(1).
 	vxlanByMAC map[string]map[netip.Prefix]struct{}
 	vxlanByIP  map[netip.Addr]map[netip.Prefix]struct{}
-	hosts      map[string]registry.HostRecord
-	link       Link
-	synced     map[string]bool
-	idx        claimIndex // overlaps and VTEP addresses (claims.go)
-	underlay   Underlay
-	flannelNet netip.Prefix
+	// recordsByMAC indexes the records' subnets by VtepMAC (string form),
+	// so the decisions of one VTEP cost O(its subnets), not O(records).
+	recordsByMAC map[string]map[netip.Prefix]int
+	hosts        map[string]registry.HostRecord
+	link         Link
+	synced       map[string]bool
+	idx          claimIndex // overlaps and VTEP addresses (claims.go)
+	underlay     Underlay
+	flannelNet   netip.Prefix
 
 	subsMu sync.Mutex // guards subs; separate so subscribers may read the store
 	subs   []func(Event)
@@ -122,6 +125,8 @@ func New() *Store {
 		vxlanByMAC: map[string]map[netip.Prefix]struct{}{},
 		vxlanByIP:  map[netip.Addr]map[netip.Prefix]struct{}{},
 		idx:        newClaimIndex(),
+
+		recordsByMAC: map[string]map[netip.Prefix]int{},
 	}
 }
 
@@ -196,6 +201,7 @@ func (s *Store) ReplaceEtcd(v EtcdView, trigger string) {
 	evs = append(evs, diff(KindHost, s.hosts, v.Hosts, trigger, hostEqual, sameKey)...)
 	s.networks = v.Networks
 	s.bySubnet = map[netip.Prefix]map[string]struct{}{}
+	s.recordsByMAC = map[string]map[netip.Prefix]int{}
 	s.idx = newClaimIndex()
 	for k, n := range v.Networks {
 		s.indexNetwork(k, n)
@@ -466,6 +472,29 @@ func (s *Store) firstLease(ps map[netip.Prefix]struct{}) (Lease, bool) {
 	return s.leases[best], true
 }
 
+// SubnetsWithMAC returns, sorted, the subnets of the records and vxlan
+// leases whose VtepMAC is mac (string form, lowercase).
+func (s *Store) SubnetsWithMAC(mac string) []netip.Prefix {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]netip.Prefix, 0, len(s.recordsByMAC[mac])+len(s.vxlanByMAC[mac]))
+	for p := range s.recordsByMAC[mac] {
+		out = append(out, p)
+	}
+	for p := range s.vxlanByMAC[mac] {
+		if _, dup := s.recordsByMAC[mac][p]; !dup {
+			out = append(out, p)
+		}
+	}
+	slices.SortFunc(out, func(a, b netip.Prefix) int {
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c
+		}
+		return a.Bits() - b.Bits()
+	})
+	return out
+}
+
 // Host returns the host record of host.
 func (s *Store) Host(host string) (registry.HostRecord, bool) {
 	s.mu.RLock()
@@ -494,6 +523,7 @@ func (s *Store) Link() Link {
 
 func (s *Store) indexNetwork(key string, n registry.Network) {
 	s.idx.add(n.Subnet, n.PublicIP, 1)
+	countIndex(s.recordsByMAC, n.VtepMAC.String(), n.Subnet, 1)
 	m := s.bySubnet[n.Subnet]
 	if m == nil {
 		m = map[string]struct{}{}
@@ -504,6 +534,7 @@ func (s *Store) indexNetwork(key string, n registry.Network) {
 
 func (s *Store) unindexNetwork(key string, n registry.Network) {
 	s.idx.add(n.Subnet, n.PublicIP, -1)
+	countIndex(s.recordsByMAC, n.VtepMAC.String(), n.Subnet, -1)
 	if m := s.bySubnet[n.Subnet]; m != nil {
 		delete(m, key)
 		if len(m) == 0 {
@@ -538,6 +569,22 @@ func (s *Store) unindexLease(l Lease) {
 	}
 	if l.PublicIP.IsValid() {
 		dropIndex(s.vxlanByIP, l.PublicIP, l.Subnet)
+	}
+}
+
+// countIndex counts the records naming (k, p): several records may claim
+// one subnet behind one VTEP.
+func countIndex(idx map[string]map[netip.Prefix]int, k string, p netip.Prefix, delta int) {
+	m := idx[k]
+	if m == nil {
+		m = map[netip.Prefix]int{}
+		idx[k] = m
+	}
+	if m[p] += delta; m[p] <= 0 {
+		delete(m, p)
+	}
+	if len(m) == 0 {
+		delete(idx, k)
 	}
 }
 

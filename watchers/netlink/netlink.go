@@ -187,6 +187,7 @@ func (w *Watcher) session(ctx context.Context) error {
 		return err
 	}
 	w.subs.Add(1)
+	w.h.ForgetEchoes() // what was written while unsubscribed has no echo to come
 	w.learnIndex()
 	w.report(Change{Object: Link, Key: w.o.Iface, Trigger: "netlink:subscribed"})
 	select {
@@ -329,6 +330,9 @@ func (w *Watcher) onLink(u vnl.LinkUpdate) {
 
 func (w *Watcher) onRoute(u vnl.RouteUpdate) {
 	w.notes.Add(1)
+	if w.h.OwnRouteEcho(u) {
+		return // our own write coming back: nothing changed that we do not know
+	}
 	r := u.Route
 	if r.Table != 0 && r.Table != unix.RT_TABLE_MAIN {
 		return
@@ -350,6 +354,9 @@ func (w *Watcher) onRoute(u vnl.RouteUpdate) {
 
 func (w *Watcher) onNeigh(u vnl.NeighUpdate) {
 	w.notes.Add(1)
+	if w.h.OwnNeighEcho(u) {
+		return // our own write coming back
+	}
 	n := u.Neigh
 	vx := w.vxlx.Load()
 	if vx == 0 || int64(n.LinkIndex) != vx {

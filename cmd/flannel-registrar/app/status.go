@@ -91,8 +91,7 @@ func (a *App) gatherStatus(ctx context.Context) (status.Report, error) {
 		return status.Report{}, err
 	}
 	link := a.store.Link()
-	self := overlay.Self{Host: a.cfg.HostName, PublicIP: overlay.PublicIPOf(a.cfg.PublicIP, link, a.store), VtepMAC: link.MAC,
-		Trust: &overlay.Trust{Policy: *a.policy(), Facts: a.store.Facts(), Claims: a.store}}
+	self := overlay.SelfOf(a.cfg.HostName, a.cfg.PublicIP, a.policy(), a.store)
 	subnets, conflicts := overlay.All(self, a.store.Networks(), a.store.Leases())
 
 	r.Hosts = a.statusHosts(self.PublicIP, entries)
