@@ -58,6 +58,10 @@ type Snapshot struct {
 
 	Peers []Peer
 
+	// GroupDrops are the packets and bytes our DROP rules stopped on their
+	// way into each isolation group (iptables counters).
+	GroupDrops map[string][2]uint64
+
 	LastResync time.Time // last full resync that listed every key
 }
 
@@ -85,6 +89,8 @@ var (
 	descPeerRTT    = desc("peer_rtt_seconds", "Round-trip time of the last answered probe to the peer.", "peer", "public_ip")
 	descPeers      = desc("peers", "Remote VTEPs probed, by state (reachable, unreachable, unknown).", "state")
 	descLastResync = desc("last_resync_timestamp_seconds", "Unix time of the last full resync that listed every key.")
+	descGroupDrops = desc("group_dropped_packets_total", "Packets from the overlay dropped on their way into an isolation group, by group.", "group")
+	descGroupBytes = desc("group_dropped_bytes_total", "Bytes from the overlay dropped on their way into an isolation group, by group.", "group")
 )
 
 func desc(name, help string, labels ...string) *prometheus.Desc {
@@ -96,7 +102,7 @@ type collector struct{ src Source }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descReconciles, descChanges, descErrors, descQueue, descConnected,
 		descVXLAN, descReady, descEtcdItems, descManaged, descWrites, descConflicts, descRefusals, descInvalid,
-		descQuarantine, descLeftovers, descRecovery, descPeerUp, descPeerRTT, descPeers, descLastResync} {
+		descQuarantine, descLeftovers, descRecovery, descPeerUp, descPeerRTT, descPeers, descLastResync, descGroupDrops, descGroupBytes} {
 		ch <- d
 	}
 }
@@ -164,6 +170,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descPeers, float64(unknown), "unknown")
 	if !s.LastResync.IsZero() {
 		gauge(descLastResync, float64(s.LastResync.UnixNano())/1e9)
+	}
+	for _, g := range sortedKeys(s.GroupDrops) {
+		counter(descGroupDrops, float64(s.GroupDrops[g][0]), g)
+		counter(descGroupBytes, float64(s.GroupDrops[g][1]), g)
 	}
 }
 

@@ -472,6 +472,12 @@ func (a *App) snapshot() metrics.Snapshot {
 		"neigh_del": w.NeighDel, "fdb_set": w.FDBSet, "fdb_del": w.FDBDel, "iptables": a.fwd.Writes(),
 	}
 	s.Routes, s.Neighbours, s.FDB = a.managedObjects()
+	if drops, err := a.fwd.GroupDrops(); err == nil {
+		s.GroupDrops = make(map[string][2]uint64, len(drops))
+		for g, c := range drops {
+			s.GroupDrops[g] = [2]uint64{c.Packets, c.Bytes}
+		}
+	}
 	a.h.mu.Lock()
 	s.Leftovers = len(a.h.leftovers)
 	s.Recovery = make(map[string]uint64, len(a.h.actions))
