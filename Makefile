@@ -79,4 +79,6 @@ lint:
 	@if command -v golangci-lint >/dev/null; then golangci-lint run ./...; \
 	else echo "golangci-lint not installed; skipped"; fi
 	./hack/check-layers.sh
+	@big=$$(find . -name '*.go' ! -name '*_test.go' -not -path './.git/*' -exec wc -l {} + | awk '$$2 != "total" && $$1 > 600'); \
+	if [ -n "$$big" ]; then echo "non-test Go files over 600 lines (split them by concern):"; echo "$$big"; exit 1; fi
 	@if command -v shellcheck >/dev/null; then shellcheck hack/*.sh; fi

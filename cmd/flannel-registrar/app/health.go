@@ -2,25 +2,21 @@ package app
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
-	"github.com/vishvananda/netlink"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/flannel-registrar/flannel-registrar/pkg/config"
 	"github.com/flannel-registrar/flannel-registrar/pkg/legacy"
 	"github.com/flannel-registrar/flannel-registrar/pkg/metrics"
-	"github.com/flannel-registrar/flannel-registrar/pkg/netlinkx"
 	"github.com/flannel-registrar/flannel-registrar/pkg/probe"
 	"github.com/flannel-registrar/flannel-registrar/pkg/recovery"
 )
@@ -68,19 +64,6 @@ func newHealth(cfg config.Config) *health {
 		actions:   map[string]uint64{},
 		kick:      make(chan struct{}, 1),
 	}
-}
-
-// onInvalidEtcd is the etcd watcher's OnInvalid hook. It must not block the
-// watcher: the key is classified by the health loop (one read each).
-func (a *App) onInvalidEtcd(key string, rev int64, err error) {
-	a.h.mu.Lock()
-	a.h.pending[key] = rev
-	a.h.mu.Unlock()
-	select {
-	case a.h.kick <- struct{}{}:
-	default:
-	}
-	a.log.Debug("invalid etcd item", "key", key, "revision", rev, "error", err.Error())
 }
 
 // startHealth runs the endpoints, the prober, the health loop and the status
@@ -227,109 +210,6 @@ func (a *App) isSynced() bool {
 	}
 }
 
-// prescan runs the leftover scan once the sources are listed and before the
-// controllers start: the subnets controller would otherwise unregister this
-// host's plain-CIDR entries (keys of its own name that are not local
-// networks) before they are copied to _quarantine.
-func (a *App) prescan(ctx context.Context) {
-	a.h.scanned.Store(a.scanLeftovers(ctx))
-	a.h.prescanned.Store(true)
-}
-
-// scanLeftovers lists the original tool's keys once per start, logs one
-// summary line, and moves aside those that are this host's to move.
-func (a *App) scanLeftovers(ctx context.Context) bool {
-	ctx, cancel := context.WithTimeout(ctx, etcdRequestTimeout)
-	defer cancel()
-	los, err := legacy.Scan(ctx, a.etcd, a.keys())
-	if err != nil {
-		a.log.Debug("cannot scan for the original tool's keys yet", "error", err.Error())
-		return false
-	}
-	a.h.mu.Lock()
-	for _, lo := range los {
-		a.h.leftovers[lo.Key] = lo
-		delete(a.h.pending, lo.Key)
-	}
-	a.h.mu.Unlock()
-	if len(los) > 0 {
-		sum := legacy.Summary(los)
-		a.log.Warn("found keys the original flannel-registrar (bash) left; this host's are moved to _quarantine, others are left to their hosts (see `flannel-registrar doctor`)",
-			"network_text", sum[legacy.NetworkText], "host_status", sum[legacy.HostStatus],
-			"exists_marker", sum[legacy.Exists], "loopback_leases", sum[legacy.LoopbackVXLAN])
-	}
-	for _, lo := range los {
-		a.moveLeftover(ctx, lo)
-	}
-	return true
-}
-
-// classifyPending reads each invalid key reported since the last tick: the
-// original's leftovers are tracked (and, with move, moved when ours to
-// move), anything else is reported as an invalid item.
-func (a *App) classifyPending(ctx context.Context, move bool) {
-	a.h.mu.Lock()
-	pending := a.h.pending
-	a.h.pending = map[string]int64{}
-	a.h.mu.Unlock()
-	for key, rev := range pending {
-		rctx, cancel := context.WithTimeout(ctx, etcdRequestTimeout)
-		resp, err := a.etcd.Get(rctx, key)
-		cancel()
-		if err != nil || len(resp.Kvs) == 0 {
-			continue // gone, or etcd down: a re-list reports it again
-		}
-		kv := resp.Kvs[0]
-		lo, ok := legacy.Classify(a.keys(), key, kv.Value)
-		if !ok {
-			a.log.Warn("skipped invalid etcd item", "key", key, "revision", rev, "value", truncate(string(kv.Value), 200))
-			continue
-		}
-		a.h.mu.Lock()
-		_, known := a.h.leftovers[key]
-		a.h.leftovers[key] = lo
-		a.h.mu.Unlock()
-		if !known {
-			a.log.Info("key left by the original flannel-registrar", "key", key, "kind", string(lo.Kind), "host", lo.Host)
-		}
-		if move {
-			a.moveLeftover(ctx, lo)
-		}
-	}
-}
-
-func (a *App) moveLeftover(ctx context.Context, lo legacy.Leftover) {
-	if !lo.Movable(a.cfg.HostName) {
-		return
-	}
-	ctx, cancel := context.WithTimeout(ctx, etcdRequestTimeout)
-	defer cancel()
-	resp, err := a.etcd.Get(ctx, lo.Key)
-	if err != nil || len(resp.Kvs) == 0 {
-		return
-	}
-	kv := resp.Kvs[0]
-	moved, err := legacy.Quarantine(ctx, a.etcd, a.keys(), lo.Key, kv.ModRevision, string(kv.Value))
-	switch {
-	case err != nil:
-		a.log.Warn("cannot quarantine a leftover key; retrying at the next re-list", "key", lo.Key, "error", err.Error())
-	case moved:
-		a.h.quarantined.Add(1)
-		a.h.mu.Lock()
-		delete(a.h.leftovers, lo.Key)
-		a.h.mu.Unlock()
-		a.log.Warn("quarantined and removed a key the original tool left", "key", lo.Key, "kind", string(lo.Kind),
-			"to", a.keys().QuarantineKey(lo.Key), "value", truncate(string(kv.Value), 200))
-	}
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
-}
-
 // selfPublicIP is this host's VTEP address: the override, else the device's
 // local address (remembered while the device is gone).
 func (a *App) selfPublicIP() netip.Addr {
@@ -425,247 +305,6 @@ func (a *App) recover(ctx context.Context) {
 	}
 }
 
-// snapshot is what /metrics exports, read at scrape time.
-func (a *App) snapshot() metrics.Snapshot {
-	s := metrics.Snapshot{
-		EtcdConnected:   a.h.etcdOK.Load(),
-		DockerConnected: a.store.Synced("docker") && !a.dockerDown.isDown(),
-		VXLANPresent:    a.store.Link().Present,
-		Records:         len(a.store.Networks()),
-		Leases:          len(a.store.Leases()),
-		Hosts:           len(a.store.Hosts()),
-		Conflicts:       len(a.subnets.Conflicts()),
-		Refusals:        map[string]int{},
-		InvalidSkipped:  a.etcdW.Invalid() + a.h.dockerInvalid.Load(),
-		Quarantined:     a.h.quarantined.Load(),
-		LastResync:      a.mgr.LastResync(),
-	}
-	s.Ready = a.isSynced() && s.EtcdConnected && s.VXLANPresent
-	for _, c := range a.routes.Conflicts() {
-		if c.Active && c.Rule == "" {
-			s.Conflicts++
-		}
-	}
-	for _, r := range a.subnets.Refused() {
-		s.Refusals[r.Rule]++
-	}
-	for _, r := range a.routes.Refused() {
-		s.Refusals[r.Rule]++
-	}
-	stats := a.mgr.Stats()
-	names := make([]string, 0, len(stats))
-	for n := range stats {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		st := stats[n]
-		depth := 0
-		if r := a.mgr.Runner(n); r != nil {
-			depth = r.Len()
-		}
-		s.Controllers = append(s.Controllers, metrics.Controller{Name: n, Reconciles: st.Reconciles, Changes: st.Changes, Errors: st.Errors, QueueDepth: depth})
-	}
-	w := a.nl.WriteStats()
-	s.KernelWrites = map[string]uint64{
-		"route_replace": w.RouteReplace, "route_del": w.RouteDel, "neigh_set": w.NeighSet,
-		"neigh_del": w.NeighDel, "fdb_set": w.FDBSet, "fdb_del": w.FDBDel, "iptables": a.fwd.Writes(),
-	}
-	s.Routes, s.Neighbours, s.FDB = a.managedObjects()
-	if drops, err := a.fwd.GroupDrops(); err == nil {
-		s.GroupDrops = make(map[string][2]uint64, len(drops))
-		for g, c := range drops {
-			s.GroupDrops[g] = [2]uint64{c.Packets, c.Bytes}
-		}
-	}
-	a.h.mu.Lock()
-	s.Leftovers = len(a.h.leftovers)
-	s.Recovery = make(map[string]uint64, len(a.h.actions))
-	for k, v := range a.h.actions {
-		s.Recovery[k] = v
-	}
-	a.h.mu.Unlock()
-	for _, p := range a.peerStates() {
-		s.Peers = append(s.Peers, metrics.Peer{Host: p.Host, PublicIP: p.Key, Reachable: p.Reachable, Probed: p.Probed, RTT: p.RTT})
-	}
-	return s
-}
-
-func (a *App) peerStates() []probe.State {
-	if a.h.prober == nil {
-		return nil
-	}
-	return a.h.prober.States()
-}
-
-// managedObjects counts, on the VXLAN device, our routes and the flannel-
-// shaped ones, the permanent neighbours and the FDB entries: what the
-// registrar (and flanneld) keep there.
-func (a *App) managedObjects() (routes, neighs, fdbs int) {
-	l := a.store.Link()
-	if !l.Present {
-		return 0, 0, 0
-	}
-	if rs, err := a.nl.Routes(&netlink.Route{LinkIndex: l.Index}, netlink.RT_FILTER_OIF); err == nil {
-		for _, r := range rs {
-			if r.LinkIndex == l.Index && (r.Protocol == netlinkx.RouteProtocol || r.Protocol == netlinkx.FlannelRouteProtocol) {
-				routes++
-			}
-		}
-	}
-	if ns, err := a.nl.Neighs(l.Index); err == nil {
-		neighs = len(ns)
-	}
-	if fs, err := a.nl.FDB(l.Index); err == nil {
-		fdbs = len(fs)
-	}
-	return routes, neighs, fdbs
-}
-
-// HostStatus is this host's entry under <ConfigPrefix>/_status/: the view
-// from here that `status` shows for every host.
-type HostStatus struct {
-	Host      string         `json:"Host"`
-	Updated   time.Time      `json:"Updated"`
-	Ready     bool           `json:"Ready"`
-	Peers     []PeerStatus   `json:"Peers"`
-	Recovery  RecoveryStatus `json:"Recovery"`
-	Leftovers int            `json:"Leftovers"`
-}
-
-// PeerStatus is one peer's reachability from the host of a HostStatus.
-type PeerStatus struct {
-	Host      string  `json:"Host,omitempty"`
-	PublicIP  string  `json:"PublicIP"`
-	Reachable *bool   `json:"Reachable"` // nil: not decided yet
-	RTTMillis float64 `json:"RTTMillis,omitempty"`
-}
-
-// RecoveryStatus is the recovery guard as seen by status.
-type RecoveryStatus struct {
-	Mode    string            `json:"Mode"`
-	Actions map[string]uint64 `json:"Actions,omitempty"`
-	recovery.Status
-}
-
-func (a *App) hostStatus() HostStatus {
-	hs := HostStatus{Host: a.cfg.HostName, Ready: a.isSynced() && a.h.etcdOK.Load() && a.store.Link().Present}
-	for _, p := range a.peerStates() {
-		ps := PeerStatus{Host: p.Host, PublicIP: p.Key}
-		if p.Probed {
-			r := p.Reachable
-			ps.Reachable = &r
-			if r {
-				ps.RTTMillis = float64(p.RTT.Microseconds()) / 1000
-			}
-		}
-		hs.Peers = append(hs.Peers, ps)
-	}
-	a.h.mu.Lock()
-	hs.Recovery = RecoveryStatus{Mode: a.cfg.Recovery, Status: a.h.guard.Status(time.Now())}
-	if len(a.h.actions) > 0 {
-		hs.Recovery.Actions = map[string]uint64{}
-		for k, v := range a.h.actions {
-			hs.Recovery.Actions[k] = v
-		}
-	}
-	hs.Leftovers = len(a.h.leftovers)
-	a.h.mu.Unlock()
-	return hs
-}
-
 // statusRefresh is how often an entry whose only change is round-trip
 // times is rewritten.
 const statusRefresh = time.Minute
-
-// significant is hs without what changes on every probe.
-func significant(hs HostStatus) HostStatus {
-	peers := make([]PeerStatus, len(hs.Peers))
-	for i, p := range hs.Peers {
-		p.RTTMillis = 0
-		peers[i] = p
-	}
-	hs.Peers = peers
-	return hs
-}
-
-// publishStatus keeps this host's status entry in etcd on a lease of its
-// own (TTL HOST_LIVENESS, kept alive), rewriting it when it changes.
-func (a *App) publishStatus(ctx context.Context) {
-	t := time.NewTicker(2 * time.Second)
-	defer t.Stop()
-	var (
-		lease clientv3.LeaseID
-		lost  atomic.Bool
-		last  []byte
-		wrote time.Time
-		wg    sync.WaitGroup
-	)
-	defer wg.Wait()
-	defer func() {
-		// A stopped daemon's view is gone at once, not when its lease expires.
-		if lease != 0 {
-			rctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			_, _ = a.etcd.Revoke(rctx, lease) // best effort: the lease expires anyway
-			cancel()
-		}
-	}()
-	key := a.keys().Status(a.cfg.HostName)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		hs := a.hostStatus()
-		val, err := json.Marshal(significant(hs))
-		if err != nil {
-			continue
-		}
-		// Round-trip times change with every probe: they alone refresh the
-		// entry once a minute, so a quiet cluster costs etcd almost nothing.
-		if lease != 0 && !lost.Load() && string(val) == string(last) && time.Since(wrote) < statusRefresh {
-			continue
-		}
-		// The time is set only when something changed: an unchanged entry
-		// costs etcd nothing.
-		hs.Updated = time.Now().UTC().Truncate(time.Second)
-		out, err := json.Marshal(hs)
-		if err != nil {
-			continue
-		}
-		wctx, cancel := context.WithTimeout(ctx, etcdRequestTimeout)
-		if lease == 0 || lost.Load() {
-			g, err := a.etcd.Grant(wctx, int64(a.cfg.HostLivenessTTL/time.Second))
-			if err != nil {
-				cancel()
-				continue
-			}
-			ch, err := a.etcd.KeepAlive(ctx, g.ID)
-			if err != nil {
-				cancel()
-				continue
-			}
-			lease = g.ID
-			lost.Store(false)
-			wg.Go(func() {
-				for range ch { //nolint:revive // drain: the client needs its answers read
-				}
-				lost.Store(true)
-			})
-		}
-		if _, err := a.etcd.Put(wctx, key, string(out), clientv3.WithLease(lease)); err == nil {
-			last, wrote = val, time.Now()
-		}
-		cancel()
-	}
-}
-
-// DecodeHostStatus parses a status entry.
-func DecodeHostStatus(b []byte) (HostStatus, error) {
-	var hs HostStatus
-	if err := json.Unmarshal(b, &hs); err != nil {
-		return HostStatus{}, fmt.Errorf("decode status entry: %w", err)
-	}
-	return hs, nil
-}

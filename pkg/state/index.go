@@ -1,0 +1,151 @@
+package state
+
+// This file: the store's indexes, events and equality.
+
+import (
+	"net/netip"
+	"slices"
+
+	"github.com/flannel-registrar/flannel-registrar/pkg/registry"
+)
+
+func (s *Store) indexNetwork(key string, n registry.Network) {
+	s.idx.add(n.Subnet, n.PublicIP, 1)
+	countIndex(s.recordsByMAC, n.VtepMAC.String(), n.Subnet, 1)
+	m := s.bySubnet[n.Subnet]
+	if m == nil {
+		m = map[string]struct{}{}
+		s.bySubnet[n.Subnet] = m
+	}
+	m[key] = struct{}{}
+}
+
+func (s *Store) unindexNetwork(key string, n registry.Network) {
+	s.idx.add(n.Subnet, n.PublicIP, -1)
+	countIndex(s.recordsByMAC, n.VtepMAC.String(), n.Subnet, -1)
+	if m := s.bySubnet[n.Subnet]; m != nil {
+		delete(m, key)
+		if len(m) == 0 {
+			delete(s.bySubnet, n.Subnet)
+		}
+	}
+}
+
+// indexLease adds a vxlan lease to the MAC and PublicIP indexes.
+func (s *Store) indexLease(l Lease) {
+	if !l.IsVXLAN() {
+		s.idx.add(l.Subnet, netip.Addr{}, 1)
+		return
+	}
+	s.idx.add(l.Subnet, l.PublicIP, 1)
+	if len(l.VtepMAC) > 0 {
+		addIndex(s.vxlanByMAC, l.VtepMAC.String(), l.Subnet)
+	}
+	if l.PublicIP.IsValid() {
+		addIndex(s.vxlanByIP, l.PublicIP, l.Subnet)
+	}
+}
+
+func (s *Store) unindexLease(l Lease) {
+	if !l.IsVXLAN() {
+		s.idx.add(l.Subnet, netip.Addr{}, -1)
+		return
+	}
+	s.idx.add(l.Subnet, l.PublicIP, -1)
+	if len(l.VtepMAC) > 0 {
+		dropIndex(s.vxlanByMAC, l.VtepMAC.String(), l.Subnet)
+	}
+	if l.PublicIP.IsValid() {
+		dropIndex(s.vxlanByIP, l.PublicIP, l.Subnet)
+	}
+}
+
+// countIndex counts the records naming (k, p): several records may claim
+// one subnet behind one VTEP.
+func countIndex(idx map[string]map[netip.Prefix]int, k string, p netip.Prefix, delta int) {
+	m := idx[k]
+	if m == nil {
+		m = map[netip.Prefix]int{}
+		idx[k] = m
+	}
+	if m[p] += delta; m[p] <= 0 {
+		delete(m, p)
+	}
+	if len(m) == 0 {
+		delete(idx, k)
+	}
+}
+
+func addIndex[K comparable](idx map[K]map[netip.Prefix]struct{}, k K, p netip.Prefix) {
+	m := idx[k]
+	if m == nil {
+		m = map[netip.Prefix]struct{}{}
+		idx[k] = m
+	}
+	m[p] = struct{}{}
+}
+
+func dropIndex[K comparable](idx map[K]map[netip.Prefix]struct{}, k K, p netip.Prefix) {
+	if m := idx[k]; m != nil {
+		delete(m, p)
+		if len(m) == 0 {
+			delete(idx, k)
+		}
+	}
+}
+
+func event[T any](kind Kind, key, trigger string, old T, had bool, nw any, has bool) Event {
+	ev := Event{Kind: kind, Key: key, Trigger: trigger}
+	if had {
+		ev.Old = old
+	}
+	if has {
+		ev.New = nw
+	}
+	return ev
+}
+
+// diff returns the events that turn old into want; key names a map key in
+// an Event.
+func diff[K comparable, T any](kind Kind, old, want map[K]T, trigger string, eq func(a, b T) bool, key func(K) string) []Event {
+	var evs []Event
+	for k, o := range old {
+		if n, ok := want[k]; !ok {
+			evs = append(evs, Event{Kind: kind, Key: key(k), Trigger: trigger, Old: o})
+		} else if !eq(o, n) {
+			evs = append(evs, Event{Kind: kind, Key: key(k), Trigger: trigger, Old: o, New: n})
+		}
+	}
+	for k, n := range want {
+		if _, ok := old[k]; !ok {
+			evs = append(evs, Event{Kind: kind, Key: key(k), Trigger: trigger, New: n})
+		}
+	}
+	return evs
+}
+
+func sameKey(k string) string { return k }
+
+func localEqual(a, b LocalNetwork) bool {
+	return a.ID == b.ID && a.Name == b.Name && a.Subnet == b.Subnet && a.Gateway == b.Gateway &&
+		a.Bridge == b.Bridge && slices.Equal(a.Groups, b.Groups)
+}
+
+func hostEqual(a, b registry.HostRecord) bool { return a == b }
+
+func networkEqual(a, b registry.Network) bool {
+	return a.Host == b.Host && a.Network == b.Network && a.NetworkID == b.NetworkID &&
+		a.Subnet == b.Subnet && a.Gateway == b.Gateway && a.PublicIP == b.PublicIP &&
+		a.VtepMAC.String() == b.VtepMAC.String() && a.VNI == b.VNI && slices.Equal(a.Groups, b.Groups)
+}
+
+func leaseEqual(a, b Lease) bool {
+	return a.Subnet == b.Subnet && a.Subnet6 == b.Subnet6 && a.PublicIP == b.PublicIP && a.VNI == b.VNI &&
+		a.VtepMAC.String() == b.VtepMAC.String() && a.Raw.BackendType == b.Raw.BackendType &&
+		string(a.Raw.BackendData) == string(b.Raw.BackendData)
+}
+
+func linkEqual(a, b Link) bool {
+	return a.Name == b.Name && a.Present == b.Present && a.Up == b.Up && a.Index == b.Index &&
+		a.MAC.String() == b.MAC.String() && a.Local == b.Local && a.MTU == b.MTU && a.VNI == b.VNI
+}
