@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -55,23 +54,6 @@ func TestPrepareCommand(t *testing.T) {
 	}
 }
 
-// procStatus reads fields of /proc/<pid>/status.
-func procStatus(pid int) (map[string]string, error) {
-	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	m := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(sc.Text(), ":"); ok {
-			m[k] = strings.TrimSpace(v)
-		}
-	}
-	return m, sc.Err()
-}
-
 func (n *node) checkHealth() (string, error) {
 	cmd := exec.Command(daemonBinary(n.t), "health")
 	cmd.Env = []string{"HEALTH_FILE=" + n.healthFile(), "HOST_NAME=" + n.host}
@@ -101,7 +83,7 @@ func TestDaemonUnprivilegedHealthAndStop(t *testing.T) {
 	t.Logf("healthy %s after start", time.Since(started).Round(time.Millisecond))
 
 	pid := n.cmd.Process.Pid
-	st, err := procStatus(pid)
+	st, err := testutil.ProcStatus(pid)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,6 @@ package e2e
 // scenario; it swaps the lab's registrars for containers and back.
 
 import (
-	"bufio"
 	"context"
 	"os"
 	"slices"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/flannel-registrar/flannel-registrar/hack/lab"
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/testutil"
 )
 
 // netAdminOnly is CapEff/CapPrm/CapBnd/CapAmb with NET_ADMIN (bit 12) and
@@ -145,7 +145,7 @@ func checkUnprivileged(t *testing.T, h *lab.Host) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	status, err := procStatus(st.Pid)
+	status, err := testutil.ProcStatus(st.Pid)
 	if err != nil {
 		t.Fatalf("%s: %v", h.Name, err)
 	}
@@ -189,20 +189,4 @@ func backToBinary(t *testing.T, l *lab.Lab) {
 			}
 		}
 	}
-}
-
-func procStatus(pid int) (map[string]string, error) {
-	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	m := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(sc.Text(), ":"); ok {
-			m[k] = strings.TrimSpace(v)
-		}
-	}
-	return m, sc.Err()
 }

@@ -4,17 +4,20 @@
 package testutil
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"github.com/flannel-registrar/flannel-registrar/pkg/testing/poll"
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/poll"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -158,4 +161,21 @@ func randHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// ProcStatus reads the fields of /proc/<pid>/status (Uid, CapEff, …).
+func ProcStatus(pid int) (map[string]string, error) {
+	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	m := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), ":"); ok {
+			m[k] = strings.TrimSpace(v)
+		}
+	}
+	return m, sc.Err()
 }
