@@ -8,7 +8,7 @@
 #   debian:bookworm-slim   mmdebstrap --variant=essential --include=iptables,ca-certificates bookworm
 #                          (merged /usr, no docs: see debootstrap_args)
 #   golang:1.26-bookworm   that rootfs + this machine's Go toolchain + a module
-#                          cache holding exactly go.sum's modules (GOPROXY=off)
+#                          cache holding exactly the modules of go.mod/go.sum (GOPROXY=off)
 #                          + a build cache of those modules
 # Both tarballs are cached under $IMAGE_CACHE. The build runs in a temporary
 # dockerd inside a network namespace of its own (nsenter --net; no bridge, no
@@ -78,7 +78,8 @@ fi
 
 # 2. Builder stand-in: the rootfs plus Go and the module cache of go.sum.
 gover=$("$GO" env GOVERSION)
-key="$gover-$(sha256sum go.sum | cut -c1-12)-$(basename "$rootfs" .tar)"
+# go.mod too: a require line can change while go.sum does not.
+key="$gover-$(cat go.mod go.sum | sha256sum | cut -c1-12)-$(basename "$rootfs" .tar)"
 builder="$CACHE/builder-$key.tar"
 if [ ! -s "$builder" ]; then
 	log "builder stand-in $gover, modules of go.sum -> $builder"
