@@ -252,12 +252,17 @@ func TestWatcherListEventsAndReconnect(t *testing.T) {
 	api.remove(id('b'))
 	s.msgs <- netEvent(events.ActionDestroy, id('b'), "app2")
 	wantNames(t, store, "app1=a", "dup=x")
-	pokes := rec.get(&rec.pokes)
-	for _, want := range []string{"docker:list", "docker:create app2", "docker:connect app1", "docker:start c1", "docker:destroy app2"} {
-		if !slices.Contains(pokes, want) {
-			t.Errorf("no rules-changed report %q in %q", want, pokes)
+	// The report follows the store write of the same event: wait for it.
+	var pokes []string
+	testutil.Eventually(t, 5*time.Second, func() error {
+		pokes = rec.get(&rec.pokes)
+		for _, want := range []string{"docker:list", "docker:create app2", "docker:connect app1", "docker:start c1", "docker:destroy app2"} {
+			if !slices.Contains(pokes, want) {
+				return fmt.Errorf("no rules-changed report %q in %q", want, pokes)
+			}
 		}
-	}
+		return nil
+	})
 	if slices.Contains(pokes, "docker:create c1") {
 		t.Errorf("container create reported as a rules change: %q", pokes)
 	}
