@@ -115,23 +115,20 @@ func (c *Controller) reportDuplicate(d registry.DuplicateHost) {
 func (c *Controller) Duplicates() []registry.DuplicateHost {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make([]registry.DuplicateHost, 0, len(c.duplicates))
-	for _, d := range c.duplicates {
-		out = append(out, d)
-	}
-	slices.SortFunc(out, func(a, b registry.DuplicateHost) int { return strings.Compare(a.PublicIP, b.PublicIP) })
-	return out
+	return sortedBy(c.duplicates, func(d registry.DuplicateHost) string { return d.PublicIP })
 }
 
 // Conflicts returns the current conflicts, sorted by network name.
 func (c *Controller) Conflicts() []registry.ConflictError {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make([]registry.ConflictError, 0, len(c.conflicts))
-	for _, ce := range c.conflicts {
-		out = append(out, ce)
-	}
-	slices.SortFunc(out, func(a, b registry.ConflictError) int { return strings.Compare(a.Network, b.Network) })
+	return sortedBy(c.conflicts, func(ce registry.ConflictError) string { return ce.Network })
+}
+
+// sortedBy returns m's values sorted by key(v).
+func sortedBy[V any](m map[string]V, key func(V) string) []V {
+	out := slices.Collect(maps.Values(m))
+	slices.SortFunc(out, func(a, b V) int { return strings.Compare(key(a), key(b)) })
 	return out
 }
 
@@ -146,9 +143,5 @@ func (c *Controller) ConflictCount() int {
 func (c *Controller) Registered() map[string]netip.Prefix {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make(map[string]netip.Prefix, len(c.registered))
-	for k, v := range c.registered {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(c.registered)
 }
