@@ -135,6 +135,26 @@ func TestReadyzFollowsEtcd(t *testing.T) {
 	started := time.Now()
 	eventually(t, 30*time.Second, "/readyz 200 after etcd is back", httpStatus(h, "/readyz", 200))
 	t.Logf("/readyz ready %s after etcd started", time.Since(started).Round(10*time.Millisecond))
+
+	// Paused (SIGSTOP): connections stay open and requests hang.
+	if err := l.PauseEtcd(); err != nil {
+		t.Fatal(err)
+	}
+	paused := time.Now()
+	resumed := false
+	defer func() {
+		if !resumed {
+			_ = l.ResumeEtcd()
+		}
+	}()
+	eventually(t, 15*time.Second, "/readyz 503 while etcd is paused", httpStatus(h, "/readyz", 503))
+	t.Logf("/readyz not ready %s after etcd paused", time.Since(paused).Round(10*time.Millisecond))
+	eventually(t, 5*time.Second, "/healthz 200 while etcd is paused", httpStatus(h, "/healthz", 200))
+	if err := l.ResumeEtcd(); err != nil {
+		t.Fatal(err)
+	}
+	resumed = true
+	eventually(t, 30*time.Second, "/readyz 200 after etcd resumed", httpStatus(h, "/readyz", 200))
 }
 
 // status on one host lists every host (alive, reachable from here) and every

@@ -3,13 +3,15 @@ package lab
 import (
 	"context"
 	"fmt"
-	"github.com/flannel-registrar/flannel-registrar/pkg/testing/poll"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"strings"
+	"syscall"
 	"time"
+
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/poll"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -48,6 +50,24 @@ func (l *Lab) StopEtcd(ctx context.Context) error { return l.etcdPidfile().stop(
 
 // KillEtcd kills etcd with SIGKILL.
 func (l *Lab) KillEtcd(ctx context.Context) error { return l.etcdPidfile().stop(ctx, 0) }
+
+// PauseEtcd freezes the etcd process (SIGSTOP): its sockets stay open and
+// requests hang, the harder outage for clients than a refused connection.
+func (l *Lab) PauseEtcd() error { return l.signalEtcd(syscall.SIGSTOP) }
+
+// ResumeEtcd lets a paused etcd run again (SIGCONT).
+func (l *Lab) ResumeEtcd() error { return l.signalEtcd(syscall.SIGCONT) }
+
+func (l *Lab) signalEtcd(sig syscall.Signal) error {
+	pid, ok := l.etcdPidfile().running()
+	if !ok {
+		return fmt.Errorf("etcd is not running")
+	}
+	if err := syscall.Kill(pid, sig); err != nil {
+		return fmt.Errorf("signal etcd (%d) with %s: %w", pid, sig, err)
+	}
+	return nil
+}
 
 // EtcdRunning reports whether the lab's etcd process is alive.
 func (l *Lab) EtcdRunning() bool { _, ok := l.etcdPidfile().running(); return ok }
