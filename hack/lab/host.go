@@ -174,6 +174,7 @@ func (h *Host) startRegistrarWith(ctx context.Context, extraEnv []string) error 
 		// One heartbeat per host: the lab's registrars share one filesystem.
 		"HEALTH_FILE="+h.path("registrar.health"),
 	)
+	env = append(env, h.topologyEnv()...)
 	env = append(env, h.lab.RegistrarEnv...)
 	env = append(env, extraEnv...)
 	argv := inNetns(h.Netns, h.lab.RegistrarPath())

@@ -52,6 +52,13 @@ const (
 // Options configure Up.
 type Options struct {
 	Hosts int // number of simulated hosts (default 3)
+	// Topology is TopologyFlat (one underlay subnet) or TopologyRouted
+	// (two subnets joined only by a gateway namespace: gateway.go).
+	Topology string `json:",omitempty"`
+	// GatewayMap (routed topology) starts every registrar with the
+	// HOST_GATEWAY_MAP that routes the other side via its gateway
+	// (Host.GatewayMapEnv); off, the two sides do not reach each other.
+	GatewayMap bool `json:",omitempty"`
 	// StateDir holds pidfiles, logs and daemon data (default /run/frlab).
 	// Its base name must start with "frlab" and names the lab's network
 	// namespaces: /run/frlab -> frlab-underlay, frlab-h1, ...
@@ -88,7 +95,7 @@ type Host struct {
 	Name  string // h1, h2, ...
 	Index int    // 1-based
 	Netns string // <prefix>h1
-	IP    string // underlay address, 198.51.100.(10+Index)
+	IP    string // underlay address, 198.51.100.(10+Index) (hostIP)
 	Dir   string // <state>/h1
 
 	lab *Lab
@@ -115,7 +122,7 @@ func (o *Options) setDefaults() error {
 	if o.Interval == 0 {
 		o.Interval = 10
 	}
-	return nil
+	return o.checkTopology()
 }
 
 func newLab(o Options) *Lab {
@@ -126,7 +133,7 @@ func newLab(o Options) *Lab {
 			Name:  name,
 			Index: i,
 			Netns: l.Prefix + name,
-			IP:    fmt.Sprintf("198.51.100.%d", 10+i),
+			IP:    hostIP(o, i),
 			Dir:   filepath.Join(o.StateDir, name),
 			lab:   l,
 		})

@@ -27,6 +27,9 @@ func TestIsLabNamespace(t *testing.T) {
 	}{
 		{"frlab-", "frlab-underlay", true},
 		{"frlab-", "frlab-h1", true},
+		{"frlab-", "frlab-gw", true},
+		{"frlab-", "frlab-gw1", false},
+		{"frlab-", "frlab-e2e-gw", false},
 		{"frlab-", "frlab-h12", true},
 		{"frlab-", "frlab-h", false},
 		{"frlab-", "frlab-hx", false},
@@ -53,5 +56,42 @@ func TestStatFields(t *testing.T) {
 func TestUnderDir(t *testing.T) {
 	if !underDir("/run/frlab/h1", "/run/frlab") || underDir("/run/frlab-e2e/h1", "/run/frlab") || !underDir("/run/frlab", "/run/frlab") {
 		t.Fatal("underDir wrong")
+	}
+}
+
+func TestRoutedTopologyAddresses(t *testing.T) {
+	o := Options{Hosts: 3, StateDir: "/run/frlab-x", Topology: TopologyRouted}
+	if err := o.setDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	l := newLab(o)
+	type want struct {
+		ip, subnet, gw, bridge string
+		far                    bool
+	}
+	wants := []want{
+		{"198.51.100.11", NearCIDR, GatewayNearIP, "br0", false},
+		{"198.51.100.12", NearCIDR, GatewayNearIP, "br0", false},
+		{"198.51.100.141", FarCIDR, GatewayFarIP, "br1", true},
+	}
+	for i, w := range wants {
+		h := l.Hosts[i]
+		got := want{h.IP, h.SubnetCIDR(), h.GatewayIP(), h.bridge(), h.Far()}
+		if got != w {
+			t.Errorf("%s: got %+v, want %+v", h.Name, got, w)
+		}
+	}
+	if l.underlayBits() != 25 || l.GatewayNetns() != "frlab-x-gw" {
+		t.Errorf("underlay bits %d, gateway netns %s", l.underlayBits(), l.GatewayNetns())
+	}
+	flat := newLab(Options{Hosts: 3, StateDir: "/run/frlab-x"})
+	if h := flat.Hosts[2]; h.IP != "198.51.100.13" || h.Far() || h.bridge() != "br0" || flat.underlayBits() != 24 {
+		t.Errorf("flat topology: h3 %s far %v bridge %s bits %d", h.IP, h.Far(), h.bridge(), flat.underlayBits())
+	}
+	for _, bad := range []Options{{Hosts: 1, Topology: TopologyRouted}, {Hosts: 3, Topology: "mesh"}} {
+		bad.StateDir = "/run/frlab-x"
+		if err := bad.setDefaults(); err == nil {
+			t.Errorf("setDefaults(%+v) accepted", bad)
+		}
 	}
 }

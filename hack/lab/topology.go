@@ -8,7 +8,8 @@ import (
 )
 
 // createTopology builds the underlay namespace with its bridge (holding
-// etcd's address) and one namespace per host, its eth0 a veth to the bridge.
+// etcd's address) and one namespace per host, its eth0 a veth to the bridge
+// (in the routed topology also the far bridge and the gateway: gateway.go).
 // Links are created inside the lab namespaces only ("ip -n"), never in the
 // root namespace.
 func (l *Lab) createTopology(ctx context.Context) error {
@@ -17,8 +18,11 @@ func (l *Lab) createTopology(ctx context.Context) error {
 		{"ip", "netns", "add", u},
 		{"ip", "-n", u, "link", "set", "lo", "up"},
 		{"ip", "-n", u, "link", "add", "br0", "type", "bridge"},
-		{"ip", "-n", u, "addr", "add", fmt.Sprintf("%s/%d", EtcdIP, UnderlayCIDRLen), "dev", "br0"},
+		{"ip", "-n", u, "addr", "add", fmt.Sprintf("%s/%d", EtcdIP, l.underlayBits()), "dev", "br0"},
 		{"ip", "-n", u, "link", "set", "br0", "up"},
+	}
+	if l.Routed() {
+		steps = append(steps, l.gatewaySteps()...)
 	}
 	for _, h := range l.Hosts {
 		veth := "v" + h.Name
@@ -26,11 +30,12 @@ func (l *Lab) createTopology(ctx context.Context) error {
 			[]string{"ip", "netns", "add", h.Netns},
 			[]string{"ip", "-n", h.Netns, "link", "set", "lo", "up"},
 			[]string{"ip", "-n", u, "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", h.Netns},
-			[]string{"ip", "-n", u, "link", "set", veth, "master", "br0", "up"},
-			[]string{"ip", "-n", h.Netns, "addr", "add", fmt.Sprintf("%s/%d", h.IP, UnderlayCIDRLen), "dev", "eth0"},
+			[]string{"ip", "-n", u, "link", "set", veth, "master", h.bridge(), "up"},
+			[]string{"ip", "-n", h.Netns, "addr", "add", fmt.Sprintf("%s/%d", h.IP, l.underlayBits()), "dev", "eth0"},
 			[]string{"ip", "-n", h.Netns, "link", "set", "eth0", "up"},
 		)
 	}
+	steps = append(steps, l.managementSteps()...)
 	for _, s := range steps {
 		if _, err := run(ctx, s...); err != nil {
 			return err
@@ -62,7 +67,7 @@ func (h *Host) configureKernel(ctx context.Context) error {
 }
 
 // labNamespaces lists the named namespaces of the lab with this prefix:
-// <prefix>underlay and <prefix>h<N> exactly, so labs with longer prefixes
+// <prefix>underlay, <prefix>gw (routed topology) and <prefix>h<N> exactly, so labs with longer prefixes
 // (frlab-e2e-) are not mistaken for this one.
 func labNamespaces(prefix string) ([]string, error) {
 	entries, err := os.ReadDir("/var/run/netns")
@@ -86,7 +91,7 @@ func isLabNamespace(prefix, name string) bool {
 	if !ok {
 		return false
 	}
-	if rest == "underlay" {
+	if rest == "underlay" || rest == "gw" {
 		return true
 	}
 	n, ok := strings.CutPrefix(rest, "h")

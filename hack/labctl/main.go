@@ -22,10 +22,13 @@ import (
 const usage = `usage: labctl <command> [flags]
 
 commands:
-  up      [--hosts 3] [--no-registrar] [--container]
+  up      [--hosts 3] [--no-registrar] [--container] [--topology routed [--no-gateway-map]]
                                          bring a lab up and leave it running; --container: the
                                          registrar as a container from make image's image,
-                                         started with the repo's docker-compose.yml
+                                         started with the repo's docker-compose.yml; --topology
+                                         routed: two underlay subnets joined only by a gateway,
+                                         registrars with HOST_GATEWAY_MAP unless --no-gateway-map
+                                         (README "Complex network topology")
   down                                   remove the lab (also after a crash)
   status                                 show the lab's processes
   demo    [--keep]                       up, custom networks across 3 hosts, reachability, down
@@ -58,10 +61,13 @@ func runCommand(ctx context.Context, name string, args []string) error {
 	noRegistrar := fs.Bool("no-registrar", false, "do not start flannel-registrar (up)")
 	keep := fs.Bool("keep", false, "leave the lab running after the demo (demo)")
 	container := fs.Bool("container", false, "run the registrar as a container with docker-compose.yml (up, demo)")
+	topology := fs.String("topology", "flat", "underlay: flat (one subnet) or routed (two subnets joined by a gateway) (up)")
+	noGatewayMap := fs.Bool("no-gateway-map", false, "routed topology: start the registrars without HOST_GATEWAY_MAP (up)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	opts := lab.Options{Hosts: *hosts, StateDir: *state, Registrar: !*noRegistrar, RegistrarContainer: *container, Progress: progress}
+	opts := lab.Options{Hosts: *hosts, StateDir: *state, Registrar: !*noRegistrar, RegistrarContainer: *container, Topology: *topology, Progress: progress}
+	opts.GatewayMap = *topology == lab.TopologyRouted && !*noGatewayMap
 	switch name {
 	case "up":
 		return up(ctx, opts)
@@ -212,6 +218,13 @@ func printPoke(l *lab.Lab) {
 			logs = h.DockerCommand() + " logs -f " + lab.RegistrarContainerName
 		}
 		fmt.Printf("  %s:\n    %s ip route\n    %s ps\n    %s\n", h.Name, h.NsenterCommand(), h.DockerCommand(), logs)
+	}
+	if l.Routed() {
+		fmt.Printf("  gateway (%s and %s; %s on a dummy device):\n    nsenter --net=%s ip route\n",
+			lab.GatewayNearIP, lab.GatewayFarIP, lab.ExtraIP, lab.NetnsPath(l.GatewayNetns()))
+		for _, h := range l.Hosts {
+			fmt.Printf("    %s %s on %s, to the other side: %s\n", h.Name, h.IP, h.SubnetCIDR(), h.GatewayMapEnv())
+		}
 	}
 	fmt.Printf("  etcd:\n    %s get --prefix /coreos.com/network/subnets\n    %s get --prefix /flannel/network/subnets\n",
 		l.EtcdctlCommand(), l.EtcdctlCommand())
