@@ -13,7 +13,7 @@ import "fmt"
 // far host or back. The underlay namespace does not forward, so the gateway
 // namespace is the only way across.
 //
-// The gateway namespace also holds ExtraCIDR on a dummy device: a range any
+// The gateway namespace also holds ExtraCIDR on its loopback device: a range any
 // host reaches only with a static route via the gateway (FLANNEL_ROUTES_EXTRA).
 const (
 	TopologyFlat   = ""       // one underlay /24, every host on it
@@ -25,8 +25,8 @@ const (
 	// the next hop to the other side.
 	GatewayNearIP = "198.51.100.1"
 	GatewayFarIP  = "198.51.100.129"
-	// ExtraCIDR is a range only the gateway holds (ExtraIP on a dummy
-	// device): the next hop of a FLANNEL_ROUTES_EXTRA route.
+	// ExtraCIDR is a range only the gateway holds (ExtraIP on its
+	// loopback device): the next hop of a FLANNEL_ROUTES_EXTRA route.
 	ExtraCIDR = "203.0.113.0/24"
 	ExtraIP   = "203.0.113.1"
 
@@ -135,7 +135,7 @@ func (h *Host) bridge() string {
 func etcdAddrs() []string { return []string{EtcdIP} }
 
 // gatewaySteps add the far bridge and the gateway namespace with its two
-// legs and its dummy range, and route the underlay namespace's answers to
+// legs and its extra range, and route the underlay namespace's answers to
 // far hosts through the gateway (routed topology; before the hosts' veths
 // join their bridges).
 func (l *Lab) gatewaySteps() [][]string {
@@ -160,9 +160,8 @@ func (l *Lab) gatewaySteps() [][]string {
 		)
 	}
 	return append(steps,
-		[]string{"ip", "-n", g, "link", "add", "extra0", "type", "dummy"},
-		[]string{"ip", "-n", g, "addr", "add", ExtraIP + "/24", "dev", "extra0"},
-		[]string{"ip", "-n", g, "link", "set", "extra0", "up"},
+		// On lo (no dummy module needed): the whole range is local there.
+		[]string{"ip", "-n", g, "addr", "add", ExtraIP + "/24", "dev", "lo"},
 		[]string{"ip", "-n", u, "route", "add", FarCIDR, "via", GatewayNearIP},
 	)
 }

@@ -220,7 +220,7 @@ func printPoke(l *lab.Lab) {
 		fmt.Printf("  %s:\n    %s ip route\n    %s ps\n    %s\n", h.Name, h.NsenterCommand(), h.DockerCommand(), logs)
 	}
 	if l.Routed() {
-		fmt.Printf("  gateway (%s and %s; %s on a dummy device):\n    nsenter --net=%s ip route\n",
+		fmt.Printf("  gateway (%s and %s; %s on its lo):\n    nsenter --net=%s ip route\n",
 			lab.GatewayNearIP, lab.GatewayFarIP, lab.ExtraIP, lab.NetnsPath(l.GatewayNetns()))
 		for _, h := range l.Hosts {
 			fmt.Printf("    %s %s on %s, to the other side: %s\n", h.Name, h.IP, h.SubnetCIDR(), h.GatewayMapEnv())
