@@ -21,6 +21,7 @@ GO ?= go
 LAB_STATE ?= /run/frlab
 E2E_TIMEOUT ?= 30m
 KEEP ?=
+TOPOLOGY ?=
 
 .PHONY: all build image demo test unit test-unit test-e2e deps lab-up lab-down lab-status bench bench-scale lint
 
@@ -57,7 +58,7 @@ test-e2e:
 	FR_E2E=1 $(GO) test -count=1 -timeout $(E2E_TIMEOUT) ./hack/e2e/ -run . -v
 
 lab-up: deps
-	$(GO) run ./hack/labctl up --state $(LAB_STATE)
+	$(GO) run ./hack/labctl up --state $(LAB_STATE) $(if $(TOPOLOGY),--topology $(TOPOLOGY))
 
 lab-down:
 	$(GO) run ./hack/labctl down --state $(LAB_STATE)

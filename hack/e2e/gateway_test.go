@@ -30,7 +30,8 @@ const gwStateDir = "/run/frlab-gw"
 //	    leg) every pair reaches, both ways, with the sender's container
 //	    address seen by the receiver;
 //	(c) with FLANNEL_ROUTES_EXTRA, the gateway's extra range (on its lo,
-//	    reachable only through it) answers every host and container;
+//	    reachable only through it) answers every host and container; a
+//	    configured route deleted by hand comes back;
 //	(d) with both entries dropped from the settings, a restart removes the
 //	    routes (ours only: the management /32 stays) and traffic stops again.
 func TestIndirectRouting(t *testing.T) {
@@ -133,6 +134,13 @@ func TestIndirectRouting(t *testing.T) {
 		eventually(t, 30*time.Second, h.Name+": extra route", func() error { return ourUnderlayRoutes(ctx, h, want...) })
 	}
 	expectExtra(t, ctx, l, nets, true, "(c)")
+	// Deleted by hand, a configured route comes back (netlink event).
+	if _, err := h1.Run(ctx, "ip", "route", "del", lab.FarCIDR, "via", lab.GatewayNearIP); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "h1: gateway route put back", func() error {
+		return ourUnderlayRoutes(ctx, h1, lab.FarCIDR+" via "+lab.GatewayNearIP, lab.ExtraCIDR+" via "+lab.GatewayNearIP)
+	})
 	eventually(t, 30*time.Second, "all pairs with the extra routes", func() error { return allPairs(ctx, nets) })
 
 	// (d) Both dropped from the settings: a restart removes them.
