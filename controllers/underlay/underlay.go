@@ -1,7 +1,8 @@
 // Package underlay observes what this host needs to reach its peers and
 // etcd, and records it in the store for the trust boundary (pkg/policy): its
 // own addresses and connected routes outside flannel's and Docker's devices,
-// the default gateways, and the etcd endpoints with the next hops to them.
+// the default gateways, the etcd endpoints with the next hops to them, and
+// the configured HOST_GATEWAY_MAP destinations (peers behind a gateway).
 // A subnet over any of those, routed into the tunnel, would cut the host off
 // (seen in the lab: a /32 record on etcd's address). It never changes the
 // kernel. Its one key is observed at start and on every resync, and when a
@@ -44,6 +45,9 @@ var dockerBridge = regexp.MustCompile(`^(docker0|br-[0-9a-f]{12})$`)
 type Options struct {
 	VXLANIface    string   // flannel's device, left out
 	EtcdEndpoints []string // ETCD_ENDPOINT's URLs
+	// PeerRoutes are the HOST_GATEWAY_MAP destinations: configured, not
+	// observed, so they count before their routes exist.
+	PeerRoutes []netip.Prefix
 	// Resolver looks up endpoints given by name; nil: net.DefaultResolver.
 	Resolver *net.Resolver
 }
@@ -87,8 +91,8 @@ func (c *Controller) Reconcile(ctx context.Context, _ string) error {
 	old := c.store.Underlay()
 	c.store.SetUnderlay(state.Underlay{Underlay: u}, "underlay")
 	if now := c.store.Underlay(); !old.Observed || fmt.Sprint(old.Underlay) != fmt.Sprint(now.Underlay) {
-		reconcile.Record(ctx, fmt.Sprintf("observe underlay: addresses %v, connected %v, gateways %v, etcd path %v",
-			u.Addrs, u.Routes, u.Gateways, u.Etcd))
+		reconcile.Record(ctx, fmt.Sprintf("observe underlay: addresses %v, connected %v, gateways %v, etcd path %v, peers via gateways %v",
+			u.Addrs, u.Routes, u.Gateways, u.Etcd, u.Peers))
 	}
 	return nil
 }
@@ -125,6 +129,10 @@ func (c *Controller) Observe(ctx context.Context) (policy.Underlay, error) {
 		}
 	}
 	u.Etcd = c.etcdPath(ctx)
+	for _, p := range c.o.PeerRoutes {
+		u.Peers = append(u.Peers, p.Masked())
+	}
+	sortPrefixes(u.Peers)
 	sortPrefixes(u.Addrs)
 	sortPrefixes(u.Routes)
 	u.Gateways = sortAddrs(u.Gateways)

@@ -34,7 +34,8 @@ func TestObserve(t *testing.T) {
 	store := state.New()
 	store.PutLocal(state.LocalNetwork{Name: "custom", Subnet: p("198.19.6.0/24"), Bridge: "custom0"}, "test")
 	c := underlay.New(h, store, underlay.Options{VXLANIface: "flannel.1",
-		EtcdEndpoints: []string{"http://203.0.113.10:2379", "https://198.51.100.9:2379", "http://localhost:2379", "bad url"}})
+		EtcdEndpoints: []string{"http://203.0.113.10:2379", "https://198.51.100.9:2379", "http://localhost:2379", "bad url"},
+		PeerRoutes:    []netip.Prefix{p("203.0.113.77/32"), p("192.0.2.128/25")}})
 	got, err := c.Observe(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -46,6 +47,8 @@ func TestObserve(t *testing.T) {
 		// etcd behind the gateway, one on the link, localhost (loopback:
 		// reserved anyway, kept for the record)
 		Etcd: []netip.Addr{a("127.0.0.1"), a("198.51.100.9"), a("198.51.100.254"), a("203.0.113.10")},
+		// HOST_GATEWAY_MAP's destinations, as configured (no route needed)
+		Peers: []netip.Prefix{p("192.0.2.128/25"), p("203.0.113.77/32")},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("Observe =\n %+v\nwant\n %+v", got, want)

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/flannel-registrar/flannel-registrar/hack/lab"
 	"github.com/flannel-registrar/flannel-registrar/pkg/testing/testutil"
 )
@@ -101,8 +103,11 @@ func TestIndirectRouting(t *testing.T) {
 	expectExtra(t, ctx, l, nil, false, "(a)")
 
 	// (b) HOST_GATEWAY_MAP on every host: the other side's /25 via its
-	// gateway leg.
-	restartAll(t, ctx, l, func(h *lab.Host) []string { return []string{h.GatewayMapEnv()} })
+	// gateway leg. ALLOWED_SUBNETS lets the underlay range through, so that
+	// only the underlay rule keeps a hostile record over the far side's
+	// range (which holds no known VTEP) out of the tunnel.
+	allowUnderlay := "ALLOWED_SUBNETS=" + lab.AllowedSubnets + ",198.51.100.0/24"
+	restartAll(t, ctx, l, func(h *lab.Host) []string { return []string{h.GatewayMapEnv(), allowUnderlay} })
 	for _, h := range l.Hosts {
 		want := h.OtherSideCIDR() + " via " + h.GatewayIP()
 		eventually(t, 30*time.Second, h.Name+": gateway route", func() error { return ourUnderlayRoutes(ctx, h, want) })
@@ -116,6 +121,7 @@ func TestIndirectRouting(t *testing.T) {
 		t.Logf("(b) tcp %s(%s) -> %s(%s): receiver saw %v", p[0].IP, p[0].Host.Name, p[1].IP, p[1].Host.Name, peers)
 	}
 	expectPings(t, crossing, true, "(b) with HOST_GATEWAY_MAP")
+	hostileOverGatewayRange(t, ctx, l, nets)
 	expectFlannelPath(t, ctx, l, h1, h3, true, "(b)")
 	expectFlannelPath(t, ctx, l, h3, h2, true, "(b)")
 
@@ -159,6 +165,57 @@ func TestIndirectRouting(t *testing.T) {
 	expectExtra(t, ctx, l, nil, false, "(d)")
 	if err := allPairs(ctx, []*testNet{n1, n2}); err != nil {
 		t.Fatalf("(d) near pairs: %v", err)
+	}
+}
+
+// hostileOverGatewayRange writes a record over a slice of the far side's
+// underlay (198.51.100.160/27: no host there, the hijack of other machines
+// behind the gateway) and checks that the near hosts refuse it by the
+// underlay rule (HOST_GATEWAY_MAP's range) and route nothing into the
+// tunnel, while every pair still reaches.
+func hostileOverGatewayRange(t *testing.T, ctx context.Context, l *lab.Lab, nets []*testNet) {
+	t.Helper()
+	const subnet = "198.51.100.160/27"
+	offsets := map[string]int64{}
+	for _, h := range l.Hosts {
+		offsets[h.Name] = logSize(h)
+	}
+	r := hostileRecord{name: "gwslice", subnet: subnet, publicIP: "198.51.100.66", mac: "aa:bb:cc:00:00:66"}
+	key := registrarPrefix + "evil/" + r.name
+	if err := withEtcd(l, func(ctx context.Context, cli *clientv3.Client) error {
+		_, err := cli.Put(ctx, key, r.value())
+		return err
+	}); err != nil {
+		t.Fatalf("write the hostile record: %v", err)
+	}
+	defer func() {
+		if err := withEtcd(l, func(ctx context.Context, cli *clientv3.Client) error {
+			_, err := cli.Delete(ctx, key)
+			return err
+		}); err != nil {
+			t.Errorf("delete the hostile record: %v", err)
+		}
+	}()
+	for _, h := range l.Hosts {
+		if h.Far() {
+			continue // its connected /25: refused as before
+		}
+		eventually(t, 30*time.Second, h.Name+": hostile record refused", func() error {
+			for _, line := range splitLines(registrarLogSince(h, offsets[h.Name])) {
+				if strings.Contains(line, "refused by policy") && strings.Contains(line, `"subnet":"`+subnet+`"`) &&
+					strings.Contains(line, `"rule":"underlay"`) && strings.Contains(line, "HOST_GATEWAY_MAP") {
+					t.Logf("(b) %s: %s", h.Name, line)
+					return nil
+				}
+			}
+			return fmt.Errorf("no underlay refusal of %s logged", subnet)
+		})
+		if route, err := routeTo(h, subnet); err != nil || route != "" {
+			t.Errorf("%s routes the hostile %s: %q (%v)", h.Name, subnet, route, err)
+		}
+	}
+	if err := allPairs(ctx, nets); err != nil {
+		t.Errorf("(b) with a hostile record over the gateway's range: %v", err)
 	}
 }
 

@@ -9,9 +9,10 @@
 //   - inside the allowed ranges (ALLOWED_SUBNETS; by default flannel's
 //     Network and the private ranges Docker's address pools use);
 //   - never over this host's underlay: its own addresses and connected
-//     routes outside flannel and Docker, its default gateways, the etcd
-//     endpoints and the next hops to them, and any known VTEP PublicIP
-//     (routing one of those into the tunnel cuts the host off).
+//     routes outside flannel and Docker, the HOST_GATEWAY_MAP destinations
+//     (peers behind a gateway), its default gateways, the etcd endpoints
+//     and the next hops to them, and any known VTEP PublicIP (routing one
+//     of those into the tunnel cuts the host off).
 //
 // Everything here is a pure function of its arguments.
 package policy
@@ -78,6 +79,9 @@ type Underlay struct {
 	Gateways []netip.Addr
 	// Etcd are the etcd endpoints' addresses and the next hops to them.
 	Etcd []netip.Addr
+	// Peers are the HOST_GATEWAY_MAP destinations: the underlay of peers
+	// behind a gateway, as vital as a connected route.
+	Peers []netip.Prefix
 }
 
 // Facts is what the rules are checked against.
@@ -157,6 +161,11 @@ func underlay(s netip.Prefix, f Facts) *Refusal {
 	for _, r := range u.Routes {
 		if s.Overlaps(r) {
 			return refuse(s, RuleUnderlay, "overlaps the connected route %s", r)
+		}
+	}
+	for _, p := range u.Peers {
+		if s.Overlaps(p) {
+			return refuse(s, RuleUnderlay, "overlaps %s, the path to peers through a gateway (HOST_GATEWAY_MAP)", p)
 		}
 	}
 	for _, g := range u.Gateways {

@@ -20,6 +20,7 @@ func facts() Facts {
 			Routes:   []netip.Prefix{pfx("198.51.100.0/24"), pfx("192.0.2.64/26")},
 			Gateways: []netip.Addr{addr("198.51.100.254")},
 			Etcd:     []netip.Addr{addr("203.0.113.10"), addr("198.51.100.254")},
+			Peers:    []netip.Prefix{pfx("172.31.200.0/24"), pfx("192.168.201.9/32")},
 		},
 		PublicIPIn: func(p netip.Prefix) (netip.Addr, bool) {
 			for _, a := range known {
@@ -69,6 +70,9 @@ func TestCheck(t *testing.T) {
 		{"a connected route", wide, "192.0.2.64/27", RuleUnderlay, "connected route 192.0.2.64/26"},
 		{"around the underlay", wide, "198.48.0.0/12", RuleUnderlay, ""},
 		{"the default gateway", wide, "198.51.100.254/32", RuleUnderlay, ""},
+		{"inside a HOST_GATEWAY_MAP range", Policy{}, "172.31.200.64/26", RuleUnderlay, "overlaps 172.31.200.0/24, the path to peers through a gateway"},
+		{"around a HOST_GATEWAY_MAP address", Policy{}, "192.168.201.0/24", RuleUnderlay, "192.168.201.9/32"},
+		{"beside the HOST_GATEWAY_MAP ranges", Policy{}, "172.31.201.0/24", "", ""},
 		{"a peer's PublicIP", wide, "203.0.113.7/32", RulePublicIP, "VTEP address 203.0.113.7"},
 		{"ipv6", wide, "fd00::/64", RuleNotAllowed, "not an IPv4 subnet"},
 		{"host bits are masked", Policy{}, "10.5.35.9/24", "", ""},

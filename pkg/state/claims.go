@@ -129,7 +129,7 @@ func (s *Store) Facts() policy.Facts {
 
 func underlayEqual(a, b Underlay) bool {
 	return a.Observed == b.Observed && equalSlices(a.Addrs, b.Addrs) && equalSlices(a.Routes, b.Routes) &&
-		equalSlices(a.Gateways, b.Gateways) && equalSlices(a.Etcd, b.Etcd)
+		equalSlices(a.Gateways, b.Gateways) && equalSlices(a.Etcd, b.Etcd) && equalSlices(a.Peers, b.Peers)
 }
 
 func equalSlices[T comparable](a, b []T) bool {

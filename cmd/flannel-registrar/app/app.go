@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -203,7 +204,8 @@ func (a *App) policy() *policy.Policy {
 func (a *App) buildControllers() error {
 	var err error
 	a.vxlan = vxlan.New(a.nl, a.store, a.cfg.VXLANIface)
-	a.underlay = underlay.New(a.nl, a.store, underlay.Options{VXLANIface: a.cfg.VXLANIface, EtcdEndpoints: a.cfg.EtcdEndpoints})
+	a.underlay = underlay.New(a.nl, a.store, underlay.Options{VXLANIface: a.cfg.VXLANIface, EtcdEndpoints: a.cfg.EtcdEndpoints,
+		PeerRoutes: gatewayDsts(a.cfg.HostGatewayMap)})
 	a.subnets, err = subnets.New(subnets.Options{
 		Policy:            a.policy(),
 		OnRefused:         a.onRefused,
@@ -485,4 +487,13 @@ func (a *App) Close() {
 	if err := errors.Join(errs...); err != nil {
 		a.log.Debug("close", "error", err.Error())
 	}
+}
+
+// gatewayDsts are the HOST_GATEWAY_MAP destinations: underlay for the policy.
+func gatewayDsts(gws []config.GatewayRoute) []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(gws))
+	for _, g := range gws {
+		out = append(out, g.Dst)
+	}
+	return out
 }

@@ -140,8 +140,8 @@ func (a *App) printPolicy(out *report) {
 	u := a.store.Underlay()
 	facts := a.store.Facts()
 	out.printf("\npolicy\tallowed %v, min prefix /%d\n", a.policy().AllowedRanges(facts), a.cfg.MinPrefixLen)
-	out.printf("underlay\taddresses %v connected %v gateways %v etcd path %v (observed: %v)\n",
-		u.Addrs, u.Routes, u.Gateways, u.Etcd, u.Observed)
+	out.printf("underlay\taddresses %v connected %v gateways %v etcd path %v peers via gateways %v (observed: %v)\n",
+		u.Addrs, u.Routes, u.Gateways, u.Etcd, u.Peers, u.Observed)
 	byRule := map[string]int{}
 	for name, r := range a.subnets.Refused() {
 		byRule[r.Rule]++
