@@ -85,35 +85,60 @@ func DecodeNFT(m syscall.NetlinkMessage) (e NFTEvent, ok bool) {
 		return NFTEvent{}, false
 	}
 	e = NFTEvent{Type: m.Header.Type & 0xff, Family: m.Data[0]}
-	attrs, err := nl.ParseRouteAttr(m.Data[sizeofNfgenmsg:])
-	if err != nil {
-		attrs = nil
-	}
+	attrs := parseAttrs(m.Data[sizeofNfgenmsg:])
 	if e.Type == unix.NFT_MSG_NEWGEN {
 		e.Gen = true
 		for _, a := range attrs {
-			switch a.Attr.Type & nlaTypeMask {
+			switch a.typ {
 			case unix.NFTA_GEN_PROC_PID:
-				if len(a.Value) >= 4 {
-					e.PID = binary.BigEndian.Uint32(a.Value)
+				if len(a.value) >= 4 {
+					e.PID = binary.BigEndian.Uint32(a.value)
 				}
 			case unix.NFTA_GEN_PROC_NAME:
-				e.Comm = cString(a.Value)
+				e.Comm = cString(a.value)
 			}
 		}
 		return e, true
 	}
 	for _, a := range attrs {
-		switch t := a.Attr.Type & nlaTypeMask; {
+		switch t := a.typ; {
 		case t == nftaTable:
-			e.Table = cString(a.Value)
+			e.Table = cString(a.value)
 		case t == nftaRuleChain && (e.Type == unix.NFT_MSG_NEWRULE || e.Type == unix.NFT_MSG_DELRULE):
-			e.Chain = cString(a.Value)
+			e.Chain = cString(a.value)
 		case t == nftaChainName && (e.Type == unix.NFT_MSG_NEWCHAIN || e.Type == unix.NFT_MSG_DELCHAIN):
-			e.Chain = cString(a.Value)
+			e.Chain = cString(a.value)
 		}
 	}
 	return e, true
+}
+
+// attr is one netlink attribute: its type (without the flag bits) and
+// payload.
+type attr struct {
+	typ   uint16
+	value []byte
+}
+
+// parseAttrs splits netlink attributes, stopping at the first malformed
+// one. The library's parser panics on a length past the buffer (found by
+// FuzzDecodeNFT); the kernel never sends one, but a decoder must not crash
+// the daemon on any input.
+func parseAttrs(b []byte) []attr {
+	var out []attr
+	for len(b) >= 4 {
+		l := int(binary.NativeEndian.Uint16(b))
+		if l < 4 || l > len(b) {
+			break
+		}
+		out = append(out, attr{typ: binary.NativeEndian.Uint16(b[2:]) & nlaTypeMask, value: b[4:l]})
+		l = (l + 3) &^ 3 // attributes are 4-byte aligned; the last may be unpadded
+		if l >= len(b) {
+			break
+		}
+		b = b[l:]
+	}
+	return out
 }
 
 func cString(b []byte) string {
