@@ -11,6 +11,7 @@
 #   sudo make image   the Docker image from the Dockerfile, tagged flannel-registrar:latest and
 #                     saved as bin/flannel-registrar-image.tar (docker load -i ...)
 #   make lint         gofmt, go vet, golangci-lint (when installed), import layers
+#   make fuzz         every go test -fuzz target for FUZZTIME each (default 10s; CI runs it)
 #
 # The lab targets need root and install missing packages and flanneld
 # themselves (hack/install-deps.sh).
@@ -23,7 +24,7 @@ E2E_TIMEOUT ?= 30m
 KEEP ?=
 TOPOLOGY ?=
 
-.PHONY: all build image demo test unit test-unit test-e2e deps lab-up lab-down lab-status bench bench-scale lint
+.PHONY: all build image demo test unit test-unit test-e2e deps lab-up lab-down lab-status bench bench-scale lint fuzz
 
 all: build
 
@@ -72,6 +73,12 @@ bench: deps
 SIZES ?= 1000,10000
 bench-scale: deps
 	$(GO) run ./hack/benchscale -sizes $(SIZES)
+
+# Each fuzz target for FUZZTIME, from its seeds in testdata/fuzz/<Target>/;
+# a crasher found is left there to commit as a regression test.
+FUZZTIME ?= 10s
+fuzz:
+	GO=$(GO) FUZZTIME=$(FUZZTIME) ./hack/fuzz.sh
 
 lint:
 	@out=$$(gofmt -l .); \

@@ -6,7 +6,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 
 	"github.com/coreos/go-iptables/iptables"
 )
@@ -18,6 +20,10 @@ import (
 type GoIPTables struct {
 	*iptables.IPTables
 	path, restore string
+
+	mu   sync.Mutex
+	pids [16]uint32 // our latest iptables-restore runs (ring), for Ours
+	next int
 }
 
 // NewIPTables finds iptables on PATH (iptables-nft or -legacy, whichever
@@ -54,10 +60,43 @@ func (g *GoIPTables) Restore(table string, lines []string) error {
 	var stderr bytes.Buffer
 	cmd := exec.Command(g.restore, "--noflush", "--wait")
 	cmd.Stdin, cmd.Stderr = strings.NewReader(in.String()), &stderr
-	if err := cmd.Run(); err != nil {
+	err := cmd.Start()
+	if err == nil {
+		g.remember(cmd.Process.Pid)
+		err = cmd.Wait()
+	}
+	if err != nil {
 		return fmt.Errorf("%s --noflush: %w: %s", g.restore, err, strings.TrimSpace(stderr.String()))
 	}
 	return nil
+}
+
+func (g *GoIPTables) remember(pid int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.pids[g.next] = uint32(pid) //nolint:gosec // a PID fits
+	g.next = (g.next + 1) % len(g.pids)
+}
+
+// Ours tells whether pid is one of our latest iptables-restore runs: the
+// firewall watcher drops the echo of our own batches with it. The kernel
+// names the committing process by its PID in the initial PID namespace;
+// in a container with a PID namespace of its own the PIDs differ, nothing
+// is recognised, and each echo costs one reconcile that writes nothing.
+func (g *GoIPTables) Ours(pid uint32) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return pid != 0 && slices.Contains(g.pids[:], pid)
+}
+
+// NFTables tells whether iptables is iptables-nft, whose changes the kernel
+// announces (nf_tables notifications); iptables-legacy's it does not.
+func (g *GoIPTables) NFTables() (bool, error) {
+	out, err := exec.Command(g.path, "-V").Output()
+	if err != nil {
+		return false, fmt.Errorf("%s -V: %w", g.path, err)
+	}
+	return strings.Contains(string(out), "nf_tables"), nil
 }
 
 // ListTable returns "iptables -t table -S" lines.

@@ -63,6 +63,11 @@ type Snapshot struct {
 	GroupDrops map[string][2]uint64
 
 	LastResync time.Time // last full resync that listed every key
+
+	// FirewallEvents are the firewall watcher's counts, by kind: reported
+	// (a change that queued the forwarding controller), echo (our own
+	// iptables-restore batch, dropped), poll (probes run, iptables-legacy).
+	FirewallEvents map[string]uint64
 }
 
 // Source returns the current snapshot.
@@ -84,6 +89,7 @@ var (
 	descInvalid    = desc("invalid_items_skipped_total", "Invalid etcd or Docker items skipped.")
 	descQuarantine = desc("quarantined_total", "Values copied under _quarantine/ and removed from etcd.")
 	descLeftovers  = desc("original_tool_leftovers", "Keys of the original bash tool found under our prefix at the last listing.")
+	descFirewall   = desc("firewall_events_total", "iptables changes seen by the firewall watcher, by kind (reported, echo, poll).", "kind")
 	descRecovery   = desc("recovery_actions_total", "Recovery decisions, by action (restart, restart_failed, skipped_cooldown, skipped_cap).", "action")
 	descPeerUp     = desc("peer_reachable", "1 when the peer's VXLAN device answers probes through the overlay.", "peer", "public_ip")
 	descPeerRTT    = desc("peer_rtt_seconds", "Round-trip time of the last answered probe to the peer.", "peer", "public_ip")
@@ -102,7 +108,7 @@ type collector struct{ src Source }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descReconciles, descChanges, descErrors, descQueue, descConnected,
 		descVXLAN, descReady, descEtcdItems, descManaged, descWrites, descConflicts, descRefusals, descInvalid,
-		descQuarantine, descLeftovers, descRecovery, descPeerUp, descPeerRTT, descPeers, descLastResync, descGroupDrops, descGroupBytes} {
+		descQuarantine, descLeftovers, descRecovery, descPeerUp, descPeerRTT, descPeers, descLastResync, descGroupDrops, descGroupBytes, descFirewall} {
 		ch <- d
 	}
 }
@@ -150,6 +156,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descLeftovers, float64(s.Leftovers))
 	for _, k := range sortedKeys(s.Recovery) {
 		counter(descRecovery, float64(s.Recovery[k]), k)
+	}
+	for _, k := range sortedKeys(s.FirewallEvents) {
+		counter(descFirewall, float64(s.FirewallEvents[k]), k)
 	}
 	var up, down, unknown int
 	for _, p := range s.Peers {

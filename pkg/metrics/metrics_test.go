@@ -30,8 +30,9 @@ func sample() Snapshot {
 			{Host: "c", PublicIP: "198.51.100.3", Probed: true},
 			{Host: "d", PublicIP: "198.51.100.4"},
 		},
-		LastResync: time.Unix(1700000000, 0),
-		GroupDrops: map[string][2]uint64{"blue": {12, 1008}},
+		LastResync:     time.Unix(1700000000, 0),
+		GroupDrops:     map[string][2]uint64{"blue": {12, 1008}},
+		FirewallEvents: map[string]uint64{"reported": 3, "echo": 5},
 	}
 }
 
@@ -53,7 +54,7 @@ func TestSeriesNamesAndLabels(t *testing.T) {
 		"vxlan_device_present", "ready", "etcd_items", "managed_objects", "kernel_writes_total", "conflicts",
 		"policy_refusals", "invalid_items_skipped_total", "quarantined_total", "original_tool_leftovers",
 		"recovery_actions_total", "peer_reachable", "peer_rtt_seconds", "peers", "last_resync_timestamp_seconds",
-		"group_dropped_packets_total", "group_dropped_bytes_total",
+		"group_dropped_packets_total", "group_dropped_bytes_total", "firewall_events_total",
 		"go_goroutines", "process_cpu_seconds_total",
 	} {
 		if !names[Namespace+"_"+want] {
@@ -91,11 +92,15 @@ flannel_registrar_policy_refusals{rule="underlay"} 2
 # HELP flannel_registrar_group_dropped_packets_total Packets from the overlay dropped on their way into an isolation group, by group.
 # TYPE flannel_registrar_group_dropped_packets_total counter
 flannel_registrar_group_dropped_packets_total{group="blue"} 12
+# HELP flannel_registrar_firewall_events_total iptables changes seen by the firewall watcher, by kind (reported, echo, poll).
+# TYPE flannel_registrar_firewall_events_total counter
+flannel_registrar_firewall_events_total{kind="echo"} 5
+flannel_registrar_firewall_events_total{kind="reported"} 3
 `
 	if err := testutil.GatherAndCompare(r, strings.NewReader(want),
 		Namespace+"_peer_reachable", Namespace+"_peers", Namespace+"_connected",
 		Namespace+"_recovery_actions_total", Namespace+"_reconciles_total", Namespace+"_policy_refusals",
-		Namespace+"_group_dropped_packets_total"); err != nil {
+		Namespace+"_group_dropped_packets_total", Namespace+"_firewall_events_total"); err != nil {
 		t.Fatal(err)
 	}
 }

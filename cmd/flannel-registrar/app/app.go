@@ -38,6 +38,7 @@ import (
 	"github.com/flannel-registrar/flannel-registrar/pkg/state"
 	dockerwatch "github.com/flannel-registrar/flannel-registrar/watchers/docker"
 	etcdwatch "github.com/flannel-registrar/flannel-registrar/watchers/etcd"
+	fwwatch "github.com/flannel-registrar/flannel-registrar/watchers/firewall"
 	nlwatch "github.com/flannel-registrar/flannel-registrar/watchers/netlink"
 )
 
@@ -69,6 +70,7 @@ type App struct {
 	etcdW   *etcdwatch.Watcher
 	dockerW *dockerwatch.Watcher
 	nlW     *nlwatch.Watcher
+	fwW     *fwwatch.Watcher // firewall.go
 
 	vxlan    *vxlan.Controller
 	underlay *underlay.Controller
@@ -76,6 +78,7 @@ type App struct {
 	fdb      *fdb.Controller
 	routes   *routes.Controller
 	fwd      *forwarding.Controller
+	ipt      *forwarding.GoIPTables
 	ctrls    []controller
 
 	dockerDown *outage
@@ -243,8 +246,11 @@ func (a *App) buildControllers() error {
 			}
 		},
 	})
+	if a.ipt, err = forwarding.NewIPTables(); err != nil {
+		return fmt.Errorf("forwarding controller: %w", err)
+	}
 	a.fwd, err = forwarding.New(a.store, forwarding.Options{
-		VXLAN:  a.cfg.VXLANIface,
+		VXLAN: a.cfg.VXLANIface, IPTables: a.ipt,
 		Filter: a.registered,
 		IPSets: a.nl,
 		Policy: a.policy(),
@@ -367,6 +373,7 @@ func (a *App) buildWatchers() error {
 		},
 		OnError: func(err error) { a.log.Debug("netlink subscription error", "error", err.Error()) },
 	})
+	a.buildFirewallWatcher()
 	return nil
 }
 
@@ -386,6 +393,7 @@ func (a *App) startSources(ctx context.Context) (wait func()) {
 	run("etcd watcher", a.etcdW.Run)
 	run("docker watcher", a.dockerW.Run)
 	run("netlink watcher", a.nlW.Run)
+	run("firewall watcher", a.fwW.Run)
 	wg.Go(func() { a.followFlannelConfig(ctx) })
 	return wg.Wait
 }

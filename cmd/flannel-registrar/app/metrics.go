@@ -27,6 +27,8 @@ func (a *App) snapshot() metrics.Snapshot {
 		Quarantined:     a.h.quarantined.Load(),
 		LastResync:      a.mgr.LastResync(),
 	}
+	fw := a.fwW.Stats()
+	s.FirewallEvents = map[string]uint64{"reported": fw.Reported, "echo": fw.Echoes, "poll": fw.Polls}
 	s.Ready = a.isSynced() && s.EtcdConnected && s.VXLANPresent
 	for _, c := range a.routes.Conflicts() {
 		if c.Active && c.Rule == "" {
