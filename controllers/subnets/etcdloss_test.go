@@ -65,7 +65,7 @@ func converged(t *testing.T, cli *clientv3.Client, host string, nets map[string]
 		}
 		ttl, err := cli.TimeToLive(context.Background(), lease)
 		if err != nil || ttl.TTL <= 0 {
-			return fmt.Errorf("lease %x of the records: TTL %v (err %v): etcd does not hold it", lease, ttl, err)
+			return fmt.Errorf("lease %x of the records: TTL %v (err %w): etcd does not hold it", lease, ttl, err)
 		}
 		if value(t, cli, keys.Host(host)) == "" {
 			return fmt.Errorf("no host record")

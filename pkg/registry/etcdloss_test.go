@@ -52,33 +52,3 @@ func TestLeasesCheckedWhenEtcdReturnsEmpty(t *testing.T) {
 		t.Errorf("lease %x (want %x kept), lost hook calls %d (want 2) after a restart with the data kept", r.Lease(), cur, h.lost.Load())
 	}
 }
-
-// ForgetLeases drops both leases without the hook; the next writes put the
-// same records on new leases (re-attach, nothing deleted).
-func TestForgetLeases(t *testing.T) {
-	srv := etcdtest.Start(t)
-	cli := srv.Client(t)
-	r, h := newRegistry(t, srv.Client(t), "h1")
-	ctx := ctxT(t)
-	n := network("h1", "app1", "198.19.1.0/24")
-	if _, err := r.PutNetwork(ctx, n); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := r.PutHost(ctx, registry.HostRecord{Host: "h1", PublicIP: "198.51.100.1"}); err != nil {
-		t.Fatal(err)
-	}
-	old := r.Lease()
-	if got := r.ForgetLeases(); got != 2 {
-		t.Errorf("ForgetLeases = %d, want 2", got)
-	}
-	if r.Lease() != 0 || r.HostLease() != 0 || h.lost.Load() != 0 {
-		t.Errorf("after ForgetLeases: leases %x %x, lost hook calls %d; want 0 0 0", r.Lease(), r.HostLease(), h.lost.Load())
-	}
-	res, err := r.PutNetwork(ctx, n)
-	if err != nil || res.Change != registry.Reattached || r.Lease() == old || r.Lease() == 0 {
-		t.Fatalf("put after ForgetLeases = %+v, %v (lease %x, old %x); want re-attached to a new lease", res, err, r.Lease(), old)
-	}
-	if kv := get(t, cli, keys.Network("h1", "app1")); kv == nil || kv.Lease != int64(r.Lease()) {
-		t.Errorf("record %v: want it on the new lease %x", kv, r.Lease())
-	}
-}

@@ -54,24 +54,6 @@ func (r *Registry) dropLease(kind leaseKind, id clientv3.LeaseID) {
 	}
 }
 
-// ForgetLeases drops both leases without revoking them and without calling
-// OnLeaseLost: the caller knows etcd lost them (it lost its data, or was
-// restored from a copy) and writes everything again, which grants new ones.
-// It returns how many leases were held.
-func (r *Registry) ForgetLeases() int {
-	r.mu.Lock()
-	n := 0
-	for kind := range r.leases {
-		if r.leases[kind] != 0 {
-			n++
-		}
-		r.leases[kind] = 0
-	}
-	r.mu.Unlock()
-	r.poke()
-	return n
-}
-
 // poke wakes Run to compare the leases it keeps alive with the current ones.
 func (r *Registry) poke() {
 	select {

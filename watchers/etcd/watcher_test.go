@@ -36,7 +36,7 @@ type recorder struct {
 	triggers []string
 	invalid  []string
 	relists  []string
-	losses   []string // OnHistoryLost, as "reason|applied>revision leases=<in the store then>"
+	losses   []string          // OnHistoryLost, as "reason|applied>revision leases=<in the store then>"
 	errs     map[string]string // invalid key -> error of its last report
 }
 

@@ -193,7 +193,7 @@ func (a *App) runDeferred(ctx context.Context) {
 		case <-a.leaseLost:
 			a.resyncOne(subnets.Name, "etcd:lease-lost")
 		case <-a.reregister:
-			a.reregisterAll()
+			a.reregisterAll(ctx)
 		}
 	}
 }

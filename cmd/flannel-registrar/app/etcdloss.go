@@ -6,6 +6,7 @@ package app
 // host's kernel state while the other owners do the same.
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -26,20 +27,24 @@ const historyLossHold = 5 * time.Second
 // block: the re-registration runs on runDeferred's goroutine.
 func (a *App) onHistoryLost(l etcdwatch.HistoryLoss) {
 	a.hold.Start(historyLossHold)
-	dropped := a.reg.ForgetLeases()
 	what := l.Reason
 	if l.Revision < l.Applied {
 		what = fmt.Sprintf("revision went back %d → %d", l.Applied, l.Revision)
 	}
 	a.log.Warn(fmt.Sprintf("etcd lost our data (%s): re-registering %d networks", what, len(a.store.LocalNetworks())),
-		"reason", l.Reason, "applied_revision", l.Applied, "etcd_revision", l.Revision,
-		"leases_dropped", dropped, "routes_held_for", historyLossHold.String())
+		"reason", l.Reason, "applied_revision", l.Applied, "etcd_revision", l.Revision, "routes_held_for", historyLossHold.String())
 	select {
 	case a.reregister <- struct{}{}:
 	default: // one is queued already and covers this one
 	}
 }
 
-// reregisterAll writes every record, reservation and host record again
-// (on new leases), through the subnets controller's normal path.
-func (a *App) reregisterAll() { a.resyncOne(subnets.Name, "etcd:history-lost") }
+// reregisterAll asks etcd about our leases — those it lost are dropped
+// (and new ones granted by the writes); one it still holds (a copy taken
+// while this process ran, or one granted since etcd came back) is kept, so
+// nothing is moved for nothing — then writes every record, reservation and
+// host record again through the subnets controller's normal path.
+func (a *App) reregisterAll(ctx context.Context) {
+	a.reg.CheckLeases(ctx)
+	a.resyncOne(subnets.Name, "etcd:history-lost")
+}
