@@ -255,6 +255,7 @@ func (a *App) buildControllers() error {
 		IPSets: a.nl,
 		Policy: a.policy(),
 		Host:   a.cfg.HostName, PublicIP: a.cfg.PublicIP,
+		Hold: a.hold,
 	})
 	if err != nil {
 		return fmt.Errorf("forwarding controller: %w", err)
