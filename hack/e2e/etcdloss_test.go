@@ -101,6 +101,29 @@ func flannelNets(t *testing.T, l *lab.Lab) []*testNet {
 	return out
 }
 
+// flannelLeasesBack makes sure every host's flanneld lease is in etcd
+// again for the scenarios that follow: flanneld renews its lease only
+// shortly before it expires, so after a wipe it may not write it again by
+// itself; a host whose lease is missing gets flanneld restarted (it takes
+// the subnet of its subnet.env again).
+func flannelLeasesBack(t *testing.T, l *lab.Lab, nets []*testNet) {
+	t.Helper()
+	ctx := context.Background()
+	for _, n := range nets {
+		key := flannelSubnets + strings.Replace(n.Subnet, "/", "-", 1)
+		if presentInEtcd(l, key) == nil {
+			t.Logf("%s: flanneld's lease %s is in etcd", n.Host.Name, n.Subnet)
+			continue
+		}
+		t.Logf("%s: flanneld's lease %s not in etcd after the fault: restarting flanneld", n.Host.Name, n.Subnet)
+		if err := n.Host.Restart(ctx, lab.Flanneld); err != nil {
+			t.Errorf("restart flanneld on %s: %v", n.Host.Name, err)
+			continue
+		}
+		eventually(t, 30*time.Second, "flanneld's lease of "+n.Host.Name, func() error { return presentInEtcd(l, key) })
+	}
+}
+
 // ownKeys returns every key under the registrar's prefix for host (records)
 // and every reservation naming host, as key -> value.
 func ownKeys(t *testing.T, l *lab.Lab, host string) map[string]string {
@@ -197,6 +220,7 @@ func TestEtcdWipedReRegisters(t *testing.T) {
 		}
 	}
 	eventually(t, 30*time.Second, "all pairs after the wipe", func() error { return allPairs(ctx, nets) })
+	flannelLeasesBack(t, l, flannelNets(t, l))
 }
 
 // etcd restored from an older copy of its data: the registrars converge to
@@ -261,6 +285,7 @@ func TestEtcdRestoredFromOlderSnapshot(t *testing.T) {
 		t.Errorf("%d route checks failed, first: %s", len(misses), strings.Join(misses[:min(5, len(misses))], "\n"))
 	}
 	eventually(t, 30*time.Second, "all pairs after the restore", func() error { return allPairs(ctx, now) })
+	flannelLeasesBack(t, l, flannelNets(t, l))
 	eventually(t, 30*time.Second, "no route to the removed network", func() error {
 		for _, x := range l.Hosts {
 			if r, err := routeTo(x, old.Subnet); err != nil || r != "" {
