@@ -48,6 +48,10 @@ type Options struct {
 	// SweepGrace overrides how long a flannel-shaped object no lease wants
 	// must stay unwanted before it is deleted (0: reconcile.DefaultGrace; < 0: none).
 	SweepGrace time.Duration
+	// Hold, when set and active, defers every deletion (see reconcile.Hold):
+	// after etcd lost its data, the entries' owners re-register within
+	// seconds.
+	Hold *reconcile.Hold
 }
 
 // Controller converges FDB entries and neighbours.
@@ -223,6 +227,19 @@ func (c *Controller) settled(what string, wait *time.Duration) bool {
 	return ok
 }
 
+// held says whether Options.Hold defers deletions now; if so, it records
+// in *wait when to look again.
+func (c *Controller) held(wait *time.Duration) bool {
+	left := c.opts.Hold.Remaining()
+	if left <= 0 {
+		return false
+	}
+	if *wait == 0 || left < *wait {
+		*wait = left
+	}
+	return true
+}
+
 // FDBEntry is flannel's FDB entry for a VTEP.
 func FDBEntry(linkIndex int, mac net.HardwareAddr, dst netip.Addr) *netlink.Neigh {
 	return &netlink.Neigh{LinkIndex: linkIndex, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF,
@@ -305,6 +322,9 @@ func (c *Controller) sweepNeighs(ctx context.Context, p *vtepPlan, dev, key stri
 			c.disownNeigh(ip, key)
 			continue
 		}
+		if c.held(wait) {
+			continue
+		}
 		used, err := c.routed(p, ip)
 		if err != nil {
 			errs = append(errs, err)
@@ -365,6 +385,9 @@ func (c *Controller) sweepFDB(ctx context.Context, index int, dev string, mac ne
 		return nil
 	}
 	if !c.ownsFDB(mac.String()) && !c.settled("fdb "+mac.String(), wait) {
+		return nil
+	}
+	if c.held(wait) {
 		return nil
 	}
 	if err := c.h.NeighDel(cur); err != nil {

@@ -115,6 +115,9 @@ type Options struct {
 	// registered without conflict); nil: every local network in the store.
 	// With a Filter, KeysFor also reacts to network record changes.
 	Filter func(state.LocalNetwork) bool
+	// Hold, when set and active, defers removing members from the group
+	// sets and destroying sets (see reconcile.Hold and keepMembers).
+	Hold *reconcile.Hold
 }
 
 // Controller converges our iptables chains. Safe for concurrent use by one
@@ -128,6 +131,7 @@ type Controller struct {
 	ip     netip.Addr
 	filter func(state.LocalNetwork) bool
 	policy *policy.Policy
+	hold   *reconcile.Hold
 	writes atomic.Uint64
 }
 
@@ -150,7 +154,7 @@ func New(store *state.Store, o Options) (*Controller, error) {
 		}
 		o.IPSets = h
 	}
-	return &Controller{store: store, ipt: o.IPTables, sets: o.IPSets, vxlan: o.VXLAN, host: o.Host, ip: o.PublicIP, filter: o.Filter, policy: o.Policy}, nil
+	return &Controller{store: store, ipt: o.IPTables, sets: o.IPSets, vxlan: o.VXLAN, host: o.Host, ip: o.PublicIP, filter: o.Filter, policy: o.Policy, hold: o.Hold}, nil
 }
 
 // Name implements reconcile.Controller.
@@ -190,6 +194,10 @@ func (c *Controller) Reconcile(ctx context.Context, key string) error {
 	// closed: its ACCEPT is refused, the network's DROP is not; other
 	// networks' rules are unaffected. Stale sets go after the rules that
 	// named them (a set in use cannot be destroyed).
+	held := c.hold.Remaining()
+	if held > 0 {
+		w = keepMembers(w, have)
+	}
 	var serr error
 	if lerr == nil {
 		serr = c.syncSets(ctx, w, have)
@@ -198,6 +206,12 @@ func (c *Controller) Reconcile(ctx context.Context, key string) error {
 	nerr := c.syncNAT(ctx, w.NAT)
 	if lerr != nil || ferr != nil {
 		return errors.Join(lerr, serr, ferr, nerr)
+	}
+	if held > 0 {
+		if err := errors.Join(serr, nerr); err != nil {
+			return err
+		}
+		return reconcile.RequeueAfter(held, "keeping group set members while etcd's records are written again")
 	}
 	return errors.Join(serr, nerr, c.destroyStaleSets(ctx, w, have))
 }

@@ -79,7 +79,7 @@ func newHost(t *testing.T, opts routes.Options) *host {
 	if opts.SweepGrace == 0 {
 		opts.SweepGrace = -1
 	}
-	x.fdb = fdb.New(x.h, x.store, fdb.Options{Host: "h1", SweepGrace: opts.SweepGrace, Policy: opts.Policy})
+	x.fdb = fdb.New(x.h, x.store, fdb.Options{Host: "h1", SweepGrace: opts.SweepGrace, Policy: opts.Policy, Hold: opts.Hold})
 	x.rt = routes.New(x.h, x.store, opts)
 	x.mgr = reconcile.NewManager(0, x.log)
 	ctrls := []keyed{x.vx, x.fdb, x.rt}

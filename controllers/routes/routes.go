@@ -62,6 +62,11 @@ type Options struct {
 	// SweepGrace overrides how long a flannel-shaped object no lease wants
 	// must stay unwanted before it is deleted (0: reconcile.DefaultGrace; < 0: none).
 	SweepGrace time.Duration
+	// Hold, when set and active, defers deleting the routes of destinations
+	// nothing wants any more (see reconcile.Hold): after etcd lost its data,
+	// their owners re-register within seconds. A local network still takes
+	// its subnet back at once.
+	Hold *reconcile.Hold
 	// OnConflict is called when a destination's conflict appears, changes or
 	// (Active false) clears. It runs in the reconcile and must not block.
 	OnConflict func(Conflict)
@@ -187,6 +192,7 @@ func (c *Controller) Reconcile(ctx context.Context, key string) error {
 		c.report(dst, d.Conflict)
 	}
 	steps, wait := c.settleSweeps(dst, d, steps)
+	steps, wait = c.held(d, steps, wait)
 	ready, err := c.gatewayReady(d, actual, in.Link.Index)
 	if err != nil {
 		return err
@@ -201,7 +207,7 @@ func (c *Controller) Reconcile(ctx context.Context, key string) error {
 		return err
 	}
 	if wait > 0 {
-		return reconcile.RequeueAfter(wait, "confirming that no flannel lease wants "+dst.String())
+		return reconcile.RequeueAfter(wait, "confirming that nothing wants "+dst.String()+" any more")
 	}
 	return nil
 }
@@ -249,6 +255,19 @@ func (c *Controller) settleSweeps(dst netip.Prefix, d Decision, steps []Step) ([
 	}
 	c.settle.Clear(key)
 	return steps, 0
+}
+
+// held drops the deletions of a destination nothing wants any more while
+// Options.Hold is active, and says when to look again.
+func (c *Controller) held(d Decision, steps []Step, wait time.Duration) ([]Step, time.Duration) {
+	left := c.opts.Hold.Remaining()
+	if left <= 0 || d.Want != nil || d.Local || !slices.ContainsFunc(steps, func(s Step) bool { return s.Del }) {
+		return steps, wait
+	}
+	if wait == 0 || left < wait {
+		wait = left
+	}
+	return slices.DeleteFunc(steps, func(s Step) bool { return s.Del }), wait
 }
 
 func (c *Controller) input(dst netip.Prefix) (Input, error) {

@@ -62,7 +62,13 @@ func startDaemon(t *testing.T, srv *etcdtest.Server, host string, store *state.S
 			mgr.Enqueue(subnets.Name, k, ev.Trigger)
 		}
 	})
-	w, err := etcdwatch.New(etcdwatch.Options{Client: cli, Keys: keys, Store: store})
+	// As the app wires it (cmd/flannel-registrar/app/etcdloss.go): etcd lost
+	// our data, so drop the leases it lost and write everything again.
+	w, err := etcdwatch.New(etcdwatch.Options{Client: cli, Keys: keys, Store: store,
+		OnHistoryLost: func(etcdwatch.HistoryLoss) {
+			reg.CheckLeases(ctx)
+			_ = mgr.ResyncOne(ctx, subnets.Name, "etcd:history-lost")
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -36,10 +37,7 @@ func (r *Registry) lease(ctx context.Context, kind leaseKind) (clientv3.LeaseID,
 	}
 	r.leases[kind] = resp.ID
 	r.mu.Unlock()
-	select {
-	case r.kick <- struct{}{}:
-	default: // Run has a kick pending already
-	}
+	r.poke()
 	return resp.ID, nil
 }
 
@@ -53,6 +51,14 @@ func (r *Registry) dropLease(kind leaseKind, id clientv3.LeaseID) {
 	r.mu.Unlock()
 	if dropped && r.cfg.OnLeaseLost != nil {
 		r.cfg.OnLeaseLost(kind.String())
+	}
+}
+
+// poke wakes Run to compare the leases it keeps alive with the current ones.
+func (r *Registry) poke() {
+	select {
+	case r.kick <- struct{}{}:
+	default: // Run has a kick pending already
 	}
 }
 
@@ -81,10 +87,17 @@ const (
 // expired, or etcd was unreachable for longer than its TTL), the lease is
 // dropped, OnLeaseLost is called and the next write grants a new one. When a
 // keep-alive cannot be started (the client's keep-alive loop halted), Run
-// retries with backoff on a fresh lessor. Leases are not revoked when Run
-// returns: a restarted registrar re-attaches the records to its new lease
-// before the old one expires. Run returns nil when ctx ends.
+// retries with backoff on a fresh lessor. Each time the client reconnects,
+// Run asks etcd about the leases (CheckLeases): one etcd lost is dropped at
+// once. Leases are not revoked when Run returns: a restarted registrar
+// re-attaches the records to its new lease before the old one expires. Run
+// returns nil when ctx ends.
 func (r *Registry) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel() // before wg.Wait (deferred later, runs first)
+	wg.Go(func() { r.watchReconnects(rctx) })
 	lessor := r.newLessor(r.cfg.Client)
 	var ks [2]keeper
 	defer func() {

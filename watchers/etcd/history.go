@@ -54,3 +54,19 @@ func (w *Watcher) historyLost(hdr *etcdserverpb.ResponseHeader, applied int64) s
 	w.term = max(w.term, hdr.RaftTerm)
 	return ""
 }
+
+// HistoryLoss is an answer of etcd showing that its history is not the one
+// the store reflects (Options.OnHistoryLost).
+type HistoryLoss struct {
+	Reason   string // as the re-list's OnRelist reason, e.g. "etcd revision went back ..."
+	Applied  int64  // highest revision the store had applied
+	Revision int64  // etcd's revision in that answer
+}
+
+// reportLoss calls OnHistoryLost once for the loss the next re-list repairs.
+func (w *Watcher) reportLoss(why string, applied int64, hdr *etcdserverpb.ResponseHeader) {
+	w.lossSeen = true
+	if w.o.OnHistoryLost != nil {
+		w.o.OnHistoryLost(HistoryLoss{Reason: why, Applied: applied, Revision: hdr.GetRevision()})
+	}
+}

@@ -11,7 +11,10 @@
 // a raft term below the highest seen, or another cluster ID means etcd's
 // history is not the one the store reflects, and the watcher re-lists
 // (OnRelist reason "etcd revision went back ...", "etcd raft term went
-// back ..." or "etcd cluster ID changed ...").
+// back ..." or "etcd cluster ID changed ..."). A re-list after a watch that
+// ended is checked the same way. Each such loss is reported once through
+// OnHistoryLost before the store is replaced, so that the caller can keep
+// what vanished with it until its owners have written it again.
 //
 // Lists are paginated (PageSize keys per request, every page at the first
 // page's revision), so that 100,000 keys need no single giant response.
@@ -66,6 +69,12 @@ type Options struct {
 	// OnRelist is called from Run's goroutine before each re-list with its
 	// reason (e.g. "compacted"). Optional.
 	OnRelist func(reason string)
+	// OnHistoryLost is called from Run's goroutine when an answer of etcd (a
+	// watch response, the periodic header read, or a re-list) shows that its
+	// history is not the one the store reflects (it lost its data, was
+	// restored from a copy, or is another cluster), before the store is
+	// replaced by what etcd holds now. It must not block. Optional.
+	OnHistoryLost func(HistoryLoss)
 	// Backoff returns the policy between failed attempts; nil: exponential
 	// from 100ms to 5s, forever.
 	Backoff     func() backoff.BackOff
@@ -106,6 +115,7 @@ type Watcher struct {
 	revs     [2]int64 // per watched prefix: last revision applied
 	listed   bool
 	needList bool
+	lossSeen bool   // a loss was reported; the re-list that follows does not report it again
 	cluster  uint64 // cluster ID of the last list (0: unknown)
 	term     uint64 // highest raft term seen since the last list
 	perHost  map[string]*hostKeys
@@ -274,6 +284,16 @@ func (w *Watcher) list(ctx context.Context, reason string) error {
 			return fmt.Errorf("list %s: %w", prefix, err)
 		}
 	}
+	if w.listed && !w.lossSeen {
+		// A re-list after a watch that ended (etcd restarted) is the first
+		// answer of the etcd that came back.
+		if applied := max(w.revs[0], w.revs[1]); applied > 0 {
+			if why := w.historyLost(hdr, applied); why != "" {
+				w.reportLoss(why, applied, hdr)
+			}
+		}
+	}
+	w.lossSeen = false
 	w.forgetInvalidExcept(seen)
 	w.perHost, w.leaseKeys = perHost, leaseKeys
 	w.o.Store.ReplaceEtcd(view, trigger)
@@ -362,6 +382,7 @@ func (w *Watcher) watch(ctx context.Context) (reason string, retryNow, progresse
 			inFlight = false
 			if c.err == nil {
 				if why := w.historyLost(c.hdr, c.applied); why != "" {
+					w.reportLoss(why, c.applied, c.hdr)
 					return why, true, progressed
 				}
 			}
@@ -381,6 +402,7 @@ func (w *Watcher) watch(ctx context.Context) (reason string, retryNow, progresse
 			return fmt.Sprintf("watch ended: %v", err), false, progressed
 		}
 		if why := w.historyLost(&wr.Header, w.revs[i]); why != "" {
+			w.reportLoss(why, w.revs[i], &wr.Header)
 			return why, true, progressed
 		}
 		progressed = true

@@ -36,6 +36,7 @@ type recorder struct {
 	triggers []string
 	invalid  []string
 	relists  []string
+	losses   []string          // OnHistoryLost, as "reason|applied>revision leases=<in the store then>"
 	errs     map[string]string // invalid key -> error of its last report
 }
 
@@ -85,6 +86,10 @@ func newHarness(t *testing.T, opts ...func(*etcdwatch.Options)) *harness {
 			h.rec.mu.Unlock()
 		},
 		OnRelist: func(reason string) { h.rec.add(&h.rec.relists, reason) },
+		OnHistoryLost: func(l etcdwatch.HistoryLoss) {
+			// The store still holds what etcd lost: the hook runs before the re-list.
+			h.rec.add(&h.rec.losses, fmt.Sprintf("%s|%d>%d leases=%d", l.Reason, l.Applied, l.Revision, len(h.store.Leases())))
+		},
 	}
 	for _, f := range opts {
 		f(&o)
@@ -402,6 +407,16 @@ func TestEtcdWipedDataDir(t *testing.T) {
 	relists := h.rec.snapshot(&h.rec.relists)
 	if len(relists) == 0 || !strings.HasPrefix(relists[len(relists)-1], "etcd revision went back") {
 		t.Errorf("re-list reasons %q: want the last one to be \"etcd revision went back ...\"", relists)
+	}
+	// Reported once, before the re-list replaced the 20 leases, with the
+	// revisions that show it.
+	losses := h.rec.snapshot(&h.rec.losses)
+	var applied, rev, leases int
+	if len(losses) != 1 || !strings.HasPrefix(losses[0], "etcd revision went back") {
+		t.Fatalf("history losses reported %q: want one \"etcd revision went back ...\"", losses)
+	}
+	if _, err := fmt.Sscanf(losses[0][strings.LastIndex(losses[0], "|")+1:], "%d>%d leases=%d", &applied, &rev, &leases); err != nil || applied <= rev || leases != 20 {
+		t.Errorf("history loss %q (parse: %v): want applied > revision and the 20 leases still in the store", losses[0], err)
 	}
 	// The watch from the new list's revision follows.
 	h.put(t, sub("10.5.37.0/24"), vxlanLease)

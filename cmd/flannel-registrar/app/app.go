@@ -94,13 +94,18 @@ type App struct {
 	// (runDeferred): the hook runs on the keep-alive goroutine and must not
 	// block, but the resync it asks for reads etcd.
 	leaseLost chan struct{}
+	// reregister hands onHistoryLost's re-registration to runDeferred.
+	reregister chan struct{}
+	// hold keeps routes and neighbours of records that vanished when etcd
+	// lost its data, until their owners wrote them again (etcdloss.go).
+	hold *reconcile.Hold
 }
 
 // New builds the app from a validated configuration. It opens clients but
 // does not contact etcd or Docker yet: those may be down at start.
 func New(cfg config.Config, log *slog.Logger, version string) (*App, error) {
 	a := &App{cfg: cfg, log: log, version: version, store: state.New(), synced: make(chan struct{}), mismatch: map[string]bool{},
-		leaseLost: make(chan struct{}, 1)}
+		leaseLost: make(chan struct{}, 1), reregister: make(chan struct{}, 1), hold: &reconcile.Hold{}}
 	for _, w := range cfg.Warnings() {
 		log.Warn(w)
 	}
@@ -176,7 +181,7 @@ func (a *App) openClients() error {
 // the subnets controller for runDeferred, without waiting for it (it runs on
 // the registry's keep-alive goroutine). Losses while one is queued share it.
 func (a *App) onLeaseLost(which string) {
-	a.log.Warn("etcd lease lost (etcd unreachable for longer than its TTL, or revoked); writing again on a new lease", "lease", which)
+	a.log.Warn("etcd lease lost (etcd unreachable for longer than its TTL, revoked, or etcd lost its data); writing again on a new lease", "lease", which)
 	select {
 	case a.leaseLost <- struct{}{}:
 	default: // a resync is queued already and covers this one
@@ -191,6 +196,8 @@ func (a *App) runDeferred(ctx context.Context) {
 			return
 		case <-a.leaseLost:
 			a.resyncOne(subnets.Name, "etcd:lease-lost")
+		case <-a.reregister:
+			a.reregisterAll(ctx)
 		}
 	}
 }
@@ -228,11 +235,12 @@ func (a *App) buildControllers() error {
 	if err != nil {
 		return fmt.Errorf("subnets controller: %w", err)
 	}
-	a.fdb = fdb.New(a.nl, a.store, fdb.Options{Host: a.cfg.HostName, PublicIP: a.cfg.PublicIP, Policy: a.policy()})
+	a.fdb = fdb.New(a.nl, a.store, fdb.Options{Host: a.cfg.HostName, PublicIP: a.cfg.PublicIP, Policy: a.policy(), Hold: a.hold})
 	a.routes = routes.New(a.nl, a.store, routes.Options{
 		Host: a.cfg.HostName, PublicIP: a.cfg.PublicIP,
 		Gateways: a.cfg.HostGatewayMap, Extra: a.cfg.RoutesExtra,
 		Policy: a.policy(),
+		Hold:   a.hold,
 		OnConflict: func(c routes.Conflict) {
 			switch {
 			case !c.Active:
@@ -255,6 +263,7 @@ func (a *App) buildControllers() error {
 		IPSets: a.nl,
 		Policy: a.policy(),
 		Host:   a.cfg.HostName, PublicIP: a.cfg.PublicIP,
+		Hold: a.hold,
 	})
 	if err != nil {
 		return fmt.Errorf("forwarding controller: %w", err)
@@ -334,8 +343,9 @@ func (a *App) buildWatchers() error {
 		Client: a.etcd, Keys: a.keys(), Store: a.store,
 		// Classified off the watcher's goroutine (health.go): the original
 		// tool's leftovers are summarised, anything else is warned about.
-		OnInvalid: a.onInvalidEtcd,
-		OnRelist:  func(reason string) { a.log.Info("re-listing etcd", "reason", reason) },
+		OnInvalid:     a.onInvalidEtcd,
+		OnRelist:      func(reason string) { a.log.Info("re-listing etcd", "reason", reason) },
+		OnHistoryLost: a.onHistoryLost,
 	})
 	if err != nil {
 		return fmt.Errorf("etcd watcher: %w", err)
