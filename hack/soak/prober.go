@@ -193,7 +193,7 @@ func (p *prober) attach(ctx context.Context) (*icmp.PacketConn, int, error) {
 func (p *prober) pingWith(ctx context.Context, conn *icmp.PacketConn, pid int, n uint16) uint16 {
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	defer conn.Close() // before wg.Wait: ends the reader
+	defer func() { _ = conn.Close() }() // before wg.Wait: ends the reader
 	wg.Add(1)
 	go func() {
 		defer wg.Done()

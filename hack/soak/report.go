@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"slices"
 	"sort"
 	"strings"
@@ -124,7 +123,8 @@ func inAny(ivs []Interval, t time.Time) bool {
 }
 
 // RenderTable writes the per-kind table.
-func RenderTable(w io.Writer, rows []Row) {
+func RenderTable(rows []Row) string {
+	w := &strings.Builder{}
 	fmt.Fprintf(w, "| %-26s | %5s | %7s | %6s | %11s | %10s | %11s | %10s | %9s |\n",
 		"fault", "count", "pings", "lost", "lost (ctr↓)", "lost after", "worst ready", "mean ready", "not ready")
 	fmt.Fprintf(w, "|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n", dashes(28), dashes(7), dashes(9), dashes(8), dashes(13), dashes(12), dashes(13), dashes(12), dashes(11))
@@ -145,6 +145,7 @@ func RenderTable(w io.Writer, rows []Row) {
 		fmt.Fprintf(w, "| %-26s | %5s | %7d | %6d | %11d | %10d | %11s | %10s | %9s |\n",
 			r.Kind, count, r.Sent, r.Lost, r.LostDown, r.LostAfter, worst, mean, notReady)
 	}
+	return w.String()
 }
 
 func msText(d time.Duration) string {
@@ -196,7 +197,8 @@ func CheckGrowth(mid, end []Usage) []string {
 }
 
 // RenderUsage writes the registrars' resources at the three points.
-func RenderUsage(w io.Writer, start, mid, end []Usage) {
+func RenderUsage(start, mid, end []Usage) string {
+	w := &strings.Builder{}
 	fmt.Fprintf(w, "| %-4s | %-28s | %-28s | %-28s |\n", "host", "start (pid RSS goroutines)", "after first half", "end")
 	fmt.Fprintf(w, "|%s|%s|%s|%s|\n", dashes(6), dashes(30), dashes(30), dashes(30))
 	for i, s := range start {
@@ -212,4 +214,5 @@ func RenderUsage(w io.Writer, start, mid, end []Usage) {
 		}
 		fmt.Fprintf(w, "| %-4s | %-28s | %-28s | %-28s |\n", s.Host, cell(start), cell(mid), cell(end))
 	}
+	return w.String()
 }

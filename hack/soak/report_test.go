@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"strings"
 	"testing"
@@ -54,9 +53,7 @@ func TestAttribute(t *testing.T) {
 		t.Errorf("rows %v: want (no fault) then every kind", rows)
 	}
 
-	var b bytes.Buffer
-	RenderTable(&b, rows)
-	out := b.String()
+	out := RenderTable(rows)
 	for _, want := range []string{"| etcd paused 20s", "1500 ms", "1000 ms", "+1 failed", "| (no fault)"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)

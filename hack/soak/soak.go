@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -219,7 +218,7 @@ func (s *soak) finish(runErr error, start, mid, end []Usage) error {
 	rows := Attribute(samples, s.windows, down, now)
 	fmt.Printf("\nseed %d, %d faults, %d all-pairs pings every %s (lost: sent, no answer within %s; ctr↓: the source or target container was not running, ±%s; lost after: sent after the fault ended; ready: from the fault's end to full connectivity):\n\n",
 		s.o.seed, len(s.windows), len(samples), PingEvery, Settle, DownSlack)
-	RenderTable(os.Stdout, rows)
+	fmt.Print(RenderTable(rows))
 
 	s.stats.mu.Lock()
 	routed := slices.Clone(s.stats.routed)
@@ -255,7 +254,7 @@ func (s *soak) finish(runErr error, start, mid, end []Usage) error {
 		}
 	}
 	fmt.Printf("\nregistrars (h%d is never SIGKILLed; a restarted registrar is not judged):\n\n", ObservedHost)
-	RenderUsage(os.Stdout, start, mid, end)
+	fmt.Print(RenderUsage(start, mid, end))
 	if mid != nil && end != nil {
 		for _, b := range CheckGrowth(mid, end) {
 			s.fail("%s", b)
