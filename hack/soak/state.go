@@ -14,6 +14,8 @@ import (
 	"github.com/flannel-registrar/flannel-registrar/hack/lab"
 	"github.com/vishvananda/netlink"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+	grpcbackoff "google.golang.org/grpc/backoff"
 )
 
 // SettleNet is how long after its create or rm a churn network is left out
@@ -81,9 +83,18 @@ type checker struct {
 
 func newChecker(l *lab.Lab, n *nets) (*checker, error) {
 	c := &checker{l: l, nets: n}
-	cli, err := l.EtcdClient()
+	// The lab's client has gRPC's default reconnect backoff (up to 2 min):
+	// after an etcd restart the check itself would be what is slow.
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   []string{"unix://" + l.EtcdSocket()},
+		DialTimeout: 5 * time.Second,
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           grpcbackoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, MaxDelay: 250 * time.Millisecond},
+			MinConnectTimeout: time.Second,
+		})},
+	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("etcd client: %w", err)
 	}
 	c.cli = cli
 	for _, h := range l.Hosts {
