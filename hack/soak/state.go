@@ -14,6 +14,7 @@ import (
 	"github.com/flannel-registrar/flannel-registrar/hack/lab"
 	"github.com/vishvananda/netlink"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	grpcbackoff "google.golang.org/grpc/backoff"
 )
@@ -92,6 +93,7 @@ func newChecker(l *lab.Lab, n *nets) (*checker, error) {
 			Backoff:           grpcbackoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, MaxDelay: 250 * time.Millisecond},
 			MinConnectTimeout: time.Second,
 		})},
+		Logger: zap.NewNop(), // its retries during the etcd faults are expected
 	})
 	if err != nil {
 		return nil, fmt.Errorf("etcd client: %w", err)
