@@ -190,12 +190,14 @@ func (s *soak) oneFault(ctx context.Context, f Fault) error {
 // unbroken run of answered pings (latest over pairs) and the start of an
 // unbroken run of passing route and record checks.
 func (s *soak) waitReady(ctx context.Context, from time.Time) (time.Duration, error) {
-	var okSince time.Time
+	var okSince, lastFail time.Time
 	var ready time.Duration
+	var lastErr error
 	err := poll.Until(ctx, s.hardLimit(), 100*time.Millisecond, func() error {
 		now := time.Now()
 		if err := s.check.check(ctx); err != nil {
 			okSince = time.Time{}
+			lastErr, lastFail = err, now
 			return err
 		}
 		if okSince.IsZero() {
@@ -208,6 +210,10 @@ func (s *soak) waitReady(ctx context.Context, from time.Time) (time.Duration, er
 		ready = max(back.Sub(from), okSince.Sub(from), 0)
 		return nil
 	})
+	if err == nil && lastErr != nil && ready > 2*time.Second {
+		// Say what kept it from converging, for the report.
+		progress("  slow: the last failing check (%s after the fault ended): %v", lastFail.Sub(from).Round(time.Millisecond), lastErr)
+	}
 	return ready, err
 }
 
