@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -32,6 +33,7 @@ type options struct {
 	bound      time.Duration
 	churnEvery time.Duration
 	quiet      time.Duration
+	logs       string
 }
 
 func main() {
@@ -47,6 +49,7 @@ func main() {
 	flag.DurationVar(&o.bound, "bound", 30*time.Second, "full connectivity must return within this after each fault ends")
 	flag.DurationVar(&o.churnEvery, "churn-every", 4*time.Second, "network create/rm period")
 	flag.DurationVar(&o.quiet, "quiet", 3*time.Second, "wait after full connectivity before the next fault")
+	flag.StringVar(&o.logs, "logs", "/tmp/frlab-soak-logs", "copy the lab's daemon logs here before teardown (empty: do not)")
 	flag.Parse()
 	if o.seed == 0 {
 		o.seed = uint64(time.Now().UnixNano())
@@ -67,6 +70,33 @@ func progress(format string, args ...any) {
 	fmt.Printf("[%6.1fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
 }
 
+// saveLogs copies every *.log of the lab's state dir (per host: registrar,
+// flanneld, dockerd; etcd) into dir, replacing what an earlier run left.
+func saveLogs(state, dir string) error {
+	logs, err := filepath.Glob(filepath.Join(state, "*", "*.log"))
+	if err != nil {
+		return err
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	var errs []error
+	for _, src := range logs {
+		dst := filepath.Join(dir, filepath.Base(filepath.Dir(src)), filepath.Base(src))
+		b, err := os.ReadFile(src)
+		if err == nil {
+			err = os.MkdirAll(filepath.Dir(dst), 0o755)
+		}
+		if err == nil {
+			err = os.WriteFile(dst, b, 0o644)
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
 func run(ctx context.Context, o options) (err error) {
 	if o.duration <= 0 || o.bound <= 0 || o.churnEvery <= 0 {
 		return errors.New("-duration, -bound and -churn-every must be positive")
@@ -76,7 +106,15 @@ func run(ctx context.Context, o options) (err error) {
 		return fmt.Errorf("remove an old soak lab: %w", err)
 	}
 	defer func() {
-		// Always torn down, also after Ctrl-C or a failure.
+		// Always torn down, also after Ctrl-C or a failure; the daemons'
+		// logs are kept for the report.
+		if o.logs != "" {
+			if lerr := saveLogs(o.state, o.logs); lerr != nil {
+				progress("keeping the logs: %v", lerr)
+			} else {
+				progress("daemon logs kept in %s", o.logs)
+			}
+		}
 		downCtx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
 		t := time.Now()
