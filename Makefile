@@ -4,6 +4,8 @@
 #                     (KEEP=1 leaves the lab up and prints the commands to poke at it)
 #   sudo make test    unit, real-kernel and end-to-end tiers
 #   sudo make bench   network-create-to-reachable timings on a 3-host lab
+#   sudo make soak    chaos soak on a 3-host lab: all-pairs pings, network churn, random faults;
+#                     a table per fault kind (DURATION=10m; SEED=n repeats a run)
 #   sudo make bench-scale  flanneld vs the registrar vs the kernel floor on N=1,000 and 10,000
 #                     leases/records, side by side (time, peak RSS, CPU; SIZES=1000,10000)
 #   make unit         the test tiers without the lab (root-only tests skip as non-root)
@@ -24,7 +26,7 @@ E2E_TIMEOUT ?= 30m
 KEEP ?=
 TOPOLOGY ?=
 
-.PHONY: all build image demo test unit test-unit test-e2e deps lab-up lab-down lab-status bench bench-scale lint fuzz
+.PHONY: all build image demo test unit test-unit test-e2e deps lab-up lab-down lab-status bench bench-scale soak lint fuzz
 
 all: build
 
@@ -69,6 +71,11 @@ lab-status:
 
 bench: deps
 	$(GO) run ./hack/bench
+
+DURATION ?= 10m
+SEED ?= 0
+soak: deps
+	$(GO) run ./hack/soak -duration $(DURATION) -seed $(SEED)
 
 SIZES ?= 1000,10000
 bench-scale: deps

@@ -430,7 +430,12 @@ func (c *Controller) KeysFor(ev state.Event) []string {
 		if !identityChanged(ev) {
 			return nil
 		}
-		return c.localKeys()
+		// Also our networks in etcd that are no longer local: one removed
+		// while the identity was unknown (flannel.1 gone) was skipped then,
+		// and would otherwise wait for the resync to be unregistered.
+		keys := append(c.localKeys(), c.snapshotOwn()...)
+		slices.Sort(keys)
+		return slices.Compact(keys)
 	case state.KindNetwork:
 		// Our records: a hand edit or deletion is repaired at once.
 		if pk, err := c.keys.Parse(ev.Key); err == nil && pk.Kind == registry.KindNetwork && pk.Host == c.host {

@@ -259,15 +259,17 @@ func TestKeysFor(t *testing.T) {
 	l2.Up, l2.MTU = false, 1400
 	l3 := link()
 	l3.Local = netip.MustParseAddr("198.51.100.9")
+	// Removed from Docker while flannel.1 was gone: still registered.
+	store.PutNetwork(keys.Network("h1", "gone"), registry.Network{Host: "h1", Network: "gone", Subnet: netip.MustParsePrefix("198.19.8.0/24")}, "test")
 	for _, tc := range []struct {
 		name string
 		ev   state.Event
 		want []string
 	}{
 		{"local", state.Event{Kind: state.KindLocal, Key: "app9"}, []string{"app9", "_host"}},
-		{"link appears", state.Event{Kind: state.KindLink, Key: "flannel.1", Old: state.Link{}, New: link()}, []string{"_host", "app1", "app2"}},
+		{"link appears", state.Event{Kind: state.KindLink, Key: "flannel.1", Old: state.Link{}, New: link()}, []string{"_host", "app1", "app2", "gone"}},
 		{"link MTU only", state.Event{Kind: state.KindLink, Key: "flannel.1", Old: link(), New: l2}, nil},
-		{"link address", state.Event{Kind: state.KindLink, Key: "flannel.1", Old: link(), New: l3}, []string{"_host", "app1", "app2"}},
+		{"link address", state.Event{Kind: state.KindLink, Key: "flannel.1", Old: link(), New: l3}, []string{"_host", "app1", "app2", "gone"}},
 		{"our record", state.Event{Kind: state.KindNetwork, Key: keys.Network("h1", "app1")}, []string{"app1"}},
 		{"their record", state.Event{Kind: state.KindNetwork, Key: keys.Network("h2", "app1")}, nil},
 		{"our reservation deleted", state.Event{Kind: state.KindLease, Key: "198.19.7.0/24", Old: state.Lease{Reservation: ours}}, []string{"old"}},
