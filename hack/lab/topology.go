@@ -7,8 +7,9 @@ import (
 	"strings"
 )
 
-// createTopology builds the underlay namespace with its bridge (holding
-// etcd's address) and one namespace per host, its eth0 a veth to the bridge.
+// createTopology builds the underlay namespace with its bridge, one
+// namespace per etcd member and one per host, each with its eth0 a veth to
+// the bridge.
 // Links are created inside the lab namespaces only ("ip -n"), never in the
 // root namespace.
 func (l *Lab) createTopology(ctx context.Context) error {
@@ -17,19 +18,23 @@ func (l *Lab) createTopology(ctx context.Context) error {
 		{"ip", "netns", "add", u},
 		{"ip", "-n", u, "link", "set", "lo", "up"},
 		{"ip", "-n", u, "link", "add", "br0", "type", "bridge"},
-		{"ip", "-n", u, "addr", "add", fmt.Sprintf("%s/%d", EtcdIP, UnderlayCIDRLen), "dev", "br0"},
 		{"ip", "-n", u, "link", "set", "br0", "up"},
 	}
-	for _, h := range l.Hosts {
-		veth := "v" + h.Name
+	attach := func(ns, veth, ip string) {
 		steps = append(steps,
-			[]string{"ip", "netns", "add", h.Netns},
-			[]string{"ip", "-n", h.Netns, "link", "set", "lo", "up"},
-			[]string{"ip", "-n", u, "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", h.Netns},
+			[]string{"ip", "netns", "add", ns},
+			[]string{"ip", "-n", ns, "link", "set", "lo", "up"},
+			[]string{"ip", "-n", u, "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns},
 			[]string{"ip", "-n", u, "link", "set", veth, "master", "br0", "up"},
-			[]string{"ip", "-n", h.Netns, "addr", "add", fmt.Sprintf("%s/%d", h.IP, UnderlayCIDRLen), "dev", "eth0"},
-			[]string{"ip", "-n", h.Netns, "link", "set", "eth0", "up"},
+			[]string{"ip", "-n", ns, "addr", "add", fmt.Sprintf("%s/%d", ip, UnderlayCIDRLen), "dev", "eth0"},
+			[]string{"ip", "-n", ns, "link", "set", "eth0", "up"},
 		)
+	}
+	for i := 1; i <= l.EtcdMembers; i++ {
+		attach(l.EtcdMemberNetns(i), "v"+etcdMemberName(i), EtcdMemberIP(i))
+	}
+	for _, h := range l.Hosts {
+		attach(h.Netns, "v"+h.Name, h.IP)
 	}
 	for _, s := range steps {
 		if _, err := run(ctx, s...); err != nil {
@@ -62,7 +67,7 @@ func (h *Host) configureKernel(ctx context.Context) error {
 }
 
 // labNamespaces lists the named namespaces of the lab with this prefix:
-// <prefix>underlay and <prefix>h<N> exactly, so labs with longer prefixes
+// <prefix>underlay, <prefix>etcd<N> and <prefix>h<N> exactly, so labs with longer prefixes
 // (frlab-e2e-) are not mistaken for this one.
 func labNamespaces(prefix string) ([]string, error) {
 	entries, err := os.ReadDir("/var/run/netns")
@@ -90,6 +95,9 @@ func isLabNamespace(prefix, name string) bool {
 		return true
 	}
 	n, ok := strings.CutPrefix(rest, "h")
+	if !ok {
+		n, ok = strings.CutPrefix(rest, "etcd")
+	}
 	if !ok || n == "" {
 		return false
 	}
