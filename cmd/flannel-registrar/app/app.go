@@ -121,7 +121,7 @@ func New(cfg config.Config, log *slog.Logger, version string) (*App, error) {
 
 func (a *App) openClients() error {
 	ec := clientv3.Config{
-		Endpoints:            a.cfg.EtcdEndpoints,
+		Endpoints:   a.cfg.EtcdEndpoints,
 		DialTimeout: 5 * time.Second,
 		// gRPC pings an idle connection after 10 s at the soonest (its
 		// floor) and gives up 2 s later. The timeout is also the
