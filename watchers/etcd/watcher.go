@@ -359,7 +359,7 @@ func (w *Watcher) watch(ctx context.Context) (reason string, retryNow, progresse
 				go w.checkHeader(wctx, max(w.revs[0], w.revs[1]), checks)
 			}
 			if why := live.silent(time.Now()); why != "" {
-				return why, false, progressed
+				return why, true, progressed // etcd answers elsewhere: re-list at once
 			}
 			w.requestProgress(wctx)
 			continue
@@ -369,6 +369,7 @@ func (w *Watcher) watch(ctx context.Context) (reason string, retryNow, progresse
 				if why := w.historyLost(c.hdr, c.applied); why != "" {
 					return why, true, progressed
 				}
+				live.answeredElsewhere(time.Now())
 			}
 			continue
 		case wr, ok = <-chs[0]:
