@@ -76,7 +76,7 @@ func inSet(ctx context.Context, h *lab.Host, g, subnet string) (bool, error) {
 // diagnose runs "flannel-registrar diagnose" on host h as the daemon runs.
 func diagnose(ctx context.Context, l *lab.Lab, h *lab.Host) (string, error) {
 	cmd := exec.CommandContext(ctx, "nsenter", "--net="+lab.NetnsPath(h.Netns), l.RegistrarPath(), "diagnose")
-	cmd.Env = append(os.Environ(), "ETCD_ENDPOINT="+lab.EtcdClientURL, "HOST_NAME="+h.Name, "DOCKER_HOST="+h.DockerHost(), "LOG_FORMAT=json", "ALLOWED_SUBNETS="+lab.AllowedSubnets)
+	cmd.Env = append(os.Environ(), "ETCD_ENDPOINT="+theLab.EtcdEndpointList(), "HOST_NAME="+h.Name, "DOCKER_HOST="+h.DockerHost(), "LOG_FORMAT=json", "ALLOWED_SUBNETS="+lab.AllowedSubnets)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }

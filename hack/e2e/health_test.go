@@ -94,7 +94,7 @@ func registrarCmd(l *lab.Lab, h *lab.Host, args ...string) (string, int, error) 
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = []string{
 		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-		"ETCD_ENDPOINT=" + lab.EtcdClientURL, "HOST_NAME=" + h.Name, "DOCKER_HOST=" + h.DockerHost(),
+		"ETCD_ENDPOINT=" + theLab.EtcdEndpointList(), "HOST_NAME=" + h.Name, "DOCKER_HOST=" + h.DockerHost(),
 		"ALLOWED_SUBNETS=" + lab.AllowedSubnets, "LOG_FORMAT=json",
 	}
 	var stdout, stderr strings.Builder

@@ -56,11 +56,12 @@ func runWithLab(m *testing.M) int {
 	}
 	start := time.Now()
 	theLab, setupErr = lab.Up(ctx, lab.Options{
-		Hosts:     3,
-		StateDir:  stateDir,
-		Registrar: true,
-		Interval:  10,
-		Progress:  func(s string) { fmt.Printf("e2e: [%5.1fs] %s\n", time.Since(start).Seconds(), s) },
+		Hosts:       3,
+		EtcdMembers: 3,
+		StateDir:    stateDir,
+		Registrar:   true,
+		Interval:    10,
+		Progress:    func(s string) { fmt.Printf("e2e: [%5.1fs] %s\n", time.Since(start).Seconds(), s) },
 	})
 	if setupErr == nil {
 		setupErr = createBase(ctx)

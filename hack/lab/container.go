@@ -77,7 +77,7 @@ func (h *Host) ComposeEnv() []string {
 	return []string{
 		"DOCKER_HOST=" + h.DockerHost(),
 		"DOCKER_SOCKET=" + h.DockerSocket(),
-		"ETCD_ENDPOINT=" + EtcdClientURL,
+		"ETCD_ENDPOINT=" + h.lab.EtcdEndpointList(),
 		"HOST_NAME=" + h.Name,
 		"ALLOWED_SUBNETS=" + AllowedSubnets,
 	}

@@ -1,22 +1,23 @@
 package lab
 
 // This file: etcd losing its data (wiped, or restored from an older copy of
-// its data directory), for the disaster-recovery scenarios. Every method
-// stops etcd first; the lab's etcd writes flannel's config again when it
-// starts on a data directory without one.
+// its members' data directories), for the disaster-recovery scenarios.
+// Every method stops every member first; the lab's etcd writes flannel's
+// config again when it starts on data directories without one.
 
 import (
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 )
 
-func (l *Lab) etcdDataDir() string { return l.path("etcd", "data") }
+func (l *Lab) etcdSnapshotDir(name string, member int) string {
+	return l.path("etcd", "snapshot-"+name, etcdMemberName(member))
+}
 
-func (l *Lab) etcdSnapshotDir(name string) string { return l.path("etcd", "snapshot-"+name) }
-
-// WipeEtcd stops etcd, deletes its data directory and starts it again empty
+// WipeEtcd stops etcd, deletes every member's data directory and starts it again empty
 // on the same addresses: the same member name, peer URL and cluster token,
 // so the same cluster ID, but revisions start again from 1 and every lease
 // is gone.
@@ -24,30 +25,37 @@ func (l *Lab) WipeEtcd(ctx context.Context) error {
 	if err := l.StopEtcd(ctx); err != nil {
 		return fmt.Errorf("stop etcd: %w", err)
 	}
-	if err := os.RemoveAll(l.etcdDataDir()); err != nil {
-		return fmt.Errorf("wipe etcd data dir: %w", err)
+	for i := 1; i <= l.EtcdMembers; i++ {
+		if err := os.RemoveAll(l.EtcdMemberDataDir(i)); err != nil {
+			return fmt.Errorf("wipe etcd data dir: %w", err)
+		}
 	}
 	return l.StartEtcd(ctx)
 }
 
-// SnapshotEtcd stops etcd, copies its data directory aside as name (a
+// SnapshotEtcd stops etcd, copies every member's data directory aside as name (a
 // backup taken the hard way: a copy of a cleanly stopped member) and starts
 // it again on the original.
 func (l *Lab) SnapshotEtcd(ctx context.Context, name string) error {
 	if err := l.StopEtcd(ctx); err != nil {
 		return fmt.Errorf("stop etcd: %w", err)
 	}
-	dst := l.etcdSnapshotDir(name)
-	if err := os.RemoveAll(dst); err != nil {
-		return fmt.Errorf("remove old snapshot %s: %w", dst, err)
-	}
-	if err := copyDir(ctx, l.etcdDataDir(), dst); err != nil {
-		return err
+	for i := 1; i <= l.EtcdMembers; i++ {
+		dst := l.etcdSnapshotDir(name, i)
+		if err := os.RemoveAll(dst); err != nil {
+			return fmt.Errorf("remove old snapshot %s: %w", dst, err)
+		}
+		if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+			return fmt.Errorf("snapshot dir: %w", err)
+		}
+		if err := copyDir(ctx, l.EtcdMemberDataDir(i), dst); err != nil {
+			return err
+		}
 	}
 	return l.StartEtcd(ctx)
 }
 
-// RestoreEtcd stops etcd, replaces its data directory with the copy
+// RestoreEtcd stops etcd, replaces every member's data directory with the copy
 // SnapshotEtcd took as name and starts it: etcd is back at that older
 // revision, with the keys and leases it held then (the leases' TTLs
 // restart when the member starts).
@@ -55,11 +63,13 @@ func (l *Lab) RestoreEtcd(ctx context.Context, name string) error {
 	if err := l.StopEtcd(ctx); err != nil {
 		return fmt.Errorf("stop etcd: %w", err)
 	}
-	if err := os.RemoveAll(l.etcdDataDir()); err != nil {
-		return fmt.Errorf("remove etcd data dir: %w", err)
-	}
-	if err := copyDir(ctx, l.etcdSnapshotDir(name), l.etcdDataDir()); err != nil {
-		return err
+	for i := 1; i <= l.EtcdMembers; i++ {
+		if err := os.RemoveAll(l.EtcdMemberDataDir(i)); err != nil {
+			return fmt.Errorf("remove etcd data dir: %w", err)
+		}
+		if err := copyDir(ctx, l.etcdSnapshotDir(name, i), l.EtcdMemberDataDir(i)); err != nil {
+			return err
+		}
 	}
 	return l.StartEtcd(ctx)
 }

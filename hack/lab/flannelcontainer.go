@@ -98,7 +98,7 @@ func (h *Host) FlanneldToContainer(ctx context.Context) error {
 	_, _ = h.Docker(ctx, "rm", "-f", FlannelContainer)
 	if _, err := h.Docker(ctx, "run", "-d", "--name", FlannelContainer, "--network", "host",
 		"--cap-add", "NET_ADMIN", "--cap-add", "NET_RAW", "-v", h.Dir+":"+h.Dir, FlannelImage,
-		"--etcd-endpoints="+EtcdClientURL, "--etcd-prefix="+FlannelPrefix, "--iface=eth0",
+		"--etcd-endpoints="+h.lab.EtcdEndpointList(), "--etcd-prefix="+FlannelPrefix, "--iface=eth0",
 		"--public-ip="+h.IP, "--subnet-file="+h.SubnetFile()); err != nil {
 		return err
 	}

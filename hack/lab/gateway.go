@@ -131,9 +131,6 @@ func (h *Host) bridge() string {
 	return "br0"
 }
 
-// etcdAddrs are the etcd addresses a far host gets a management route to.
-func etcdAddrs() []string { return []string{EtcdIP} }
-
 // gatewaySteps add the far bridge and the gateway namespace with its two
 // legs and its extra range, and route the underlay namespace's answers to
 // far hosts through the gateway (routed topology; before the hosts' veths
@@ -141,8 +138,8 @@ func etcdAddrs() []string { return []string{EtcdIP} }
 func (l *Lab) gatewaySteps() [][]string {
 	u, g := l.UnderlayNetns(), l.GatewayNetns()
 	steps := [][]string{
-		// etcd's namespace answers far hosts through the gateway but never
-		// forwards: the gateway is the only way across.
+		// The underlay namespace never forwards: the gateway is the only
+		// way across.
 		inNetns(u, "sysctl", "-q", "-w", "net.ipv4.ip_forward=0"),
 		{"ip", "-n", u, "link", "add", "br1", "type", "bridge"},
 		{"ip", "-n", u, "link", "set", "br1", "up"},
@@ -162,19 +159,26 @@ func (l *Lab) gatewaySteps() [][]string {
 	return append(steps,
 		// On lo (no dummy module needed): the whole range is local there.
 		[]string{"ip", "-n", g, "addr", "add", ExtraIP + "/24", "dev", "lo"},
-		[]string{"ip", "-n", u, "route", "add", FarCIDR, "via", GatewayNearIP},
 	)
 }
 
-// managementSteps give every far host its only route across: a /32 to each
-// etcd address through the gateway (after the hosts' eth0 are up).
+// managementSteps give every far host its only route across, a /32 to each
+// etcd member through the gateway, and every member the way back (after the
+// members' and hosts' eth0 are up; routed topology only).
 func (l *Lab) managementSteps() [][]string {
+	if !l.Routed() {
+		return nil
+	}
 	var steps [][]string
+	for i := 1; i <= l.EtcdMembers; i++ {
+		steps = append(steps, []string{"ip", "-n", l.EtcdMemberNetns(i), "route", "add", FarCIDR, "via", GatewayNearIP, "dev", "eth0"})
+	}
 	for _, h := range l.Hosts {
 		if !h.Far() {
 			continue
 		}
-		for _, e := range etcdAddrs() {
+		for i := 1; i <= l.EtcdMembers; i++ {
+			e := EtcdMemberIP(i)
 			steps = append(steps, []string{"ip", "-n", h.Netns, "route", "add", e + "/32", "via", GatewayFarIP, "dev", "eth0"})
 		}
 	}

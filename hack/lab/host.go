@@ -94,7 +94,7 @@ func (h *Host) SubnetFile() string { return h.path("subnet.env") }
 func (h *Host) startFlanneld(ctx context.Context) error {
 	prev := fileMtime(h.SubnetFile())
 	argv := inNetns(h.Netns, h.lab.FlanneldBinary,
-		"--etcd-endpoints="+EtcdClientURL,
+		"--etcd-endpoints="+h.lab.EtcdEndpointList(),
 		"--etcd-prefix="+FlannelPrefix,
 		"--iface=eth0",
 		"--public-ip="+h.IP,
@@ -163,7 +163,7 @@ func (h *Host) startRegistrar(ctx context.Context) error { return h.startRegistr
 
 func (h *Host) startRegistrarWith(ctx context.Context, extraEnv []string) error {
 	env := append(baseEnv(),
-		"ETCD_ENDPOINT="+EtcdClientURL,
+		"ETCD_ENDPOINT="+h.lab.EtcdEndpointList(),
 		"HOST_NAME="+h.Name,
 		"DOCKER_HOST=unix://"+h.DockerSocket(),
 		fmt.Sprintf("INTERVAL=%d", h.lab.Interval),

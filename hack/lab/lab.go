@@ -1,6 +1,7 @@
 // Package lab brings up a multi-host flannel lab on one Linux machine (as
 // root): an underlay network namespace with a bridge, one namespace per
-// simulated host joined to it by a veth pair, one real etcd on the underlay,
+// simulated host joined to it by a veth pair, a real etcd cluster (1 or 3
+// members, each in a namespace of its own on the underlay),
 // and in every host a real flanneld (VXLAN backend), a real dockerd with
 // Docker's default iptables behaviour, a busybox test image, and optionally
 // flannel-registrar.
@@ -33,9 +34,12 @@ const (
 	DefaultHosts    = 3
 
 	UnderlayCIDRLen = 24
-	EtcdIP          = "198.51.100.2"
-	EtcdClientURL   = "http://" + EtcdIP + ":2379"
-	etcdPeerURL     = "http://" + EtcdIP + ":2380"
+	// EtcdIP and EtcdClientURL are member 1's; EtcdEndpoints lists every
+	// member's (what the lab's daemons are given).
+	EtcdIP        = "198.51.100.2"
+	EtcdClientURL = "http://" + EtcdIP + ":2379"
+	// DefaultEtcdMembers is Options.EtcdMembers' default (labctl's is 3).
+	DefaultEtcdMembers = 1
 
 	FlannelPrefix  = "/coreos.com/network"
 	FlannelNetwork = "198.18.0.0/16"
@@ -59,6 +63,9 @@ type Options struct {
 	// HOST_GATEWAY_MAP that routes the other side via its gateway
 	// (Host.GatewayMapEnv); off, the two sides do not reach each other.
 	GatewayMap bool `json:",omitempty"`
+	// EtcdMembers is the size of the lab's etcd cluster: 1 or 3
+	// (default DefaultEtcdMembers).
+	EtcdMembers int
 	// StateDir holds pidfiles, logs and daemon data (default /run/frlab).
 	// Its base name must start with "frlab" and names the lab's network
 	// namespaces: /run/frlab -> frlab-underlay, frlab-h1, ...
@@ -108,6 +115,12 @@ func (o *Options) setDefaults() error {
 	if o.Hosts < 1 || o.Hosts > 200 {
 		return fmt.Errorf("hosts: %d, expected 1..200", o.Hosts)
 	}
+	if o.EtcdMembers == 0 {
+		o.EtcdMembers = DefaultEtcdMembers
+	}
+	if o.EtcdMembers != 1 && o.EtcdMembers != 3 {
+		return fmt.Errorf("etcd members: %d, expected 1 or 3", o.EtcdMembers)
+	}
 	if o.StateDir == "" {
 		o.StateDir = DefaultStateDir
 	}
@@ -144,7 +157,7 @@ func newLab(o Options) *Lab {
 // Host returns host number i (1-based).
 func (l *Lab) Host(i int) *Host { return l.Hosts[i-1] }
 
-// UnderlayNetns is the name of the underlay namespace (etcd and the bridge).
+// UnderlayNetns is the name of the underlay namespace (the bridge).
 func (l *Lab) UnderlayNetns() string { return l.Prefix + "underlay" }
 
 func (l *Lab) progress(format string, args ...any) {

@@ -37,6 +37,11 @@ func TestIsLabNamespace(t *testing.T) {
 		{"frlab-", "frlab-e2e-underlay", false},
 		{"frlab-e2e-", "frlab-e2e-h1", true},
 		{"frlab-", "other-h1", false},
+		{"frlab-", "frlab-etcd1", true},
+		{"frlab-", "frlab-etcd", false},
+		{"frlab-", "frlab-etcdx", false},
+		{"frlab-", "frlab-e2e-etcd1", false},
+		{"frlab-e2e-", "frlab-e2e-etcd3", true},
 	}
 	for _, c := range cases {
 		if got := isLabNamespace(c.prefix, c.name); got != c.want {

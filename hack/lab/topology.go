@@ -7,9 +7,10 @@ import (
 	"strings"
 )
 
-// createTopology builds the underlay namespace with its bridge (holding
-// etcd's address) and one namespace per host, its eth0 a veth to the bridge
-// (in the routed topology also the far bridge and the gateway: gateway.go).
+// createTopology builds the underlay namespace with its bridge, one
+// namespace per etcd member and one per host, each with its eth0 a veth to
+// its bridge (in the routed topology also the far bridge and the gateway:
+// gateway.go).
 // Links are created inside the lab namespaces only ("ip -n"), never in the
 // root namespace.
 func (l *Lab) createTopology(ctx context.Context) error {
@@ -18,22 +19,26 @@ func (l *Lab) createTopology(ctx context.Context) error {
 		{"ip", "netns", "add", u},
 		{"ip", "-n", u, "link", "set", "lo", "up"},
 		{"ip", "-n", u, "link", "add", "br0", "type", "bridge"},
-		{"ip", "-n", u, "addr", "add", fmt.Sprintf("%s/%d", EtcdIP, l.underlayBits()), "dev", "br0"},
 		{"ip", "-n", u, "link", "set", "br0", "up"},
 	}
 	if l.Routed() {
 		steps = append(steps, l.gatewaySteps()...)
 	}
-	for _, h := range l.Hosts {
-		veth := "v" + h.Name
+	attach := func(ns, veth, bridge, ip string) {
 		steps = append(steps,
-			[]string{"ip", "netns", "add", h.Netns},
-			[]string{"ip", "-n", h.Netns, "link", "set", "lo", "up"},
-			[]string{"ip", "-n", u, "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", h.Netns},
-			[]string{"ip", "-n", u, "link", "set", veth, "master", h.bridge(), "up"},
-			[]string{"ip", "-n", h.Netns, "addr", "add", fmt.Sprintf("%s/%d", h.IP, l.underlayBits()), "dev", "eth0"},
-			[]string{"ip", "-n", h.Netns, "link", "set", "eth0", "up"},
+			[]string{"ip", "netns", "add", ns},
+			[]string{"ip", "-n", ns, "link", "set", "lo", "up"},
+			[]string{"ip", "-n", u, "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns},
+			[]string{"ip", "-n", u, "link", "set", veth, "master", bridge, "up"},
+			[]string{"ip", "-n", ns, "addr", "add", fmt.Sprintf("%s/%d", ip, l.underlayBits()), "dev", "eth0"},
+			[]string{"ip", "-n", ns, "link", "set", "eth0", "up"},
 		)
+	}
+	for i := 1; i <= l.EtcdMembers; i++ {
+		attach(l.EtcdMemberNetns(i), "v"+etcdMemberName(i), "br0", EtcdMemberIP(i))
+	}
+	for _, h := range l.Hosts {
+		attach(h.Netns, "v"+h.Name, h.bridge(), h.IP)
 	}
 	steps = append(steps, l.managementSteps()...)
 	for _, s := range steps {
@@ -67,7 +72,7 @@ func (h *Host) configureKernel(ctx context.Context) error {
 }
 
 // labNamespaces lists the named namespaces of the lab with this prefix:
-// <prefix>underlay, <prefix>gw (routed topology) and <prefix>h<N> exactly, so labs with longer prefixes
+// <prefix>underlay, <prefix>etcd<N>, <prefix>gw (routed topology) and <prefix>h<N> exactly, so labs with longer prefixes
 // (frlab-e2e-) are not mistaken for this one.
 func labNamespaces(prefix string) ([]string, error) {
 	entries, err := os.ReadDir("/var/run/netns")
@@ -95,6 +100,9 @@ func isLabNamespace(prefix, name string) bool {
 		return true
 	}
 	n, ok := strings.CutPrefix(rest, "h")
+	if !ok {
+		n, ok = strings.CutPrefix(rest, "etcd")
+	}
 	if !ok || n == "" {
 		return false
 	}

@@ -39,7 +39,7 @@ func Up(ctx context.Context, o Options) (*Lab, error) {
 	if err := l.prepare(ctx); err != nil {
 		return l, err
 	}
-	l.progress("starting etcd on %s", EtcdClientURL)
+	l.progress("starting etcd (%d members) on %s", l.EtcdMembers, l.EtcdEndpointList())
 	if err := l.StartEtcd(ctx); err != nil {
 		return l, err
 	}
@@ -123,7 +123,7 @@ func (l *Lab) prepare(ctx context.Context) error {
 			buildErr = l.BuildRegistrarImage(ctx)
 		}
 	}()
-	l.progress("creating namespaces %sunderlay, %sh1..h%d", l.Prefix, l.Prefix, len(l.Hosts))
+	l.progress("creating namespaces %sunderlay, %setcd1..%d, %sh1..h%d", l.Prefix, l.Prefix, l.EtcdMembers, l.Prefix, len(l.Hosts))
 	topoErr := l.createTopology(ctx)
 	wg.Wait()
 	return errors.Join(topoErr, buildErr)
@@ -169,7 +169,8 @@ type HostStatus struct {
 type Status struct {
 	StateDir   string
 	Namespaces []string
-	EtcdPid    int
+	EtcdPid    int   // member 1's
+	EtcdPids   []int // per member; 0: not running
 	Hosts      []HostStatus
 }
 
@@ -177,7 +178,11 @@ type Status struct {
 func (l *Lab) Status() Status {
 	s := Status{StateDir: l.StateDir}
 	s.Namespaces, _ = labNamespaces(l.Prefix)
-	s.EtcdPid, _ = l.etcdPidfile().running()
+	for i := 1; i <= l.EtcdMembers; i++ {
+		pid, _ := l.etcdPidfile(i).running()
+		s.EtcdPids = append(s.EtcdPids, pid)
+	}
+	s.EtcdPid = s.EtcdPids[0]
 	for _, h := range l.Hosts {
 		hs := HostStatus{Name: h.Name, Netns: h.Netns, IP: h.IP, Pids: map[Component]int{}}
 		hs.Subnet, _ = h.FlannelSubnet()

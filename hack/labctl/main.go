@@ -22,18 +22,22 @@ import (
 const usage = `usage: labctl <command> [flags]
 
 commands:
-  up      [--hosts 3] [--no-registrar] [--container] [--topology routed [--no-gateway-map]]
-                                         bring a lab up and leave it running; --container: the
-                                         registrar as a container from make image's image,
-                                         started with the repo's docker-compose.yml; --topology
-                                         routed: two underlay subnets joined only by a gateway,
-                                         registrars with HOST_GATEWAY_MAP unless --no-gateway-map
+  up      [--hosts 3] [--etcd-members 3] [--no-registrar] [--container] [--topology routed [--no-gateway-map]]
+                                         bring a lab up and leave it running; --etcd-members: 1 or 3
+                                         etcd members; --container: the registrar as a container
+                                         from make image's image, started with the repo's
+                                         docker-compose.yml; --topology routed: two underlay
+                                         subnets joined only by a gateway, registrars with
+                                         HOST_GATEWAY_MAP unless --no-gateway-map
                                          (README "Complex network topology")
   down                                   remove the lab (also after a crash)
   status                                 show the lab's processes
-  demo    [--keep]                       up, custom networks across 3 hosts, reachability, down
+  demo    [--keep] [--etcd-members 3]    up, custom networks across 3 hosts, reachability, down
   start|stop|kill|restart COMPONENT [HOST]
-                                         COMPONENT: etcd, or flanneld|dockerd|registrar with HOST (h1, ...)
+                                         COMPONENT: etcd (every member), etcd1..etcd3 (one member),
+                                         or flanneld|dockerd|registrar with HOST (h1, ...)
+  partition|heal etcdN                   cut etcd member N off the underlay (iptables), or undo it
+  leader                                 print which etcd member leads
   etcd    [PREFIX]                       print the lab etcd's keys and values under PREFIX (default /)
 
 common flags:
@@ -58,6 +62,7 @@ func runCommand(ctx context.Context, name string, args []string) error {
 	fs := flag.NewFlagSet(name, flag.ExitOnError)
 	state := fs.String("state", lab.DefaultStateDir, "state directory")
 	hosts := fs.Int("hosts", lab.DefaultHosts, "number of hosts (up)")
+	members := fs.Int("etcd-members", 3, "etcd cluster size, 1 or 3 (up, demo)")
 	noRegistrar := fs.Bool("no-registrar", false, "do not start flannel-registrar (up)")
 	keep := fs.Bool("keep", false, "leave the lab running after the demo (demo)")
 	container := fs.Bool("container", false, "run the registrar as a container with docker-compose.yml (up, demo)")
@@ -66,7 +71,7 @@ func runCommand(ctx context.Context, name string, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	opts := lab.Options{Hosts: *hosts, StateDir: *state, Registrar: !*noRegistrar, RegistrarContainer: *container, Topology: *topology, Progress: progress}
+	opts := lab.Options{Hosts: *hosts, EtcdMembers: *members, StateDir: *state, Registrar: !*noRegistrar, RegistrarContainer: *container, Topology: *topology, Progress: progress}
 	opts.GatewayMap = *topology == lab.TopologyRouted && !*noGatewayMap
 	switch name {
 	case "up":
@@ -82,6 +87,8 @@ func runCommand(ctx context.Context, name string, args []string) error {
 		return dumpEtcd(*state, fs.Arg(0))
 	case "start", "stop", "kill", "restart":
 		return component(ctx, *state, name, fs.Args())
+	case "partition", "heal", "leader":
+		return member(ctx, *state, name, fs.Args())
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return nil
@@ -126,7 +133,11 @@ func status(state string) error {
 		return err
 	}
 	s := l.Status()
-	fmt.Printf("state dir  %s\nnamespaces %v\netcd       %s\n\n", s.StateDir, s.Namespaces, pidText(s.EtcdPid))
+	fmt.Printf("state dir  %s\nnamespaces %v\n", s.StateDir, s.Namespaces)
+	for i, pid := range s.EtcdPids {
+		fmt.Printf("etcd%d      %-10s %s\n", i+1, pidText(pid), lab.EtcdMemberClientURL(i+1))
+	}
+	fmt.Println()
 	fmt.Printf("%-4s %-14s %-16s %-10s %-10s %-10s %s\n", "host", "underlay", "flannel subnet", "flanneld", "dockerd", "registrar", "netns")
 	for _, h := range s.Hosts {
 		fmt.Printf("%-4s %-14s %-16s %-10s %-10s %-10s %s\n", h.Name, h.IP, h.Subnet,
@@ -155,8 +166,23 @@ func component(ctx context.Context, state, verb string, args []string) error {
 		}
 		return l.StartEtcd(ctx)
 	}
+	if len(args) == 1 && memberIndex(args[0]) > 0 {
+		i := memberIndex(args[0])
+		switch verb {
+		case "start":
+			return l.StartEtcdMember(ctx, i)
+		case "stop":
+			return l.StopEtcdMember(ctx, i)
+		case "kill":
+			return l.KillEtcdMember(ctx, i)
+		}
+		if err := l.StopEtcdMember(ctx, i); err != nil {
+			return err
+		}
+		return l.StartEtcdMember(ctx, i)
+	}
 	if len(args) != 2 {
-		return fmt.Errorf("usage: labctl %s etcd | labctl %s flanneld|dockerd|registrar HOST", verb, verb)
+		return fmt.Errorf("usage: labctl %s etcd|etcdN | labctl %s flanneld|dockerd|registrar HOST", verb, verb)
 	}
 	c := lab.Component(args[0])
 	if !slices.Contains(lab.Components, c) {
@@ -176,6 +202,38 @@ func component(ctx context.Context, state, verb string, args []string) error {
 		return h.Kill(ctx, c)
 	}
 	return h.Restart(ctx, c)
+}
+
+// memberIndex parses "etcd2" as 2; 0 when s names no member.
+func memberIndex(s string) int {
+	var i int
+	if _, err := fmt.Sscanf(s, "etcd%d", &i); err != nil || fmt.Sprintf("etcd%d", i) != s {
+		return 0
+	}
+	return i
+}
+
+// member partitions or heals one etcd member, or prints the leader.
+func member(ctx context.Context, state, verb string, args []string) error {
+	l, err := lab.Load(state)
+	if err != nil {
+		return err
+	}
+	if verb == "leader" {
+		i, err := l.EtcdLeader(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("etcd%d\n", i)
+		return nil
+	}
+	if len(args) != 1 || memberIndex(args[0]) == 0 {
+		return fmt.Errorf("usage: labctl %s etcdN", verb)
+	}
+	if verb == "partition" {
+		return l.PartitionEtcdMember(ctx, memberIndex(args[0]))
+	}
+	return l.HealEtcdMember(ctx, memberIndex(args[0]))
 }
 
 func dumpEtcd(state, prefix string) error {

@@ -1,7 +1,9 @@
-// Command labetcd is the lab's etcd: one real etcd server (the embedded
-// go.etcd.io/etcd/server/v3/embed, same version as the client the product
-// uses) run as its own process, so the lab can stop it and start it again
-// on the same data directory for the etcd-outage scenario.
+// Command labetcd is one member of the lab's etcd: a real etcd server (the
+// embedded go.etcd.io/etcd/server/v3/embed, same version as the client the
+// product uses) run as its own process, so the lab can stop, kill or
+// partition one member and start it again on the same data directory.
+// --name and --initial-cluster make it a member of a cluster (default: a
+// cluster of one).
 //
 // It listens on a TCP client URL (the underlay address, reached by the lab
 // hosts) and optionally on a unix socket (reached by lab tooling from any
@@ -26,6 +28,8 @@ import (
 )
 
 type options struct {
+	name           string
+	initialCluster string
 	dataDir        string
 	clientURL      string
 	peerURL        string
@@ -37,13 +41,15 @@ type options struct {
 
 func main() {
 	var o options
+	flag.StringVar(&o.name, "name", "frlab", "member name")
+	flag.StringVar(&o.initialCluster, "initial-cluster", "", "name=peerURL,... of every member (default: this member alone)")
 	flag.StringVar(&o.dataDir, "data-dir", "", "etcd data directory (required)")
 	flag.StringVar(&o.clientURL, "client-url", "http://198.51.100.2:2379", "client URL to listen on and advertise")
 	flag.StringVar(&o.peerURL, "peer-url", "http://198.51.100.2:2380", "peer URL to listen on and advertise")
 	flag.StringVar(&o.unixSocket, "unix-socket", "", "also serve clients on this unix socket path")
 	flag.StringVar(&o.flannelPrefix, "flannel-prefix", "/coreos.com/network", "flannel's etcd prefix")
 	flag.StringVar(&o.flannelConfig, "flannel-config", "", "flannel network config JSON written to <prefix>/config when absent")
-	flag.DurationVar(&o.startupTimeout, "startup-timeout", time.Minute, "how long to wait for the server to be ready")
+	flag.DurationVar(&o.startupTimeout, "startup-timeout", time.Minute, "how long to wait for the server to be ready (0: no limit; a cluster member waits for its peers)")
 	flag.Parse()
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -61,26 +67,35 @@ func run(o options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		return fmt.Errorf("start etcd: %w", err)
 	}
 	defer e.Close()
 
+	var timeout <-chan time.Time
+	if o.startupTimeout > 0 {
+		timeout = time.After(o.startupTimeout)
+	}
 	select {
 	case <-e.Server.ReadyNotify():
-	case <-time.After(o.startupTimeout):
+	case <-timeout:
 		return fmt.Errorf("etcd not ready after %s", o.startupTimeout)
+	case <-ctx.Done():
+		log.Info("labetcd stopping before it was ready")
+		return nil
+	case err := <-e.Err():
+		return fmt.Errorf("etcd server: %w", err)
 	}
 	if o.flannelConfig != "" {
 		if err := putFlannelConfig(o); err != nil {
 			return err
 		}
 	}
-	log.Info("labetcd ready", "client", o.clientURL, "unix", o.unixSocket, "data", o.dataDir)
+	log.Info("labetcd ready", "name", o.name, "client", o.clientURL, "unix", o.unixSocket, "data", o.dataDir)
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
 	select {
 	case <-ctx.Done():
 		log.Info("labetcd stopping")
@@ -100,7 +115,7 @@ func serverConfig(o options) (*embed.Config, error) {
 		return nil, fmt.Errorf("parse --peer-url %q: %w", o.peerURL, err)
 	}
 	cfg := embed.NewConfig()
-	cfg.Name = "frlab"
+	cfg.Name = o.name
 	cfg.Dir = o.dataDir
 	cfg.LogLevel = "warn"
 	cfg.ListenClientUrls = []url.URL{*client}
@@ -113,7 +128,11 @@ func serverConfig(o options) (*embed.Config, error) {
 	}
 	cfg.ListenPeerUrls = []url.URL{*peer}
 	cfg.AdvertisePeerUrls = []url.URL{*peer}
-	cfg.InitialCluster = cfg.Name + "=" + peer.String()
+	cfg.InitialCluster = o.initialCluster
+	if cfg.InitialCluster == "" {
+		cfg.InitialCluster = cfg.Name + "=" + peer.String()
+	}
+	cfg.InitialClusterToken = "frlab"
 	return cfg, nil
 }
 

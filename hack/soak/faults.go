@@ -27,15 +27,13 @@ const (
 // when it appears, and again when it is removed.
 const garbageKey = lab.FlannelPrefix + "/subnets/garbage"
 
-// The etcd member faults, kept here so that a lab with an etcd cluster
-// (Lab.KillEtcdMember, StartEtcdMember, EtcdMemberCount) needs only these
-// three changed. The lab's etcd today is one member: killing member 1 kills
-// all of etcd (data kept), and starting it brings it back.
-func etcdMemberCount(_ *lab.Lab) int { return 1 }
+// The etcd member faults: one member of the lab's 3-member cluster
+// SIGKILLed (data kept) and started again; the other two keep quorum.
+func etcdMemberCount(l *lab.Lab) int { return l.EtcdMemberCount() }
 
-func killEtcdMember(ctx context.Context, l *lab.Lab, _ int) error { return l.KillEtcd(ctx) }
+func killEtcdMember(ctx context.Context, l *lab.Lab, i int) error { return l.KillEtcdMember(ctx, i) }
 
-func startEtcdMember(ctx context.Context, l *lab.Lab, _ int) error { return l.StartEtcd(ctx) }
+func startEtcdMember(ctx context.Context, l *lab.Lab, i int) error { return l.StartEtcdMember(ctx, i) }
 
 // pauseEtcd and resumeEtcd freeze and thaw all of etcd (every member).
 func pauseEtcd(l *lab.Lab) error  { return l.PauseEtcd() }

@@ -125,7 +125,7 @@ func run(ctx context.Context, o options) (err error) {
 		progress("lab down in %s", time.Since(t).Round(100*time.Millisecond))
 	}()
 	l, err := lab.Up(ctx, lab.Options{
-		Hosts: 3, StateDir: o.state, Registrar: true, Interval: o.interval,
+		Hosts: 3, EtcdMembers: 3, StateDir: o.state, Registrar: true, Interval: o.interval,
 		Progress: func(s string) { progress("%s", s) },
 	})
 	if err != nil {

@@ -86,8 +86,12 @@ func newChecker(l *lab.Lab, n *nets) (*checker, error) {
 	c := &checker{l: l, nets: n}
 	// The lab's client has gRPC's default reconnect backoff (up to 2 min):
 	// after an etcd restart the check itself would be what is slow.
+	var eps []string
+	for i := 1; i <= l.EtcdMemberCount(); i++ {
+		eps = append(eps, "unix://"+l.EtcdMemberSocket(i))
+	}
 	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   []string{"unix://" + l.EtcdSocket()},
+		Endpoints:   eps,
 		DialTimeout: 5 * time.Second,
 		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           grpcbackoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, MaxDelay: 250 * time.Millisecond},

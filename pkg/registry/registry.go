@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -106,6 +107,10 @@ func (r *Registry) commit(ctx context.Context, kind leaseKind, id clientv3.Lease
 	case err != nil && isLeaseGone(err):
 		r.dropLease(kind, id)
 		return fmt.Errorf("%s %x expired: %w", kind, id, errRetry)
+	case err != nil && errors.Is(err, rpctypes.ErrPermissionDenied):
+		// The operator's fix is in etcd's roles: say which.
+		return fmt.Errorf("etcd transaction: %w (the etcd user needs readwrite on the prefixes %s and %s)",
+			err, r.cfg.Keys.Records(), r.cfg.Keys.Subnets())
 	case err != nil:
 		return fmt.Errorf("etcd transaction: %w", err)
 	case !resp.Succeeded:

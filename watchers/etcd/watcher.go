@@ -357,6 +357,7 @@ func (w *Watcher) watch(ctx context.Context) (reason string, retryNow, progresse
 		tick     <-chan time.Time
 		checks   = make(chan headerCheck, 1)
 		inFlight bool
+		live     = newStreamLiveness(w.o.HeaderCheckInterval)
 	)
 	if w.o.HeaderCheckInterval > 0 {
 		t := time.NewTicker(w.o.HeaderCheckInterval)
@@ -377,6 +378,10 @@ func (w *Watcher) watch(ctx context.Context) (reason string, retryNow, progresse
 				inFlight = true
 				go w.checkHeader(wctx, max(w.revs[0], w.revs[1]), checks)
 			}
+			if why := live.silent(time.Now()); why != "" {
+				return why, true, progressed // etcd answers elsewhere: re-list at once
+			}
+			w.requestProgress(wctx)
 			continue
 		case c := <-checks:
 			inFlight = false
@@ -385,6 +390,7 @@ func (w *Watcher) watch(ctx context.Context) (reason string, retryNow, progresse
 					w.reportLoss(why, c.applied, c.hdr)
 					return why, true, progressed
 				}
+				live.answeredElsewhere(time.Now())
 			}
 			continue
 		case wr, ok = <-chs[0]:
@@ -394,6 +400,7 @@ func (w *Watcher) watch(ctx context.Context) (reason string, retryNow, progresse
 		if !ok {
 			return "watch closed", false, progressed
 		}
+		live.heard(time.Now(), wr.IsProgressNotify())
 		if wr.CompactRevision != 0 || errors.Is(wr.Err(), rpctypes.ErrCompacted) {
 			w.compacted.Add(1)
 			return "compacted", true, progressed

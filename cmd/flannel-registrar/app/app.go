@@ -130,10 +130,17 @@ func New(cfg config.Config, log *slog.Logger, version string) (*App, error) {
 
 func (a *App) openClients() error {
 	ec := clientv3.Config{
-		Endpoints:            a.cfg.EtcdEndpoints,
-		DialTimeout:          5 * time.Second,
+		Endpoints:   a.cfg.EtcdEndpoints,
+		DialTimeout: 5 * time.Second,
+		// gRPC pings an idle connection after 10 s at the soonest (its
+		// floor) and gives up 2 s later. The timeout is also the
+		// connection's TCP user timeout: data unacknowledged for 2 s (a
+		// member gone from the network) closes it, and the client moves
+		// the request's retry, the lease keep-alive and the watch (which
+		// sends a progress request every second, see watchers/etcd) to
+		// another member within a few seconds.
 		DialKeepAliveTime:    10 * time.Second,
-		DialKeepAliveTimeout: 3 * time.Second,
+		DialKeepAliveTimeout: 2 * time.Second,
 		// gRPC's default reconnect backoff grows to 2 minutes: after a long
 		// etcd outage the daemon would notice etcd's return that late.
 		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{

@@ -1,0 +1,40 @@
+package etcd_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/testutil"
+	etcdwatch "github.com/flannel-registrar/flannel-registrar/watchers/etcd"
+)
+
+// The watcher asks for progress notifications on its watch stream: a write
+// outside both watched prefixes, which no watch event reports, still moves
+// the watcher's revision, and the stream is never judged silent while etcd
+// answers.
+func TestProgressRequestsKeepTheStreamAnswering(t *testing.T) {
+	h := newHarness(t, func(o *etcdwatch.Options) { o.HeaderCheckInterval = 100 * time.Millisecond })
+	h.run(t)
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if !h.store.Synced("etcd") {
+			return fmt.Errorf("not synced")
+		}
+		return nil
+	})
+	rev := h.put(t, "/elsewhere/key", "v")
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if got := h.w.Stats().Revision; got < rev {
+			return fmt.Errorf("watcher at revision %d, want at least %d (the write outside the prefixes)", got, rev)
+		}
+		return nil
+	})
+	// Several silence windows (3 s at this interval) pass with etcd
+	// answering: no re-list.
+	deadline := time.NewTimer(4 * time.Second)
+	defer deadline.Stop()
+	<-deadline.C
+	if n := h.rec.count(&h.rec.relists); n != 0 {
+		t.Errorf("re-listed %d times with etcd answering: %v", n, h.rec.snapshot(&h.rec.relists))
+	}
+}
