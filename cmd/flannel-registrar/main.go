@@ -64,6 +64,16 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		}
 		defer func() { _ = hf.Close() }()
 	}
+	stopProfiles, err := startProfiles(getenv)
+	defer func() {
+		if err := stopProfiles(); err != nil {
+			log.Warn("writing profiles", "error", err.Error())
+		}
+	}()
+	if err != nil {
+		log.Error("cannot start", "error", err.Error())
+		return 1
+	}
 	if err := dropPrivileges(cfg, getenv, log); err != nil {
 		log.Error(err.Error())
 		return 1
