@@ -102,11 +102,11 @@ type Store struct {
 	// VTEP, and a scan of every host record there made a cold start of
 	// 2,000 hosts' records quadratic (2 minutes).
 	hostsByMAC map[string]map[string]struct{}
-	link         Link
-	synced       map[string]bool
-	idx          claimIndex // overlaps and VTEP addresses (claims.go)
-	underlay     Underlay
-	flannelNet   netip.Prefix
+	link       Link
+	synced     map[string]bool
+	idx        claimIndex // overlaps and VTEP addresses (claims.go)
+	underlay   Underlay
+	flannelNet netip.Prefix
 
 	subsMu sync.Mutex // guards subs; separate so subscribers may read the store
 	subs   []func(Event)
