@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 
@@ -85,6 +86,13 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return 1
 	}
 	defer a.Close()
+	defer func() {
+		// Before Close: the heap profile shows the daemon's state.
+		if err := stopProfiles(); err != nil {
+			log.Warn("writing profiles", "error", err.Error())
+		}
+		runtime.KeepAlive(a)
+	}()
 	switch cfg.Mode {
 	case config.ModeOnce:
 		err = a.Once(ctx)

@@ -18,8 +18,10 @@ const (
 )
 
 // startProfiles starts what getenv asks for and returns the function that
-// writes the profiles; it is called once, at exit. Profiles are opened
-// before the privilege drop, so an unprivileged daemon can write them.
+// writes the profiles; it is called once, at exit, while the daemon's state
+// is still reachable (so the heap profile's in-use figures show it).
+// Profiles are opened before the privilege drop, so an unprivileged daemon
+// can write them.
 func startProfiles(getenv func(string) string) (stop func() error, err error) {
 	var cpu, heap *os.File
 	stop = func() error {
@@ -27,10 +29,12 @@ func startProfiles(getenv func(string) string) (stop func() error, err error) {
 		if cpu != nil {
 			pprof.StopCPUProfile()
 			errs = append(errs, cpu.Close())
+			cpu = nil
 		}
 		if heap != nil {
 			runtime.GC() // in-use figures as of now
 			errs = append(errs, pprof.Lookup("heap").WriteTo(heap, 0), heap.Close())
+			heap = nil
 		}
 		return errors.Join(errs...)
 	}

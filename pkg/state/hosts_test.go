@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/flannel-registrar/flannel-registrar/pkg/flannel"
 	"github.com/flannel-registrar/flannel-registrar/pkg/registry"
 )
 
@@ -57,5 +58,33 @@ func TestHostIndexes(t *testing.T) {
 	}
 	if _, ok := s.PublicIPIn(netip.MustParsePrefix("203.0.113.0/24")); ok {
 		t.Fatal("after the re-list b's old address is still known")
+	}
+}
+
+// The lease indexes keep several leases behind one PublicIP or MAC, and
+// dropping one keeps the others.
+func TestLeaseIndexSeveral(t *testing.T) {
+	s := New()
+	ip := netip.MustParseAddr("198.51.100.9")
+	m := mustMAC("aa:bb:cc:00:00:09")
+	lease := func(p string) Lease {
+		return Lease{Subnet: netip.MustParsePrefix(p), Raw: flannel.NewVXLAN(ip, 1, m), PublicIP: ip, VNI: 1, VtepMAC: m}
+	}
+	s.PutLease(lease("10.1.2.0/24"), "t")
+	s.PutLease(lease("10.1.1.0/24"), "t")
+	s.PutLease(lease("10.1.1.0/24"), "t") // again: no duplicate entry
+	if got := s.SubnetsWithMAC(m.String()); len(got) != 2 {
+		t.Fatalf("SubnetsWithMAC = %v, want 2 subnets", got)
+	}
+	if l, ok := s.VXLANLeaseWithPublicIP(ip); !ok || l.Subnet.String() != "10.1.1.0/24" {
+		t.Fatalf("VXLANLeaseWithPublicIP = %v %v, want the lowest, 10.1.1.0/24", l.Subnet, ok)
+	}
+	s.DeleteLease(netip.MustParsePrefix("10.1.1.0/24"), "t")
+	if l, ok := s.VXLANLeaseWithMAC(m); !ok || l.Subnet.String() != "10.1.2.0/24" {
+		t.Fatalf("after the delete VXLANLeaseWithMAC = %v %v, want 10.1.2.0/24", l.Subnet, ok)
+	}
+	s.DeleteLease(netip.MustParsePrefix("10.1.2.0/24"), "t")
+	if _, ok := s.VXLANLeaseWithPublicIP(ip); ok {
+		t.Fatal("after both deletes a lease is still indexed")
 	}
 }
