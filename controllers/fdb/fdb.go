@@ -61,7 +61,7 @@ type Controller struct {
 	// (by Keys' dumps and our own writes), byMAC the reverse. They only
 	// nominate candidates for sweeping and keys for notifications; every
 	// candidate is re-read before it is deleted.
-	seen  map[netip.Addr]string
+	seen map[netip.Addr]string
 	// byMAC holds a slice, not a set: one or two addresses per VTEP, and
 	// 10,000 one-entry maps cost about 3 MB of live heap.
 	byMAC map[string][]netip.Addr
