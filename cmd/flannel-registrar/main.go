@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 
@@ -64,6 +65,16 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		}
 		defer func() { _ = hf.Close() }()
 	}
+	stopProfiles, err := startProfiles(getenv)
+	defer func() {
+		if err := stopProfiles(); err != nil {
+			log.Warn("writing profiles", "error", err.Error())
+		}
+	}()
+	if err != nil {
+		log.Error("cannot start", "error", err.Error())
+		return 1
+	}
 	if err := dropPrivileges(cfg, getenv, log); err != nil {
 		log.Error(err.Error())
 		return 1
@@ -75,6 +86,13 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return 1
 	}
 	defer a.Close()
+	defer func() {
+		// Before Close: the heap profile shows the daemon's state.
+		if err := stopProfiles(); err != nil {
+			log.Warn("writing profiles", "error", err.Error())
+		}
+		runtime.KeepAlive(a)
+	}()
 	switch cfg.Mode {
 	case config.ModeOnce:
 		err = a.Once(ctx)

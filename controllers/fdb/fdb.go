@@ -65,8 +65,10 @@ type Controller struct {
 	// (by Keys' dumps and our own writes), byMAC the reverse. They only
 	// nominate candidates for sweeping and keys for notifications; every
 	// candidate is re-read before it is deleted.
-	seen  map[netip.Addr]string
-	byMAC map[string]map[netip.Addr]struct{}
+	seen map[netip.Addr]string
+	// byMAC holds a slice, not a set: one or two addresses per VTEP, and
+	// 10,000 one-entry maps cost about 3 MB of live heap.
+	byMAC map[string][]netip.Addr
 	// ownFDB and ownNeigh are the entries a network record wanted: ours,
 	// swept also when the store cannot prove it sees flanneld's registry.
 	ownFDB   map[string]struct{}
@@ -96,7 +98,7 @@ type plan struct {
 
 // New returns the fdb controller.
 func New(h *netlinkx.Handle, store *state.Store, o Options) *Controller {
-	return &Controller{h: h, store: store, opts: o, seen: map[netip.Addr]string{}, byMAC: map[string]map[netip.Addr]struct{}{},
+	return &Controller{h: h, store: store, opts: o, seen: map[netip.Addr]string{}, byMAC: map[string][]netip.Addr{},
 		ownFDB: map[string]struct{}{}, ownNeigh: map[neighEntry]struct{}{}, settle: reconcile.NewSettle(o.SweepGrace)}
 }
 

@@ -14,12 +14,9 @@ func (c *Controller) remember(mac string, ip netip.Addr) {
 		c.dropLocked(old, ip)
 	}
 	c.seen[ip] = mac
-	m := c.byMAC[mac]
-	if m == nil {
-		m = map[netip.Addr]struct{}{}
-		c.byMAC[mac] = m
+	if !slices.Contains(c.byMAC[mac], ip) {
+		c.byMAC[mac] = append(c.byMAC[mac], ip)
 	}
-	m[ip] = struct{}{}
 }
 
 func (c *Controller) forget(mac string, ip netip.Addr) {
@@ -32,9 +29,14 @@ func (c *Controller) forget(mac string, ip netip.Addr) {
 }
 
 func (c *Controller) dropLocked(mac string, ip netip.Addr) {
-	delete(c.byMAC[mac], ip)
-	if len(c.byMAC[mac]) == 0 {
+	ips := c.byMAC[mac]
+	i := slices.Index(ips, ip)
+	switch {
+	case i < 0:
+	case len(ips) == 1:
 		delete(c.byMAC, mac)
+	default:
+		c.byMAC[mac] = slices.Delete(ips, i, i+1)
 	}
 }
 
@@ -69,10 +71,7 @@ func (c *Controller) disownNeigh(ip netip.Addr, mac string) {
 func (c *Controller) candidates(mac string) []netip.Addr {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make([]netip.Addr, 0, len(c.byMAC[mac]))
-	for ip := range c.byMAC[mac] {
-		out = append(out, ip)
-	}
+	out := slices.Clone(c.byMAC[mac])
 	slices.SortFunc(out, netip.Addr.Compare)
 	return out
 }

@@ -22,6 +22,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -64,6 +65,8 @@ func main() {
 	timeout := flag.Duration("timeout", 5*time.Minute, "longest wait for one run to converge")
 	flag.BoolVar(&keep, "keep", false, "keep the work directory (logs of every run) and print its path")
 	flag.BoolVar(&skipLeases, "records-only", false, "only the records runs")
+	flag.BoolVar(&profile, "profile", false, "write the registrar's CPU and heap profiles (cpu.pprof, heap.pprof) into each run's "+
+		"directory of the kept work directory (implies -keep; go tool pprof -top <binary> <profile>)")
 	flag.StringVar(&extraEnv, "registrar-env", "", "extra environment of the registrar runs, comma-separated K=V (e.g. GOGC=50)")
 	flag.IntVar(&load.hosts, "load-hosts", 0, "instead of the table: etcd's request counters for one registrar "+
 		"among this many simulated hosts' records (5 each), over -load-window")
@@ -71,6 +74,7 @@ func main() {
 	flag.DurationVar(&load.interval, "load-interval", time.Minute, "the registrar's INTERVAL in the etcd load measurement")
 	flag.IntVar(&load.locals, "load-locals", 2, "local Docker networks of the measured registrar")
 	flag.Parse()
+	keep = keep || profile
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, *sizes, *perVTEP, *timeout); err != nil {
@@ -80,8 +84,8 @@ func main() {
 }
 
 var (
-	keep, skipLeases bool
-	extraEnv         string
+	keep, skipLeases, profile bool
+	extraEnv                  string
 )
 
 // load configures the etcd load measurement.
@@ -376,14 +380,27 @@ func record(i, perVTEP int) (string, string, error) {
 	return recordPrefix + "/" + host + "/" + name, string(val), err
 }
 
+// putRecords writes n records, perVTEP per simulated host, and every
+// simulated host's host record, as each registrar publishes one: the trust
+// boundary looks host records up for every record (a cost to measure).
 func (b *bench) putRecords(ctx context.Context, n, perVTEP int) error {
-	kvs := make([][2]string, 0, n)
+	kvs := make([][2]string, 0, n+n/perVTEP+1)
+	keys := registry.Keys{FlannelPrefix: flannelPrefix, ConfigPrefix: recordPrefix}
 	for i := range n {
 		k, v, err := record(i, perVTEP)
 		if err != nil {
 			return err
 		}
 		kvs = append(kvs, [2]string{k, v})
+		if i%perVTEP == 0 {
+			v := i / perVTEP
+			h, err := json.Marshal(registry.HostRecord{Host: fmt.Sprintf("h%d", v), PublicIP: vtepIP(v).String(),
+				VtepMAC: vtepMAC(v).String(), VNI: 1, Version: "bench", StartTime: time.Unix(0, 0).UTC()})
+			if err != nil {
+				return err
+			}
+			kvs = append(kvs, [2]string{keys.Host(fmt.Sprintf("h%d", v)), string(h)})
+		}
 	}
 	return b.putBatched(ctx, kvs)
 }

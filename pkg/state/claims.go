@@ -74,11 +74,6 @@ func (s *Store) PublicIPIn(p netip.Prefix) (netip.Addr, bool) {
 	for q := range s.idx.publicIPs.Subnets(p) {
 		return q.Addr(), true
 	}
-	for _, h := range s.hosts {
-		if ip, err := netip.ParseAddr(h.PublicIP); err == nil && !ip.IsUnspecified() && p.Contains(ip) {
-			return ip, true
-		}
-	}
 	return netip.Addr{}, false
 }
 
@@ -144,17 +139,43 @@ func equalSlices[T comparable](a, b []T) bool {
 	return true
 }
 
-// HostsWithMAC returns the host records naming mac as their VTEP. O(hosts):
-// host records are few.
+// HostsWithMAC returns the host records naming mac as their VTEP, sorted
+// by host (an index lookup: it is asked once per record resolved).
 func (s *Store) HostsWithMAC(mac net.HardwareAddr) []registry.HostRecord {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	var out []registry.HostRecord
-	for _, h := range s.hosts {
-		if m, err := net.ParseMAC(h.VtepMAC); err == nil && m.String() == mac.String() {
-			out = append(out, h)
-		}
+	names := s.hostsByMAC[mac.String()]
+	if len(names) == 0 {
+		return nil
+	}
+	out := make([]registry.HostRecord, 0, len(names))
+	for n := range names {
+		out = append(out, s.hosts[n])
 	}
 	slices.SortFunc(out, func(a, b registry.HostRecord) int { return strings.Compare(a.Host, b.Host) })
 	return out
+}
+
+// indexHost adds (delta 1) or removes (-1) a host record in the MAC index
+// and, as a known VTEP address, in the PublicIP table; s.mu must be held.
+func (s *Store) indexHost(h registry.HostRecord, delta int) {
+	if ip, err := netip.ParseAddr(h.PublicIP); err == nil {
+		s.idx.add(netip.Prefix{}, ip, delta)
+	}
+	m, err := net.ParseMAC(h.VtepMAC)
+	if err != nil {
+		return
+	}
+	k := m.String()
+	if delta > 0 {
+		if s.hostsByMAC[k] == nil {
+			s.hostsByMAC[k] = map[string]struct{}{}
+		}
+		s.hostsByMAC[k][h.Host] = struct{}{}
+		return
+	}
+	delete(s.hostsByMAC[k], h.Host)
+	if len(s.hostsByMAC[k]) == 0 {
+		delete(s.hostsByMAC, k)
+	}
 }

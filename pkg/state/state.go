@@ -87,21 +87,26 @@ type Store struct {
 	mu       sync.RWMutex
 	local    map[string]LocalNetwork
 	networks map[string]registry.Network // by etcd key
-	bySubnet map[netip.Prefix]map[string]struct{}
+	bySubnet map[netip.Prefix][]string   // record keys by subnet
 	leases   map[netip.Prefix]Lease
 	// vxlanByMAC and vxlanByIP index the vxlan leases by VtepMAC (string
 	// form) and PublicIP, so "does this host's flanneld hold a lease?" is O(1).
-	vxlanByMAC map[string]map[netip.Prefix]struct{}
-	vxlanByIP  map[netip.Addr]map[netip.Prefix]struct{}
+	vxlanByMAC map[string][]netip.Prefix
+	vxlanByIP  map[netip.Addr][]netip.Prefix
 	// recordsByMAC indexes the records' subnets by VtepMAC (string form),
 	// so the decisions of one VTEP cost O(its subnets), not O(records).
 	recordsByMAC map[string]map[netip.Prefix]int
 	hosts        map[string]registry.HostRecord
-	link         Link
-	synced       map[string]bool
-	idx          claimIndex // overlaps and VTEP addresses (claims.go)
-	underlay     Underlay
-	flannelNet   netip.Prefix
+	// hostsByMAC indexes the host records by VtepMAC (canonical string
+	// form): the trust boundary asks for every record which hosts name its
+	// VTEP, and a scan of every host record there made a cold start of
+	// 2,000 hosts' records quadratic (2 minutes).
+	hostsByMAC map[string]map[string]struct{}
+	link       Link
+	synced     map[string]bool
+	idx        claimIndex // overlaps and VTEP addresses (claims.go)
+	underlay   Underlay
+	flannelNet netip.Prefix
 
 	subsMu sync.Mutex // guards subs; separate so subscribers may read the store
 	subs   []func(Event)
@@ -117,13 +122,15 @@ func New() *Store {
 	return &Store{
 		local:    map[string]LocalNetwork{},
 		networks: map[string]registry.Network{},
-		bySubnet: map[netip.Prefix]map[string]struct{}{},
+		bySubnet: map[netip.Prefix][]string{},
 		leases:   map[netip.Prefix]Lease{},
 		hosts:    map[string]registry.HostRecord{},
 		synced:   map[string]bool{},
 
-		vxlanByMAC: map[string]map[netip.Prefix]struct{}{},
-		vxlanByIP:  map[netip.Addr]map[netip.Prefix]struct{}{},
+		hostsByMAC: map[string]map[string]struct{}{},
+
+		vxlanByMAC: map[string][]netip.Prefix{},
+		vxlanByIP:  map[netip.Addr][]netip.Prefix{},
 		idx:        newClaimIndex(),
 
 		recordsByMAC: map[string]map[netip.Prefix]int{},
@@ -200,19 +207,23 @@ func (s *Store) ReplaceEtcd(v EtcdView, trigger string) {
 	evs = append(evs, diff(KindLease, s.leases, v.Leases, trigger, leaseEqual, netip.Prefix.String)...)
 	evs = append(evs, diff(KindHost, s.hosts, v.Hosts, trigger, hostEqual, sameKey)...)
 	s.networks = v.Networks
-	s.bySubnet = map[netip.Prefix]map[string]struct{}{}
+	s.bySubnet = map[netip.Prefix][]string{}
 	s.recordsByMAC = map[string]map[netip.Prefix]int{}
 	s.idx = newClaimIndex()
 	for k, n := range v.Networks {
 		s.indexNetwork(k, n)
 	}
 	s.leases = v.Leases
-	s.vxlanByMAC = map[string]map[netip.Prefix]struct{}{}
-	s.vxlanByIP = map[netip.Addr]map[netip.Prefix]struct{}{}
+	s.vxlanByMAC = map[string][]netip.Prefix{}
+	s.vxlanByIP = map[netip.Addr][]netip.Prefix{}
 	for _, l := range v.Leases {
 		s.indexLease(l)
 	}
 	s.hosts = v.Hosts
+	s.hostsByMAC = map[string]map[string]struct{}{}
+	for _, h := range v.Hosts {
+		s.indexHost(h, 1)
+	}
 	s.mu.Unlock()
 	s.publish(evs)
 }
@@ -279,12 +290,32 @@ func (s *Store) DeleteLease(p netip.Prefix, trigger string) {
 
 // PutHost adds or updates a host record.
 func (s *Store) PutHost(h registry.HostRecord, trigger string) {
-	put(s, &s.hosts, KindHost, h.Host, h.Host, h, hostEqual, trigger)
+	s.mu.Lock()
+	old, had := s.hosts[h.Host]
+	if had {
+		s.indexHost(old, -1)
+	}
+	s.hosts[h.Host] = h
+	s.indexHost(h, 1)
+	s.mu.Unlock()
+	if had && hostEqual(old, h) {
+		return
+	}
+	s.publish([]Event{event(KindHost, h.Host, trigger, old, had, h, true)})
 }
 
 // DeleteHost removes a host record.
 func (s *Store) DeleteHost(host, trigger string) {
-	remove(s, &s.hosts, KindHost, host, host, trigger)
+	s.mu.Lock()
+	old, had := s.hosts[host]
+	if had {
+		s.indexHost(old, -1)
+		delete(s.hosts, host)
+	}
+	s.mu.Unlock()
+	if had {
+		s.publish([]Event{event(KindHost, host, trigger, old, true, nil, false)})
+	}
 }
 
 // put sets m[k] = v and publishes the change, if any, as key. m points at
@@ -398,7 +429,7 @@ func (s *Store) NetworksBySubnet(p netip.Prefix) []KeyedNetwork {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	var out []KeyedNetwork
-	for k := range s.bySubnet[p] {
+	for _, k := range s.bySubnet[p] {
 		out = append(out, KeyedNetwork{Key: k, Network: s.networks[k]})
 	}
 	slices.SortFunc(out, func(a, b KeyedNetwork) int { return strings.Compare(a.Key, b.Key) })
@@ -459,9 +490,9 @@ func (s *Store) VXLANLeaseWithPublicIP(ip netip.Addr) (Lease, bool) {
 }
 
 // firstLease returns the lease of the lowest of ps; s.mu must be held.
-func (s *Store) firstLease(ps map[netip.Prefix]struct{}) (Lease, bool) {
+func (s *Store) firstLease(ps []netip.Prefix) (Lease, bool) {
 	var best netip.Prefix
-	for p := range ps {
+	for _, p := range ps {
 		if !best.IsValid() || p.Addr().Less(best.Addr()) || (p.Addr() == best.Addr() && p.Bits() < best.Bits()) {
 			best = p
 		}
@@ -481,7 +512,7 @@ func (s *Store) SubnetsWithMAC(mac string) []netip.Prefix {
 	for p := range s.recordsByMAC[mac] {
 		out = append(out, p)
 	}
-	for p := range s.vxlanByMAC[mac] {
+	for _, p := range s.vxlanByMAC[mac] {
 		if _, dup := s.recordsByMAC[mac][p]; !dup {
 			out = append(out, p)
 		}
