@@ -32,7 +32,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
+	"github.com/flannel-registrar/flannel-registrar/pkg/resubscribe"
 	"golang.org/x/sys/unix"
 
 	"github.com/flannel-registrar/flannel-registrar/pkg/netlinkx"
@@ -140,28 +140,8 @@ func (w *Watcher) Run(ctx context.Context) error {
 	if w.o.Handle == nil {
 		return errors.New("firewall watcher: no netlink handle")
 	}
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = w.o.MinBackoff, w.o.MaxBackoff, 0
-	b.Reset()
-	for {
-		start := time.Now()
-		err := w.session(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if time.Since(start) > w.o.MaxBackoff {
-			b.Reset() // it ran long enough: a break is news, not a loop
-		}
-		delay := b.NextBackOff()
-		if w.o.OnBroken != nil {
-			w.o.OnBroken(err, delay)
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(delay):
-		}
-	}
+	resubscribe.Loop(ctx, w.o.MinBackoff, w.o.MaxBackoff, w.session, w.o.OnBroken)
+	return nil
 }
 
 // session subscribes and reports until the subscription breaks or ctx is

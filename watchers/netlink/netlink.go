@@ -28,7 +28,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
+	"github.com/flannel-registrar/flannel-registrar/pkg/resubscribe"
 	vnl "github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -140,32 +140,8 @@ func (w *Watcher) Run(ctx context.Context) error {
 		defer wg.Wait()
 		wg.Go(func() { w.resyncLoop(ctx) })
 	}
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = w.o.MinBackoff, w.o.MaxBackoff, 0
-	b.Reset()
-	timer := time.NewTimer(0)
-	<-timer.C
-	defer timer.Stop()
-	for {
-		start := time.Now()
-		err := w.session(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if time.Since(start) > w.o.MaxBackoff {
-			b.Reset() // it ran long enough: a break is news, not a loop
-		}
-		delay := b.NextBackOff()
-		if w.o.OnBroken != nil {
-			w.o.OnBroken(err, delay)
-		}
-		timer.Reset(delay)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-timer.C:
-		}
-	}
+	resubscribe.Loop(ctx, w.o.MinBackoff, w.o.MaxBackoff, w.session, w.o.OnBroken)
+	return nil
 }
 
 // subscription is one set of link, route and neighbour subscriptions.
