@@ -47,6 +47,8 @@ type health struct {
 
 	prober *probe.Prober // nil when the ICMP socket could not be opened
 
+	targets targetCache
+
 	mu        sync.Mutex                 // guards the fields below
 	pending   map[string]int64           // invalid etcd keys to classify, with their revision
 	leftovers map[string]legacy.Leftover // the original tool's keys, by key
@@ -227,9 +229,41 @@ func (a *App) selfPublicIP() netip.Addr {
 
 // peerTargets are the remote VTEPs: one per flannel vxlan lease that is not
 // this host's, probed at the lease's network address (flannel.1's address
-// on that host).
+// on that host). The list is shared: callers must not modify it.
 func (a *App) peerTargets() []probe.Target {
+	ts, _ := a.cachedTargets(false)
+	return ts
+}
+
+// targetCache holds the last peer targets with what they were derived from:
+// the health loop asks every tick, and listing and sorting 10,000 leases
+// each second was a quarter of the registrar's CPU at that scale.
+type targetCache struct {
+	mu      sync.Mutex // guards the fields below
+	valid   bool
+	version uint64     // the store's version the targets were derived at
+	self    netip.Addr // this host's VTEP address they leave out
+	targets []probe.Target
+	pushed  bool // the prober has these targets
+}
+
+// cachedTargets returns the targets, and whether they differ from the last
+// ones handed to the prober; push marks these as handed.
+func (a *App) cachedTargets(push bool) (ts []probe.Target, changed bool) {
+	version := a.store.Version() // before the data: a change in between only recomputes again
 	self := a.selfPublicIP()
+	c := &a.h.targets
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.valid || c.version != version || c.self != self {
+		c.targets, c.version, c.self, c.valid, c.pushed = a.computePeerTargets(self), version, self, true, false
+	}
+	changed = !c.pushed
+	c.pushed = c.pushed || push
+	return c.targets, changed
+}
+
+func (a *App) computePeerTargets(self netip.Addr) []probe.Target {
 	link := a.store.Link()
 	names := map[string]string{}
 	for _, h := range a.store.Hosts() {
@@ -245,9 +279,13 @@ func (a *App) peerTargets() []probe.Target {
 	return out
 }
 
+// updateTargets hands the prober the targets when they changed.
 func (a *App) updateTargets() {
-	if a.h.prober != nil {
-		a.h.prober.SetTargets(a.peerTargets())
+	if a.h.prober == nil {
+		return
+	}
+	if ts, changed := a.cachedTargets(true); changed {
+		a.h.prober.SetTargets(ts)
 	}
 }
 
