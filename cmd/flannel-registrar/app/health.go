@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/docker/docker/api/types/container"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/flannel-registrar/flannel-registrar/pkg/config"
 	"github.com/flannel-registrar/flannel-registrar/pkg/legacy"
@@ -32,14 +31,18 @@ const (
 // the recovery guard's evaluation, the leftover queue.
 const healthTick = time.Second
 
-// etcdCheckTimeout bounds the "etcd reachable now" check of /readyz.
-const etcdCheckTimeout = time.Second
+// etcdAnswerMaxAge is how recent etcd's last answer to the etcd watcher's
+// reads must be for "etcd answers now" (/readyz, the recovery guard, the
+// connected metric). The watcher reads one key every second (its check that
+// etcd kept its history, with a 2 s timeout); a separate read of our own
+// each second doubled a host's steady-state etcd requests.
+const etcdAnswerMaxAge = 3 * time.Second
 
 // health is the app's operational state: what the endpoints, the status
 // entry and the recovery guard need beyond the controllers' own counters.
 type health struct {
 	beat          atomic.Int64 // unix nanoseconds of the health loop's last tick
-	etcdOK        atomic.Bool  // the last etcd check answered
+	etcdOK        atomic.Bool  // etcd answered lately (etcdAnswers, at the last tick)
 	dockerInvalid atomic.Uint64
 	quarantined   atomic.Uint64
 	prescanned    atomic.Bool // Run tried the leftover scan before the controllers started
@@ -130,8 +133,8 @@ func (a *App) healthMux() *http.ServeMux {
 		}
 		_, _ = fmt.Fprintln(w, "ok")
 	})
-	mux.HandleFunc(PathReadyz, func(w http.ResponseWriter, r *http.Request) {
-		if missing := a.notReady(r.Context()); len(missing) > 0 {
+	mux.HandleFunc(PathReadyz, func(w http.ResponseWriter, _ *http.Request) {
+		if missing := a.notReady(); len(missing) > 0 {
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 			w.WriteHeader(http.StatusServiceUnavailable)
 			for _, m := range missing {
@@ -154,14 +157,14 @@ func (a *App) alive() error {
 }
 
 // notReady lists what keeps the daemon from being ready; empty when ready.
-func (a *App) notReady(ctx context.Context) []string {
+func (a *App) notReady() []string {
 	var out []string
 	select {
 	case <-a.synced:
 	default:
 		out = append(out, "first Docker and etcd listings not done")
 	}
-	if err := a.checkEtcd(ctx); err != nil {
+	if err := a.etcdAnswers(); err != nil {
 		out = append(out, "etcd unreachable: "+err.Error())
 	}
 	if !a.store.Link().Present {
@@ -170,12 +173,20 @@ func (a *App) notReady(ctx context.Context) []string {
 	return out
 }
 
-// checkEtcd reads one key with a short timeout: etcd answers now.
-func (a *App) checkEtcd(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, etcdCheckTimeout)
-	defer cancel()
-	_, err := a.etcd.Get(ctx, a.keys().FlannelConfig(), clientv3.WithCountOnly())
-	return err
+// etcdAnswers says whether etcd answers now: it answered one of the etcd
+// watcher's reads within etcdAnswerMaxAge.
+func (a *App) etcdAnswers() error {
+	if a.etcdW == nil {
+		return errors.New("not watched")
+	}
+	last := a.etcdW.LastAnswered()
+	if last.IsZero() {
+		return errors.New("no answer yet")
+	}
+	if age := time.Since(last); age > etcdAnswerMaxAge {
+		return fmt.Errorf("no answer for %s", age.Round(100*time.Millisecond))
+	}
+	return nil
 }
 
 // healthLoop ticks the heartbeat, checks etcd, classifies invalid keys and
@@ -185,7 +196,7 @@ func (a *App) healthLoop(ctx context.Context) {
 	defer t.Stop()
 	for {
 		a.h.beat.Store(time.Now().UnixNano())
-		a.h.etcdOK.Store(a.checkEtcd(ctx) == nil)
+		a.h.etcdOK.Store(a.etcdAnswers() == nil)
 		if a.h.prescanned.Load() && !a.h.scanned.Load() {
 			a.h.scanned.Store(a.scanLeftovers(ctx)) // the scan before the start failed: retry
 		}
