@@ -117,14 +117,20 @@ func (m *Manager) list() []*Runner {
 	return out
 }
 
-// Run starts every runner, does a first full resync, then resyncs every
+// Run does a first full resync, starts every runner, then resyncs every
 // interval until ctx is done. It returns when all workers have stopped.
+//
+// The first resync queues its keys before any worker runs: the initial
+// listing has usually queued most of them already, and a key still in the
+// queue is queued once, so each is reconciled once at start (with workers
+// running, a key reconciled before the resync reached it was reconciled a
+// second time: 10,000 needless reconciles at 10,000 records).
 func (m *Manager) Run(ctx context.Context) {
+	m.resync(ctx, "start")
 	var wg sync.WaitGroup
 	for _, r := range m.list() {
 		wg.Go(func() { r.Run(ctx) })
 	}
-	m.resync(ctx, "start")
 	if m.interval > 0 {
 		t := time.NewTicker(m.interval)
 		defer t.Stop()

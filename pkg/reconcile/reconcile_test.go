@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/flannel-registrar/flannel-registrar/pkg/testing/poll"
 )
 
 // fakeCtrl fails each key a given number of times, then records a change.
@@ -139,4 +141,76 @@ func TestManagerOnResync(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// onceCtrl lists keys and counts reconciles per key; its Keys waits a little
+// for a first reconcile, so that a resync running alongside the workers
+// would see one done (and re-queue it).
+type onceCtrl struct {
+	keys  []string
+	first chan struct{}
+	once  sync.Once
+	mu    sync.Mutex
+	calls map[string]int
+}
+
+func (c *onceCtrl) Name() string { return "once" }
+func (c *onceCtrl) Keys(ctx context.Context) ([]string, error) {
+	select {
+	case <-c.first:
+	case <-ctx.Done():
+	case <-time.After(200 * time.Millisecond): // no worker runs yet: the intended order
+	}
+	return c.keys, nil
+}
+
+func (c *onceCtrl) Reconcile(_ context.Context, key string) error {
+	c.mu.Lock()
+	c.calls[key]++
+	c.mu.Unlock()
+	c.once.Do(func() { close(c.first) })
+	return nil
+}
+
+// TestManagerStartReconcilesEachKeyOnce: keys queued before Run (the initial
+// listing) and listed again by the start resync are reconciled once each.
+func TestManagerStartReconcilesEachKeyOnce(t *testing.T) {
+	m := NewManager(0, slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil)))
+	c := &onceCtrl{keys: []string{"a", "b", "c", "d"}, first: make(chan struct{}), calls: map[string]int{}}
+	m.Add(c, Options{Workers: 1})
+	for _, k := range c.keys {
+		m.Enqueue("once", k, "listed")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { m.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	// One worker takes keys in order: once the sentinel, queued after the
+	// start resync finished, is done, so is everything queued before it.
+	if err := poll.Until(ctx, 10*time.Second, 5*time.Millisecond, func() error {
+		if m.LastResync().IsZero() {
+			return errors.New("start resync not done")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	m.Enqueue("once", "sentinel", "test")
+	if err := poll.Until(ctx, 10*time.Second, 5*time.Millisecond, func() error {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.calls["sentinel"] == 0 {
+			return errors.New("sentinel not reconciled")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, k := range c.keys {
+		if c.calls[k] != 1 {
+			t.Errorf("key %s reconciled %d times at start, want 1 (calls %v)", k, c.calls[k], c.calls)
+		}
+	}
 }

@@ -2,6 +2,7 @@ package strictjson
 
 import (
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 )
@@ -82,4 +83,72 @@ func FuzzUnmarshal(f *testing.F) {
 			t.Fatalf("strict accepted what encoding/json refuses: %v", err)
 		}
 	})
+}
+
+// FuzzCheckMatchesTokenWalk: on valid JSON, the hand-written scanner refuses
+// exactly what a json.Decoder token walk of the same rules refuses.
+func FuzzCheckMatchesTokenWalk(f *testing.F) {
+	for _, s := range []string{
+		`{"Subnet":"a","subnet":"b"}`, `{"Data":{"VNI":1,"V\u004eI":2}}`, `[{"a":1},{"a":2}]`,
+		`{"PUBLICIP":1}`, `{"a":[{"x":1,"X":2}]}`, `{"k":1,"\u212a":2}`, ` { "a" : [ 1 , "x\"}" ] } `,
+		`{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8,"i":9,"j":10,"k":11,"l":12,"m":13,"n":14,"o":15,"p":16,"q":17,"A":18}`,
+	} {
+		f.Add([]byte(s))
+	}
+	fields := FieldNames(&rec{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if !json.Valid(b) {
+			return
+		}
+		got := Check(b, fields)
+		want := tokenWalk(b, fields)
+		if (got == nil) != (want == nil) {
+			t.Fatalf("Check(%q) = %v, token walk = %v", b, got, want)
+		}
+	})
+}
+
+// tokenWalk is the rules done with json.Decoder tokens (the earlier,
+// slower implementation), as a reference.
+func tokenWalk(b []byte, fields []string) error {
+	d := json.NewDecoder(strings.NewReader(string(b)))
+	d.UseNumber()
+	folded := map[string]string{}
+	for _, f := range fields {
+		folded[fold(f)] = f
+	}
+	var walk func(depth int, fields map[string]string) error
+	walk = func(depth int, fields map[string]string) error {
+		tok, err := d.Token()
+		if err != nil {
+			return err
+		}
+		delim, ok := tok.(json.Delim)
+		if !ok {
+			return nil
+		}
+		if depth > MaxDepth {
+			return errors.New("deep")
+		}
+		seen := map[string]bool{}
+		for d.More() {
+			if delim == '{' {
+				kt, _ := d.Token()
+				key, _ := kt.(string)
+				if seen[fold(key)] {
+					return errors.New("dup")
+				}
+				seen[fold(key)] = true
+				if want, ok := fields[fold(key)]; ok && want != key {
+					return errors.New("field")
+				}
+			}
+			if err := walk(depth+1, nil); err != nil {
+				return err
+			}
+		}
+		_, err = d.Token()
+		return err
+	}
+	return walk(1, folded)
 }

@@ -31,6 +31,7 @@ func (w *Watcher) checkHeader(ctx context.Context, applied int64, out chan<- hea
 	c := headerCheck{applied: applied, err: err}
 	if err == nil {
 		c.hdr = resp.Header
+		w.answered.Store(time.Now().UnixNano())
 	}
 	out <- c // buffered; one check in flight at a time
 }

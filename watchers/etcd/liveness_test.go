@@ -38,3 +38,42 @@ func TestProgressRequestsKeepTheStreamAnswering(t *testing.T) {
 		t.Errorf("re-listed %d times with etcd answering: %v", n, h.rec.snapshot(&h.rec.relists))
 	}
 }
+
+// LastAnswered follows etcd: zero before the first read, advancing with the
+// header checks while etcd answers, still while etcd is down, advancing
+// again once it is back.
+func TestLastAnsweredFollowsEtcd(t *testing.T) {
+	h := newHarness(t, func(o *etcdwatch.Options) { o.HeaderCheckInterval = 100 * time.Millisecond })
+	if !h.w.LastAnswered().IsZero() {
+		t.Fatal("answered before running")
+	}
+	h.run(t)
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if !h.store.Synced("etcd") || h.w.LastAnswered().IsZero() {
+			return fmt.Errorf("not synced, or no answer recorded")
+		}
+		return nil
+	})
+	first := h.w.LastAnswered()
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if !h.w.LastAnswered().After(first) {
+			return fmt.Errorf("last answer still %s: the header checks do not count", first)
+		}
+		return nil
+	})
+	h.srv.Stop()
+	testutil.Eventually(t, 20*time.Second, func() error {
+		if age := time.Since(h.w.LastAnswered()); age < 2*time.Second {
+			return fmt.Errorf("last answer %s ago with etcd stopped", age)
+		}
+		return nil
+	})
+	restarted := time.Now()
+	h.srv.Restart(t)
+	testutil.Eventually(t, 30*time.Second, func() error {
+		if !h.w.LastAnswered().After(restarted) {
+			return fmt.Errorf("no answer since etcd restarted")
+		}
+		return nil
+	})
+}

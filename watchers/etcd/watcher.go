@@ -126,6 +126,7 @@ type Watcher struct {
 
 	lists, relists, compacted, events, invalid atomic.Uint64
 	revision                                   atomic.Int64
+	answered                                   atomic.Int64 // unix nanoseconds of etcd's last answer to a read (0: none)
 
 	mu        sync.Mutex       // guards invalidAt
 	invalidAt map[string]int64 // key -> revision of the invalid value there now
@@ -182,6 +183,18 @@ func (w *Watcher) Stats() Stats {
 		Lists: w.lists.Load(), Relists: w.relists.Load(), Compacted: w.compacted.Load(),
 		Events: w.events.Load(), Invalid: w.invalid.Load(), Revision: w.revision.Load(),
 	}
+}
+
+// LastAnswered is when etcd last answered one of the watcher's linearizable
+// reads: the header check (every HeaderCheckInterval while watching) or a
+// list page; zero before the first. The daemon's "etcd answers now" is read
+// from here, so that one request a second serves both it and the check that
+// etcd kept its history. With the header check disabled only lists count.
+func (w *Watcher) LastAnswered() time.Time {
+	if n := w.answered.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
 }
 
 // Run lists, then watches, until ctx ends; it returns nil then. A Watcher
@@ -325,6 +338,7 @@ func (w *Watcher) listPrefix(ctx context.Context, prefix string, hdr **etcdserve
 		if err != nil {
 			return err
 		}
+		w.answered.Store(time.Now().UnixNano())
 		if *hdr == nil {
 			*hdr = resp.Header
 		}

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/docker/docker/api/types/container"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/flannel-registrar/flannel-registrar/pkg/config"
 	"github.com/flannel-registrar/flannel-registrar/pkg/legacy"
@@ -32,20 +31,26 @@ const (
 // the recovery guard's evaluation, the leftover queue.
 const healthTick = time.Second
 
-// etcdCheckTimeout bounds the "etcd reachable now" check of /readyz.
-const etcdCheckTimeout = time.Second
+// etcdAnswerMaxAge is how recent etcd's last answer to the etcd watcher's
+// reads must be for "etcd answers now" (/readyz, the recovery guard, the
+// connected metric). The watcher reads one key every second (its check that
+// etcd kept its history, with a 2 s timeout); a separate read of our own
+// each second doubled a host's steady-state etcd requests.
+const etcdAnswerMaxAge = 3 * time.Second
 
 // health is the app's operational state: what the endpoints, the status
 // entry and the recovery guard need beyond the controllers' own counters.
 type health struct {
 	beat          atomic.Int64 // unix nanoseconds of the health loop's last tick
-	etcdOK        atomic.Bool  // the last etcd check answered
+	etcdOK        atomic.Bool  // etcd answered lately (etcdAnswers, at the last tick)
 	dockerInvalid atomic.Uint64
 	quarantined   atomic.Uint64
 	prescanned    atomic.Bool // Run tried the leftover scan before the controllers started
 	scanned       atomic.Bool // the leftover scan of this start is done
 
 	prober *probe.Prober // nil when the ICMP socket could not be opened
+
+	targets targetCache
 
 	mu        sync.Mutex                 // guards the fields below
 	pending   map[string]int64           // invalid etcd keys to classify, with their revision
@@ -128,8 +133,8 @@ func (a *App) healthMux() *http.ServeMux {
 		}
 		_, _ = fmt.Fprintln(w, "ok")
 	})
-	mux.HandleFunc(PathReadyz, func(w http.ResponseWriter, r *http.Request) {
-		if missing := a.notReady(r.Context()); len(missing) > 0 {
+	mux.HandleFunc(PathReadyz, func(w http.ResponseWriter, _ *http.Request) {
+		if missing := a.notReady(); len(missing) > 0 {
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 			w.WriteHeader(http.StatusServiceUnavailable)
 			for _, m := range missing {
@@ -152,14 +157,14 @@ func (a *App) alive() error {
 }
 
 // notReady lists what keeps the daemon from being ready; empty when ready.
-func (a *App) notReady(ctx context.Context) []string {
+func (a *App) notReady() []string {
 	var out []string
 	select {
 	case <-a.synced:
 	default:
 		out = append(out, "first Docker and etcd listings not done")
 	}
-	if err := a.checkEtcd(ctx); err != nil {
+	if err := a.etcdAnswers(); err != nil {
 		out = append(out, "etcd unreachable: "+err.Error())
 	}
 	if !a.store.Link().Present {
@@ -168,12 +173,20 @@ func (a *App) notReady(ctx context.Context) []string {
 	return out
 }
 
-// checkEtcd reads one key with a short timeout: etcd answers now.
-func (a *App) checkEtcd(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, etcdCheckTimeout)
-	defer cancel()
-	_, err := a.etcd.Get(ctx, a.keys().FlannelConfig(), clientv3.WithCountOnly())
-	return err
+// etcdAnswers says whether etcd answers now: it answered one of the etcd
+// watcher's reads within etcdAnswerMaxAge.
+func (a *App) etcdAnswers() error {
+	if a.etcdW == nil {
+		return errors.New("not watched")
+	}
+	last := a.etcdW.LastAnswered()
+	if last.IsZero() {
+		return errors.New("no answer yet")
+	}
+	if age := time.Since(last); age > etcdAnswerMaxAge {
+		return fmt.Errorf("no answer for %s", age.Round(100*time.Millisecond))
+	}
+	return nil
 }
 
 // healthLoop ticks the heartbeat, checks etcd, classifies invalid keys and
@@ -183,7 +196,7 @@ func (a *App) healthLoop(ctx context.Context) {
 	defer t.Stop()
 	for {
 		a.h.beat.Store(time.Now().UnixNano())
-		a.h.etcdOK.Store(a.checkEtcd(ctx) == nil)
+		a.h.etcdOK.Store(a.etcdAnswers() == nil)
 		if a.h.prescanned.Load() && !a.h.scanned.Load() {
 			a.h.scanned.Store(a.scanLeftovers(ctx)) // the scan before the start failed: retry
 		}
@@ -227,9 +240,41 @@ func (a *App) selfPublicIP() netip.Addr {
 
 // peerTargets are the remote VTEPs: one per flannel vxlan lease that is not
 // this host's, probed at the lease's network address (flannel.1's address
-// on that host).
+// on that host). The list is shared: callers must not modify it.
 func (a *App) peerTargets() []probe.Target {
+	ts, _ := a.cachedTargets(false)
+	return ts
+}
+
+// targetCache holds the last peer targets with what they were derived from:
+// the health loop asks every tick, and listing and sorting 10,000 leases
+// each second was a quarter of the registrar's CPU at that scale.
+type targetCache struct {
+	mu      sync.Mutex // guards the fields below
+	valid   bool
+	version uint64     // the store's version the targets were derived at
+	self    netip.Addr // this host's VTEP address they leave out
+	targets []probe.Target
+	pushed  bool // the prober has these targets
+}
+
+// cachedTargets returns the targets, and whether they differ from the last
+// ones handed to the prober; push marks these as handed.
+func (a *App) cachedTargets(push bool) (ts []probe.Target, changed bool) {
+	version := a.store.Version() // before the data: a change in between only recomputes again
 	self := a.selfPublicIP()
+	c := &a.h.targets
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.valid || c.version != version || c.self != self {
+		c.targets, c.version, c.self, c.valid, c.pushed = a.computePeerTargets(self), version, self, true, false
+	}
+	changed = !c.pushed
+	c.pushed = c.pushed || push
+	return c.targets, changed
+}
+
+func (a *App) computePeerTargets(self netip.Addr) []probe.Target {
 	link := a.store.Link()
 	names := map[string]string{}
 	for _, h := range a.store.Hosts() {
@@ -245,9 +290,13 @@ func (a *App) peerTargets() []probe.Target {
 	return out
 }
 
+// updateTargets hands the prober the targets when they changed.
 func (a *App) updateTargets() {
-	if a.h.prober != nil {
-		a.h.prober.SetTargets(a.peerTargets())
+	if a.h.prober == nil {
+		return
+	}
+	if ts, changed := a.cachedTargets(true); changed {
+		a.h.prober.SetTargets(ts)
 	}
 }
 

@@ -71,3 +71,35 @@ func TestFault(t *testing.T) {
 		t.Fatalf("self PublicIP with the device gone = %s, want the last known", ip)
 	}
 }
+
+// The targets are derived once per store version: unchanged, the prober is
+// not handed them again and the list is not rebuilt; a new lease or a new
+// local address shows at the next call.
+func TestPeerTargetsCachedByVersion(t *testing.T) {
+	a := testApp()
+	a.store.SetLink(state.Link{Name: "flannel.1", Present: true, MAC: ourMAC, Local: netip.MustParseAddr("198.51.100.11")}, "test")
+	a.store.PutLease(vxlanLease("198.18.2.0/24", "198.51.100.12", net.HardwareAddr{2, 0x42, 0, 0, 0, 2}), "test")
+	ts, changed := a.cachedTargets(true)
+	if len(ts) != 1 || !changed {
+		t.Fatalf("first targets = %+v changed=%v, want one, changed", ts, changed)
+	}
+	if doc := a.peerTargets(); len(doc) != 1 || &doc[0] != &ts[0] {
+		t.Fatalf("unchanged store: targets rebuilt (%p vs %p)", doc, ts)
+	}
+	if _, changed := a.cachedTargets(true); changed {
+		t.Fatal("unchanged store: targets reported changed")
+	}
+	a.store.PutLease(vxlanLease("198.18.3.0/24", "198.51.100.13", net.HardwareAddr{2, 0x42, 0, 0, 0, 3}), "test")
+	if doc := a.peerTargets(); len(doc) != 2 { // the doctor's read does not count as handed
+		t.Fatalf("after a new lease: %+v", doc)
+	}
+	if ts, changed := a.cachedTargets(true); len(ts) != 2 || !changed {
+		t.Fatalf("after a new lease: %+v changed=%v, want two, changed", ts, changed)
+	}
+	// Our address changes to that of the lease of .13 (the device's address is
+	// read through the store, so this is a new version too).
+	a.store.SetLink(state.Link{Name: "flannel.1", Present: true, MAC: ourMAC, Local: netip.MustParseAddr("198.51.100.13")}, "test")
+	if ts, changed := a.cachedTargets(true); len(ts) != 1 || ts[0].Key != "198.51.100.12" || !changed {
+		t.Fatalf("after our address changed: %+v changed=%v", ts, changed)
+	}
+}
