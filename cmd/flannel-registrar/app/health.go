@@ -42,7 +42,7 @@ const etcdAnswerMaxAge = 3 * time.Second
 // entry and the recovery guard need beyond the controllers' own counters.
 type health struct {
 	beat          atomic.Int64 // unix nanoseconds of the health loop's last tick
-	etcdOK        atomic.Bool  // etcd answered lately (etcdAnswers, at the last tick)
+	etcdOK        atomic.Bool  // etcd answered lately, at the last tick: what the recovery guard acts on
 	dockerInvalid atomic.Uint64
 	quarantined   atomic.Uint64
 	prescanned    atomic.Bool // Run tried the leftover scan before the controllers started

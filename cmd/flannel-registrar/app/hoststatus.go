@@ -42,7 +42,7 @@ type RecoveryStatus struct {
 }
 
 func (a *App) hostStatus() HostStatus {
-	hs := HostStatus{Host: a.cfg.HostName, Ready: a.isSynced() && a.h.etcdOK.Load() && a.store.Link().Present}
+	hs := HostStatus{Host: a.cfg.HostName, Ready: a.isSynced() && a.etcdAnswers() == nil && a.store.Link().Present}
 	for _, p := range a.peerStates() {
 		ps := PeerStatus{Host: p.Host, PublicIP: p.Key}
 		if p.Probed {

@@ -15,7 +15,7 @@ import (
 // snapshot is what /metrics exports, read at scrape time.
 func (a *App) snapshot() metrics.Snapshot {
 	s := metrics.Snapshot{
-		EtcdConnected:   a.h.etcdOK.Load(),
+		EtcdConnected:   a.etcdAnswers() == nil,
 		DockerConnected: a.store.Synced("docker") && !a.dockerDown.isDown(),
 		VXLANPresent:    a.store.Link().Present,
 		Records:         len(a.store.Networks()),
