@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"net/netip"
 	"strings"
 	"testing"
@@ -84,6 +85,19 @@ func TestDiffRecords(t *testing.T) {
 	for _, e := range extra {
 		if strings.Contains(e, "old") {
 			t.Errorf("settling network reported extra: %s", e)
+		}
+	}
+}
+
+func TestNetworkGone(t *testing.T) {
+	for msg, want := range map[string]bool{
+		"host h2: docker network rm churn36: exit status 1: Error: No such network: churn36": true,
+		"Error response from daemon: network churn7 not found":                               true,
+		"Cannot connect to the Docker daemon at unix:///run/frlab-soak/h2/docker.sock":       false,
+		"error while removing network: network churn3 id 1a2b has active endpoints":          false,
+	} {
+		if got := networkGone(errors.New(msg)); got != want {
+			t.Errorf("networkGone(%q) = %v, want %v", msg, got, want)
 		}
 	}
 }
