@@ -38,7 +38,12 @@ func TestFlannelNetworkFollowsTheWatch(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("watcher Run: %v", err)
+		}
+	})
 	want := func(p string) {
 		t.Helper()
 		testutil.Eventually(t, 10*time.Second, func() error {
