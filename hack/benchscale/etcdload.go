@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -53,11 +55,19 @@ func (b *bench) etcdLoad(ctx context.Context) error {
 		w := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
 		_, _ = fmt.Fprintln(w, "gRPC method\trequests\tper minute\t")
 		total := 0.0
-		for m, v := range after {
-			if d := v - before[m]; d > 0 {
-				_, _ = fmt.Fprintf(w, "%s\t%.0f\t%.1f\t\n", m, d, d/mins)
-				total += d
+		// The usual methods always, in this order (Watch: the messages on
+		// the watch stream, i.e. its progress requests and creates), then
+		// any other.
+		methods := []string{"Range", "Watch", "LeaseKeepAlive", "Put", "Txn"}
+		for _, m := range slices.Sorted(maps.Keys(after)) {
+			if !slices.Contains(methods, m) && after[m]-before[m] > 0 {
+				methods = append(methods, m)
 			}
+		}
+		for _, m := range methods {
+			d := after[m] - before[m]
+			_, _ = fmt.Fprintf(w, "%s\t%.0f\t%.1f\t\n", m, d, d/mins)
+			total += d
 		}
 		_, _ = fmt.Fprintf(w, "all\t%.0f\t%.1f\t\n", total, total/mins)
 		return w.Flush()

@@ -71,3 +71,8 @@ func (w *Watcher) reportLoss(why string, applied int64, hdr *etcdserverpb.Respon
 		w.o.OnHistoryLost(HistoryLoss{Reason: why, Applied: applied, Revision: hdr.GetRevision()})
 	}
 }
+
+// otherCluster says whether hdr comes from another cluster than the last list.
+func (w *Watcher) otherCluster(hdr *etcdserverpb.ResponseHeader) bool {
+	return hdr.ClusterId != 0 && w.cluster != 0 && hdr.ClusterId != w.cluster
+}

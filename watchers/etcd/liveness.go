@@ -10,22 +10,27 @@ import (
 )
 
 // Every HeaderCheckInterval the watcher asks for a progress notification
-// on its watch stream. That request is data on the stream's own
-// connection: when the member is gone from the network the kernel gives
+// on its watch stream: the stream's keep-alive, and in steady state the only
+// request the watcher sends. The answer carries etcd's header (revision,
+// raft term, cluster ID), which the watcher checks as it checks the header
+// read's (history.go), and counts as etcd's answer (LastAnswered). The
+// request is data on the stream's own connection: when the member is gone from the network the kernel gives
 // up on it after the client's TCP user timeout (the etcd client's
 // DialKeepAliveTimeout), the stream fails and the client resumes the
 // watch on another member. An idle watch stream otherwise notices only at
 // gRPC's next keep-alive ping, which is at least 10 s away. A member that
-// is frozen (its kernel still acknowledges) answers nothing: when a stream
-// that answered progress requests before stays silent for silentAfter
-// while the header check (another request, on any member) is answered,
-// the watch is ended and started again. When etcd as a whole is down the
+// is frozen (its kernel still acknowledges) answers nothing: the header
+// read (another request, on any member) runs while the stream is silent
+// for more than checkAfter, and when a stream that answered progress
+// requests before stays silent for silentAfter while that read is
+// answered, the watch is ended and started again. When etcd as a whole is down the
 // header check fails too, and the watch stays: the client resumes it when
 // etcd is back, and the header check sees at once whether it came back
 // with its history.
 
 // streamLiveness tracks what one watch stream said when.
 type streamLiveness struct {
+	checkAfter  time.Duration // silence after which etcd's header is read instead
 	silentAfter time.Duration
 	last        time.Time // anything received on the stream (or the watch start)
 	progressed  bool      // the member answered a progress request: it supports them
@@ -33,7 +38,18 @@ type streamLiveness struct {
 }
 
 func newStreamLiveness(interval time.Duration) *streamLiveness {
-	return &streamLiveness{silentAfter: max(3*interval, 3*time.Second), last: time.Now()}
+	// checkAfter: one and a half intervals, so that an answer to the last
+	// request that came quickly and a tick that came late are no silence.
+	return &streamLiveness{checkAfter: interval * 3 / 2, silentAfter: max(3*interval, 3*time.Second), last: time.Now()}
+}
+
+// needsCheck says whether etcd's header must be read now: the stream never
+// answered a progress request (an etcd older than 3.4 answers none; at the
+// watch's start none came yet), or it has been silent for more than
+// checkAfter (etcd down, the member frozen or partitioned, or a watch that
+// etcd accepted beyond its revision: it lost its data).
+func (s *streamLiveness) needsCheck(now time.Time) bool {
+	return !s.progressed || now.Sub(s.last) > s.checkAfter
 }
 
 func (s *streamLiveness) heard(now time.Time, progressNotify bool) {
@@ -56,8 +72,9 @@ func (s *streamLiveness) silent(now time.Time) string {
 }
 
 // requestProgress asks for a progress notification on the watch stream of
-// wctx (the same context, so the same stream). Bounded: it must not hold
-// up the watch loop when the stream's sender is stuck.
+// wctx (the same context, so the same stream): the stream's keep-alive.
+// Bounded: it must not hold up the watch loop when the stream's sender is
+// stuck.
 func (w *Watcher) requestProgress(wctx context.Context) {
 	ctx, cancel := context.WithTimeout(wctx, time.Second)
 	defer cancel()

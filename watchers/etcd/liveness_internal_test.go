@@ -39,3 +39,27 @@ func TestStreamLiveness(t *testing.T) {
 		t.Errorf("silentAfter at a 2 s interval: %s, want 6s", got)
 	}
 }
+
+func TestStreamLivenessNeedsCheck(t *testing.T) {
+	t0 := time.Now()
+	s := newStreamLiveness(time.Second)
+	s.last = t0
+	if !s.needsCheck(t0.Add(100 * time.Millisecond)) {
+		t.Error("no header read before the stream answered a progress request (older etcd, or the watch's start)")
+	}
+	s.heard(t0, false)
+	if !s.needsCheck(t0.Add(100 * time.Millisecond)) {
+		t.Error("events alone let the header read stop: an etcd without progress answers needs it")
+	}
+	s.heard(t0, true)
+	if s.needsCheck(t0.Add(1400 * time.Millisecond)) {
+		t.Error("header read 1.4 s after a progress answer (limit 1.5 s): steady state must send none")
+	}
+	if !s.needsCheck(t0.Add(1600 * time.Millisecond)) {
+		t.Error("no header read after 1.6 s of silence: a frozen member or a lost history would go unseen")
+	}
+	s.heard(t0.Add(1500*time.Millisecond), false)
+	if s.needsCheck(t0.Add(2 * time.Second)) {
+		t.Error("an event 0.5 s ago is no silence")
+	}
+}

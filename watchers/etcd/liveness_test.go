@@ -40,8 +40,9 @@ func TestProgressRequestsKeepTheStreamAnswering(t *testing.T) {
 }
 
 // LastAnswered follows etcd: zero before the first read, advancing with the
-// header checks while etcd answers, still while etcd is down, advancing
-// again once it is back.
+// answers to progress requests while etcd answers, still while etcd is
+// down, advancing again once it is back (the header read while the resumed
+// stream is silent, then its answers).
 func TestLastAnsweredFollowsEtcd(t *testing.T) {
 	h := newHarness(t, func(o *etcdwatch.Options) { o.HeaderCheckInterval = 100 * time.Millisecond })
 	if !h.w.LastAnswered().IsZero() {
@@ -57,7 +58,7 @@ func TestLastAnsweredFollowsEtcd(t *testing.T) {
 	first := h.w.LastAnswered()
 	testutil.Eventually(t, 10*time.Second, func() error {
 		if !h.w.LastAnswered().After(first) {
-			return fmt.Errorf("last answer still %s: the header checks do not count", first)
+			return fmt.Errorf("last answer still %s: the progress answers do not count", first)
 		}
 		return nil
 	})

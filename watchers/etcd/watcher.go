@@ -5,9 +5,12 @@
 //
 // etcd restored from a backup or restarted with an empty data directory
 // accepts the client's resumed watch on a revision it has not reached and
-// delivers nothing, without an error. The watcher therefore checks etcd's
-// header (a linearizable read of one key, every HeaderCheckInterval) and
-// every watch response's header: a revision below the one already applied,
+// delivers nothing, without an error. The watcher therefore checks the
+// header of every answer of etcd: watch events, the progress notifications
+// it asks for every HeaderCheckInterval (liveness.go), and a linearizable
+// read of one key, which runs only while the stream gives no answer
+// (silent, or an etcd that answers no progress requests) or to confirm what
+// a progress notification suggests: a revision below the one already applied,
 // a raft term below the highest seen, or another cluster ID means etcd's
 // history is not the one the store reflects, and the watcher re-lists
 // (OnRelist reason "etcd revision went back ...", "etcd raft term went
@@ -15,6 +18,11 @@
 // ended is checked the same way. Each such loss is reported once through
 // OnHistoryLost before the store is replaced, so that the caller can keep
 // what vanished with it until its owners have written it again.
+//
+// In steady state the watcher sends etcd one request a second, the progress
+// request on its watch stream (the stream's keep-alive), and no read.
+// With Options.OnFlannelConfig, flannel's <FLANNEL_PREFIX>/config is listed
+// and watched along with both prefixes, on the same stream.
 //
 // Lists are paginated (PageSize keys per request, every page at the first
 // page's revision), so that 100,000 keys need no single giant response.
@@ -41,7 +49,6 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/flannel-registrar/flannel-registrar/pkg/registry"
@@ -54,8 +61,10 @@ const Source = "etcd"
 // DefaultListTimeout bounds one list of both prefixes.
 const DefaultListTimeout = 30 * time.Second
 
-// DefaultHeaderCheckInterval is how often a watching watcher reads etcd's
-// header to notice a watch that etcd silently stopped serving (data loss).
+// DefaultHeaderCheckInterval is how often a watching watcher asks for a
+// progress notification on its watch stream, whose header shows a watch that
+// etcd silently stopped serving (data loss); a stream silent for longer has
+// etcd's header read instead (history.go).
 const DefaultHeaderCheckInterval = time.Second
 
 // Options configure a Watcher.
@@ -70,7 +79,7 @@ type Options struct {
 	// reason (e.g. "compacted"). Optional.
 	OnRelist func(reason string)
 	// OnHistoryLost is called from Run's goroutine when an answer of etcd (a
-	// watch response, the periodic header read, or a re-list) shows that its
+	// watch response, a header read, or a re-list) shows that its
 	// history is not the one the store reflects (it lost its data, was
 	// restored from a copy, or is another cluster), before the store is
 	// replaced by what etcd holds now. It must not block. Optional.
@@ -80,8 +89,14 @@ type Options struct {
 	Backoff     func() backoff.BackOff
 	ListTimeout time.Duration // 0: DefaultListTimeout
 	// HeaderCheckInterval: 0 is DefaultHeaderCheckInterval; negative
-	// disables the periodic check (watch response headers are still checked).
+	// disables the progress requests and the header reads (watch response
+	// headers are still checked).
 	HeaderCheckInterval time.Duration
+	// OnFlannelConfig, when set, has the watcher list and watch flannel's
+	// config key (Keys.FlannelConfig()) too: it is called from Run's
+	// goroutine with the key's value at each list and at each change (nil
+	// when the key is absent or was deleted). It must not block.
+	OnFlannelConfig func(value []byte)
 	// PageSize is how many keys one list request reads (0: DefaultPageSize).
 	PageSize int
 	// MaxRecordsPerHost caps the network records of one host name (0:
@@ -112,7 +127,7 @@ type Watcher struct {
 	o Options
 
 	// Owned by Run's goroutine.
-	revs     [2]int64 // per watched prefix: last revision applied
+	revs     [3]int64 // per watch (records, subnets, flannel config): last revision applied
 	listed   bool
 	needList bool
 	lossSeen bool   // a loss was reported; the re-list that follows does not report it again
@@ -126,7 +141,7 @@ type Watcher struct {
 
 	lists, relists, compacted, events, invalid atomic.Uint64
 	revision                                   atomic.Int64
-	answered                                   atomic.Int64 // unix nanoseconds of etcd's last answer to a read (0: none)
+	answered                                   atomic.Int64 // unix nanoseconds of etcd's last answer (0: none)
 
 	mu        sync.Mutex       // guards invalidAt
 	invalidAt map[string]int64 // key -> revision of the invalid value there now
@@ -185,11 +200,16 @@ func (w *Watcher) Stats() Stats {
 	}
 }
 
-// LastAnswered is when etcd last answered one of the watcher's linearizable
-// reads: the header check (every HeaderCheckInterval while watching) or a
-// list page; zero before the first. The daemon's "etcd answers now" is read
-// from here, so that one request a second serves both it and the check that
-// etcd kept its history. With the header check disabled only lists count.
+// LastAnswered is when etcd last answered the watcher: a watch response
+// (the progress notification it asks for every HeaderCheckInterval, or
+// events) whose header passed the history check, a header read, or a list
+// page; zero before the first. The daemon's "etcd answers now" is read from
+// here, so that the one request a second that keeps the watch stream alive
+// serves both it and the check that etcd kept its history. A member that
+// lost its cluster's leader answers progress requests until it cancels the
+// watch (WithRequireLeader: within a few election timeouts); the watch then
+// moves to another member or, with no quorum anywhere, answers stop. With
+// HeaderCheckInterval negative only events and lists count.
 func (w *Watcher) LastAnswered() time.Time {
 	if n := w.answered.Load(); n != 0 {
 		return time.Unix(0, n)
@@ -297,10 +317,22 @@ func (w *Watcher) list(ctx context.Context, reason string) error {
 			return fmt.Errorf("list %s: %w", prefix, err)
 		}
 	}
+	var config []byte
+	if w.o.OnFlannelConfig != nil {
+		key := w.o.Keys.FlannelConfig()
+		resp, err := w.o.Client.Get(lctx, key, clientv3.WithRev(hdr.Revision))
+		if err != nil {
+			return fmt.Errorf("list %s: %w", key, err)
+		}
+		w.answered.Store(time.Now().UnixNano())
+		if len(resp.Kvs) > 0 {
+			config = resp.Kvs[0].Value
+		}
+	}
 	if w.listed && !w.lossSeen {
 		// A re-list after a watch that ended (etcd restarted) is the first
 		// answer of the etcd that came back.
-		if applied := max(w.revs[0], w.revs[1]); applied > 0 {
+		if applied := w.applied(); applied > 0 {
 			if why := w.historyLost(hdr, applied); why != "" {
 				w.reportLoss(why, applied, hdr)
 			}
@@ -309,10 +341,13 @@ func (w *Watcher) list(ctx context.Context, reason string) error {
 	w.lossSeen = false
 	w.forgetInvalidExcept(seen)
 	w.perHost, w.leaseKeys = perHost, leaseKeys
+	if w.o.OnFlannelConfig != nil {
+		w.o.OnFlannelConfig(config) // before the store is synced: its first listing includes flannel's network
+	}
 	w.o.Store.ReplaceEtcd(view, trigger)
 	w.o.Store.SetSynced(Source, trigger)
 	rev := hdr.Revision
-	w.revs = [2]int64{rev, rev}
+	w.revs = [3]int64{rev, rev, rev}
 	w.cluster, w.term = hdr.ClusterId, hdr.RaftTerm
 	w.revision.Store(rev)
 	if w.listed {
@@ -352,93 +387,21 @@ func (w *Watcher) listPrefix(ctx context.Context, prefix string, hdr **etcdserve
 	}
 }
 
-// watch watches both prefixes from where the store is until the watch ends.
-// It returns the reason, whether to re-list at once (compaction, etcd lost
-// its history) rather than after a backoff, and whether the watch delivered
-// anything.
-func (w *Watcher) watch(ctx context.Context) (reason string, retryNow, progressed bool) {
-	// RequireLeader: a member that lost its cluster cancels the watch instead
-	// of leaving it silent.
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
-	prefixes := [2]string{w.o.Keys.Records(), w.o.Keys.Subnets()}
-	var chs [2]clientv3.WatchChan
-	for i, p := range prefixes {
-		chs[i] = w.o.Client.Watch(wctx, p, clientv3.WithPrefix(), clientv3.WithRev(w.revs[i]+1),
-			clientv3.WithProgressNotify())
-	}
-	var (
-		tick     <-chan time.Time
-		checks   = make(chan headerCheck, 1)
-		inFlight bool
-		live     = newStreamLiveness(w.o.HeaderCheckInterval)
-	)
-	if w.o.HeaderCheckInterval > 0 {
-		t := time.NewTicker(w.o.HeaderCheckInterval)
-		defer t.Stop()
-		tick = t.C
-	}
-	for {
-		var (
-			wr clientv3.WatchResponse
-			ok bool
-			i  int
-		)
-		select {
-		case <-ctx.Done():
-			return "stopped", false, progressed
-		case <-tick:
-			if !inFlight {
-				inFlight = true
-				go w.checkHeader(wctx, max(w.revs[0], w.revs[1]), checks)
-			}
-			if why := live.silent(time.Now()); why != "" {
-				return why, true, progressed // etcd answers elsewhere: re-list at once
-			}
-			w.requestProgress(wctx)
-			continue
-		case c := <-checks:
-			inFlight = false
-			if c.err == nil {
-				if why := w.historyLost(c.hdr, c.applied); why != "" {
-					w.reportLoss(why, c.applied, c.hdr)
-					return why, true, progressed
-				}
-				live.answeredElsewhere(time.Now())
-			}
-			continue
-		case wr, ok = <-chs[0]:
-		case wr, ok = <-chs[1]:
-			i = 1
-		}
-		if !ok {
-			return "watch closed", false, progressed
-		}
-		live.heard(time.Now(), wr.IsProgressNotify())
-		if wr.CompactRevision != 0 || errors.Is(wr.Err(), rpctypes.ErrCompacted) {
-			w.compacted.Add(1)
-			return "compacted", true, progressed
-		}
-		if err := wr.Err(); err != nil || wr.Canceled {
-			return fmt.Sprintf("watch ended: %v", err), false, progressed
-		}
-		if why := w.historyLost(&wr.Header, w.revs[i]); why != "" {
-			w.reportLoss(why, w.revs[i], &wr.Header)
-			return why, true, progressed
-		}
-		progressed = true
-		if why := w.apply(ctx, i, wr); why != "" {
-			return why, true, progressed
-		}
-	}
-}
-
 // apply writes one watch response's events to the store. It returns a
 // reason to re-list when it could not keep the per-host record cap.
 func (w *Watcher) apply(ctx context.Context, i int, wr clientv3.WatchResponse) string {
 	var relist string
+	from := w.revs[i] // events of one revision come in one response
 	for _, ev := range wr.Events {
+		if ev.Kv.ModRevision <= from {
+			continue // listed or applied already: the watch starts at the applied revision
+		}
 		w.events.Add(1)
+		if i == configWatch {
+			w.o.OnFlannelConfig(configValue(ev))
+			w.revs[i] = ev.Kv.ModRevision
+			continue
+		}
 		key := string(ev.Kv.Key)
 		if ev.Type == clientv3.EventTypeDelete {
 			trigger := "etcd:delete " + key
@@ -483,7 +446,7 @@ func (w *Watcher) apply(ctx context.Context, i int, wr clientv3.WatchResponse) s
 	if wr.IsProgressNotify() {
 		w.revs[i] = max(w.revs[i], wr.Header.Revision)
 	}
-	w.revision.Store(min(w.revs[0], w.revs[1]))
+	w.revision.Store(w.lowest())
 	return relist
 }
 
@@ -511,6 +474,14 @@ func (w *Watcher) remove(key, trigger string) {
 	case registry.KindSubnet:
 		w.o.Store.DeleteLease(pk.Subnet, trigger)
 	}
+}
+
+// configValue is the value of flannel's config key after ev, nil when deleted.
+func configValue(ev *clientv3.Event) []byte {
+	if ev.Type == clientv3.EventTypeDelete {
+		return nil
+	}
+	return ev.Kv.Value
 }
 
 // errIgnored marks keys that are ours but not state (quarantined copies,

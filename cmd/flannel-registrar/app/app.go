@@ -353,6 +353,8 @@ func (a *App) buildWatchers() error {
 		OnInvalid:     a.onInvalidEtcd,
 		OnRelist:      func(reason string) { a.log.Info("re-listing etcd", "reason", reason) },
 		OnHistoryLost: a.onHistoryLost,
+		// Watched with both prefixes: no periodic read of its own.
+		OnFlannelConfig: a.onFlannelConfig,
 	})
 	if err != nil {
 		return fmt.Errorf("etcd watcher: %w", err)
@@ -411,7 +413,6 @@ func (a *App) startSources(ctx context.Context) (wait func()) {
 	run("docker watcher", a.dockerW.Run)
 	run("netlink watcher", a.nlW.Run)
 	run("firewall watcher", a.fwW.Run)
-	wg.Go(func() { a.followFlannelConfig(ctx) })
 	return wg.Wait
 }
 

@@ -1,11 +1,9 @@
 package app
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"time"
 )
 
 // flannelConfig is the part of flanneld's <FLANNEL_PREFIX>/config we use.
@@ -13,45 +11,36 @@ type flannelConfig struct {
 	Network string `json:"Network"`
 }
 
-// followFlannelConfig reads flannel's Network now and every INTERVAL into
-// the store: the policy allows it by default (ALLOWED_SUBNETS unset).
-func (a *App) followFlannelConfig(ctx context.Context) {
-	t := time.NewTicker(a.cfg.Interval)
-	defer t.Stop()
-	for {
-		if err := a.readFlannelConfig(ctx); err != nil && ctx.Err() == nil {
-			a.log.Debug("flannel config not read", "key", a.cfg.FlannelPrefix+"/config", "error", err.Error())
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+// onFlannelConfig takes flannel's config from the etcd watcher (listed with
+// both prefixes and watched on the same stream: no read of its own) into the
+// store: the policy allows its Network by default (ALLOWED_SUBNETS unset).
+// An absent or unusable config leaves the network read before.
+func (a *App) onFlannelConfig(value []byte) {
+	key := a.keys().FlannelConfig()
+	p, err := decodeFlannelNetwork(key, value)
+	if err != nil {
+		a.log.Debug("flannel config not read", "key", key, "error", err.Error())
+		return
 	}
+	if old := a.store.FlannelNetwork(); old != p {
+		a.log.Info("flannel network read", "network", p.String(), "key", key)
+	}
+	a.store.SetFlannelNetwork(p, "etcd:"+key)
 }
 
-func (a *App) readFlannelConfig(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, etcdRequestTimeout)
-	defer cancel()
-	key := a.cfg.FlannelPrefix + "/config"
-	resp, err := a.etcd.Get(ctx, key)
-	if err != nil {
-		return fmt.Errorf("get %s: %w", key, err)
-	}
-	if len(resp.Kvs) == 0 {
-		return fmt.Errorf("%s is absent", key)
+// decodeFlannelNetwork returns the IPv4 Network of flannel's config value
+// (nil: the key is absent).
+func decodeFlannelNetwork(key string, value []byte) (netip.Prefix, error) {
+	if value == nil {
+		return netip.Prefix{}, fmt.Errorf("%s is absent", key)
 	}
 	var fc flannelConfig
-	if err := json.Unmarshal(resp.Kvs[0].Value, &fc); err != nil {
-		return fmt.Errorf("decode %s: %w", key, err)
+	if err := json.Unmarshal(value, &fc); err != nil {
+		return netip.Prefix{}, fmt.Errorf("decode %s: %w", key, err)
 	}
 	p, err := netip.ParsePrefix(fc.Network)
 	if err != nil || !p.Addr().Is4() {
-		return fmt.Errorf("%s: Network %q is not an IPv4 CIDR", key, fc.Network)
+		return netip.Prefix{}, fmt.Errorf("%s: Network %q is not an IPv4 CIDR", key, fc.Network)
 	}
-	if old := a.store.FlannelNetwork(); old != p.Masked() {
-		a.log.Info("flannel network read", "network", p.Masked().String(), "key", key)
-	}
-	a.store.SetFlannelNetwork(p.Masked(), "etcd:"+key)
-	return nil
+	return p.Masked(), nil
 }

@@ -31,11 +31,13 @@ const (
 // the recovery guard's evaluation, the leftover queue.
 const healthTick = time.Second
 
-// etcdAnswerMaxAge is how recent etcd's last answer to the etcd watcher's
-// reads must be for "etcd answers now" (/readyz, the recovery guard, the
-// connected metric). The watcher reads one key every second (its check that
-// etcd kept its history, with a 2 s timeout); a separate read of our own
-// each second doubled a host's steady-state etcd requests.
+// etcdAnswerMaxAge is how recent etcd's last answer to the etcd watcher
+// must be for "etcd answers now" (/readyz, the recovery guard, the
+// connected metric). The watcher asks for a progress notification every
+// second (its stream's keep-alive and its check that etcd kept its
+// history) and reads one key, with a 2 s timeout, while the stream is
+// silent; a separate read of our own each second would be a host's only
+// steady-state read.
 const etcdAnswerMaxAge = 3 * time.Second
 
 // health is the app's operational state: what the endpoints, the status
@@ -173,8 +175,8 @@ func (a *App) notReady() []string {
 	return out
 }
 
-// etcdAnswers says whether etcd answers now: it answered one of the etcd
-// watcher's reads within etcdAnswerMaxAge.
+// etcdAnswers says whether etcd answers now: it answered the etcd watcher
+// within etcdAnswerMaxAge.
 func (a *App) etcdAnswers() error {
 	if a.etcdW == nil {
 		return errors.New("not watched")

@@ -62,10 +62,7 @@ func (a *App) listEtcd(ctx context.Context) (stop func(), err error) {
 		case <-t.C:
 		}
 	}
-	if err := a.readFlannelConfig(ctx); err != nil {
-		a.log.Debug("flannel config not read", "error", err.Error())
-	}
-	return stop, nil
+	return stop, nil // flannel's config came with the listing (onFlannelConfig)
 }
 
 func (a *App) gatherStatus(ctx context.Context) (status.Report, error) {
