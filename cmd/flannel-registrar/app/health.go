@@ -357,5 +357,7 @@ func (a *App) recover(ctx context.Context) {
 }
 
 // statusRefresh is how often an entry whose only change is round-trip
-// times is rewritten.
-const statusRefresh = time.Minute
+// times is rewritten: rarely, because in steady state a host should send
+// etcd little but keep-alives (a round-trip time in `status` may be this
+// old; a peer becoming unreachable is a change and is written at once).
+const statusRefresh = 10 * time.Minute

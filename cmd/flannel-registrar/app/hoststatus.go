@@ -112,7 +112,7 @@ func (a *App) publishStatus(ctx context.Context) {
 			continue
 		}
 		// Round-trip times change with every probe: they alone refresh the
-		// entry once a minute, so a quiet cluster costs etcd almost nothing.
+		// entry every statusRefresh, so a quiet cluster costs etcd almost nothing.
 		if lease != 0 && !lost.Load() && string(val) == string(last) && time.Since(wrote) < statusRefresh {
 			continue
 		}
