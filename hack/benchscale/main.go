@@ -65,7 +65,7 @@ func main() {
 	timeout := flag.Duration("timeout", 5*time.Minute, "longest wait for one run to converge")
 	flag.BoolVar(&keep, "keep", false, "keep the work directory (logs of every run) and print its path")
 	flag.BoolVar(&skipLeases, "records-only", false, "only the records runs")
-	flag.BoolVar(&profile, "profile", false, "write the registrar's CPU and heap profiles (cpu.pprof, heap.pprof) into each run's "+
+	flag.BoolVar(&profile, "profile", false, "write the registrar's CPU and heap profiles (cpu.pprof, heap.pprof at exit, heap-peak.pprof at the largest live heap) into each run's "+
 		"directory of the kept work directory (implies -keep; go tool pprof -top <binary> <profile>)")
 	flag.StringVar(&extraEnv, "registrar-env", "", "extra environment of the registrar runs, comma-separated K=V (e.g. GOGC=50)")
 	flag.IntVar(&load.hosts, "load-hosts", 0, "instead of the table: etcd's request counters for one registrar "+
