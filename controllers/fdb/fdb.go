@@ -65,10 +65,10 @@ type Controller struct {
 	// (by Keys' dumps and our own writes), byMAC the reverse. They only
 	// nominate candidates for sweeping and keys for notifications; every
 	// candidate is re-read before it is deleted.
-	seen map[netip.Addr]string
+	seen map[netip.Addr]macKey
 	// byMAC holds a slice, not a set: one or two addresses per VTEP, and
 	// 10,000 one-entry maps cost about 3 MB of live heap.
-	byMAC map[string][]netip.Addr
+	byMAC map[macKey][]netip.Addr
 	// ownFDB and ownNeigh are the entries a network record wanted: ours,
 	// swept also when the store cannot prove it sees flanneld's registry.
 	ownFDB   map[string]struct{}
@@ -98,7 +98,7 @@ type plan struct {
 
 // New returns the fdb controller.
 func New(h *netlinkx.Handle, store *state.Store, o Options) *Controller {
-	return &Controller{h: h, store: store, opts: o, seen: map[netip.Addr]string{}, byMAC: map[string][]netip.Addr{},
+	return &Controller{h: h, store: store, opts: o, seen: map[netip.Addr]macKey{}, byMAC: map[macKey][]netip.Addr{},
 		ownFDB: map[string]struct{}{}, ownNeigh: map[neighEntry]struct{}{}, settle: reconcile.NewSettle(o.SweepGrace)}
 }
 
@@ -275,7 +275,7 @@ func (c *Controller) ensureNeigh(ctx context.Context, index int, dev string, mac
 	if err != nil {
 		return err
 	}
-	c.remember(mac.String(), ip)
+	c.remember(mac, ip)
 	if cur != nil && cur.HardwareAddr.String() == mac.String() && cur.State&netlink.NUD_PERMANENT != 0 {
 		return nil
 	}
@@ -442,7 +442,7 @@ func (c *Controller) Keys(context.Context) ([]string, error) {
 		if n.LinkIndex == p.link.Index && permanentNeigh(n) {
 			keys = append(keys, n.HardwareAddr.String())
 			if ip := netlinkx.Addr(n.IP); ip.IsValid() {
-				c.remember(n.HardwareAddr.String(), ip)
+				c.remember(n.HardwareAddr, ip)
 			}
 		}
 	}
@@ -515,7 +515,7 @@ func (c *Controller) known(p *plan) []string {
 	}
 	c.mu.Lock()
 	for mac := range c.byMAC {
-		keys = append(keys, mac)
+		keys = append(keys, mac.String())
 	}
 	c.mu.Unlock()
 	return keys
