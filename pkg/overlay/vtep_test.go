@@ -82,7 +82,9 @@ func TestPerKeyAgreesWithAll(t *testing.T) {
 // version replaces everything.
 func TestVTEPCacheBounded(t *testing.T) {
 	var c VTEPCache
-	mac := func(i int) string { return string(rune('a'+i%26)) + "-" + string(rune('a'+i/26%26)) + "-" + string(rune('a'+i/676)) }
+	mac := func(i int) string {
+		return string(rune('a'+i%26)) + "-" + string(rune('a'+i/26%26)) + "-" + string(rune('a'+i/676))
+	}
 	sub := []Subnet{{Prefix: netip.MustParsePrefix("198.18.2.0/24")}}
 	for i := range MaxVTEPCache {
 		c.put(1, mac(i), sub)
