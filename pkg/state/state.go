@@ -220,15 +220,23 @@ func (s *Store) ReplaceEtcd(v EtcdView, trigger string) {
 	leases := changed(oldLeases, v.Leases, leaseEqual)
 	hosts := changed(oldHosts, v.Hosts, hostEqual)
 	s.networks = v.Networks
-	s.bySubnet = map[netip.Prefix][]string{}
+	// Sized up front: grown by doubling, the indexes of 10,000 items
+	// left their smaller tables as garbage at the daemon's peak.
+	s.bySubnet = make(map[netip.Prefix][]string, len(v.Networks))
 	s.recordsByMAC = map[string]map[netip.Prefix]int{}
 	s.idx = newClaimIndex()
 	for k, n := range v.Networks {
 		s.indexNetwork(k, n)
 	}
 	s.leases = v.Leases
-	s.vxlanByMAC = map[string][]netip.Prefix{}
-	s.vxlanByIP = map[netip.Addr][]netip.Prefix{}
+	vxlan := 0
+	for _, l := range v.Leases {
+		if l.IsVXLAN() {
+			vxlan++
+		}
+	}
+	s.vxlanByMAC = make(map[string][]netip.Prefix, vxlan)
+	s.vxlanByIP = make(map[netip.Addr][]netip.Prefix, vxlan)
 	for _, l := range v.Leases {
 		s.indexLease(l)
 	}
