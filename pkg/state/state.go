@@ -562,6 +562,25 @@ func (s *Store) SubnetsWithMAC(mac string) []netip.Prefix {
 	return out
 }
 
+// VTEPMACs returns, sorted, the VTEP MACs (string form, lowercase) that a
+// network record or a vxlan lease names: every remote VTEP the snapshot can
+// want, read from the indexes (no copy of the records or leases).
+func (s *Store) VTEPMACs() []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]string, 0, len(s.recordsByMAC)+len(s.vxlanByMAC))
+	for m := range s.recordsByMAC {
+		out = append(out, m)
+	}
+	for m := range s.vxlanByMAC {
+		if _, dup := s.recordsByMAC[m]; !dup {
+			out = append(out, m)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // Host returns the host record of host.
 func (s *Store) Host(host string) (registry.HostRecord, bool) {
 	s.mu.RLock()
