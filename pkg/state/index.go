@@ -1,6 +1,6 @@
 package state
 
-// This file: the store's indexes, events and equality.
+// This file: the store's indexes (and their readers), events and equality.
 
 import (
 	"net/netip"
@@ -9,6 +9,48 @@ import (
 	"github.com/flannel-registrar/flannel-registrar/pkg/flannel"
 	"github.com/flannel-registrar/flannel-registrar/pkg/registry"
 )
+
+// SubnetsWithMAC returns, sorted, the subnets of the records and vxlan
+// leases whose VtepMAC is mac (string form, lowercase).
+func (s *Store) SubnetsWithMAC(mac string) []netip.Prefix {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]netip.Prefix, 0, len(s.recordsByMAC[mac])+len(s.vxlanByMAC[mac]))
+	for p := range s.recordsByMAC[mac] {
+		out = append(out, p)
+	}
+	for _, p := range s.vxlanByMAC[mac] {
+		if _, dup := s.recordsByMAC[mac][p]; !dup {
+			out = append(out, p)
+		}
+	}
+	slices.SortFunc(out, func(a, b netip.Prefix) int {
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c
+		}
+		return a.Bits() - b.Bits()
+	})
+	return out
+}
+
+// VTEPMACs returns, sorted, the VTEP MACs (string form, lowercase) that a
+// network record or a vxlan lease names: every remote VTEP the snapshot can
+// want, read from the indexes (no copy of the records or leases).
+func (s *Store) VTEPMACs() []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]string, 0, len(s.recordsByMAC)+len(s.vxlanByMAC))
+	for m := range s.recordsByMAC {
+		out = append(out, m)
+	}
+	for m := range s.vxlanByMAC {
+		if _, dup := s.recordsByMAC[m]; !dup {
+			out = append(out, m)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
 
 func (s *Store) indexNetwork(key string, n registry.Network) {
 	s.idx.add(n.Subnet, n.PublicIP, 1)

@@ -539,48 +539,6 @@ func (s *Store) firstLease(ps []netip.Prefix) (Lease, bool) {
 	return s.leases[best], true
 }
 
-// SubnetsWithMAC returns, sorted, the subnets of the records and vxlan
-// leases whose VtepMAC is mac (string form, lowercase).
-func (s *Store) SubnetsWithMAC(mac string) []netip.Prefix {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	out := make([]netip.Prefix, 0, len(s.recordsByMAC[mac])+len(s.vxlanByMAC[mac]))
-	for p := range s.recordsByMAC[mac] {
-		out = append(out, p)
-	}
-	for _, p := range s.vxlanByMAC[mac] {
-		if _, dup := s.recordsByMAC[mac][p]; !dup {
-			out = append(out, p)
-		}
-	}
-	slices.SortFunc(out, func(a, b netip.Prefix) int {
-		if c := a.Addr().Compare(b.Addr()); c != 0 {
-			return c
-		}
-		return a.Bits() - b.Bits()
-	})
-	return out
-}
-
-// VTEPMACs returns, sorted, the VTEP MACs (string form, lowercase) that a
-// network record or a vxlan lease names: every remote VTEP the snapshot can
-// want, read from the indexes (no copy of the records or leases).
-func (s *Store) VTEPMACs() []string {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	out := make([]string, 0, len(s.recordsByMAC)+len(s.vxlanByMAC))
-	for m := range s.recordsByMAC {
-		out = append(out, m)
-	}
-	for m := range s.vxlanByMAC {
-		if _, dup := s.recordsByMAC[m]; !dup {
-			out = append(out, m)
-		}
-	}
-	slices.Sort(out)
-	return out
-}
-
 // Host returns the host record of host.
 func (s *Store) Host(host string) (registry.HostRecord, bool) {
 	s.mu.RLock()
