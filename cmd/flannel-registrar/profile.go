@@ -3,11 +3,15 @@ package main
 // This file: debug-only profiles for benchmarks (hack/benchscale -profile).
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/metrics"
 	"runtime/pprof"
+	"sync"
+	"time"
 )
 
 // Profile environment variables. They are not settings (not in --help, no
@@ -15,6 +19,11 @@ import (
 const (
 	envCPUProfile  = "FR_CPUPROFILE"  // path: CPU profile from start to exit
 	envHeapProfile = "FR_HEAPPROFILE" // path: heap profile (in use and allocated) at exit
+	// envPeakProfile: path of a heap profile taken when the live heap
+	// (after a GC) was largest. Peak RSS follows the peak live heap (the
+	// GC lets the heap grow to twice it), which during a cold start is
+	// not the heap at exit.
+	envPeakProfile = "FR_HEAPPROFILE_PEAK"
 )
 
 // startProfiles starts what getenv asks for and returns the function that
@@ -24,8 +33,10 @@ const (
 // can write them.
 func startProfiles(getenv func(string) string) (stop func() error, err error) {
 	var cpu, heap *os.File
+	stopPeak := func() error { return nil }
 	stop = func() error {
-		var errs []error
+		errs := []error{stopPeak()}
+		stopPeak = func() error { return nil }
 		if cpu != nil {
 			pprof.StopCPUProfile()
 			errs = append(errs, cpu.Close())
@@ -53,5 +64,58 @@ func startProfiles(getenv func(string) string) (stop func() error, err error) {
 			return stop, fmt.Errorf("%s: %w", envHeapProfile, err)
 		}
 	}
+	if p := getenv(envPeakProfile); p != "" {
+		f, err := os.Create(p)
+		if err != nil {
+			return stop, fmt.Errorf("%s: %w", envPeakProfile, err)
+		}
+		stopPeak = watchPeak(f)
+	}
 	return stop, nil
+}
+
+// watchPeak rewrites f with a heap profile whenever the live heap reached
+// by a GC exceeds the largest seen by a MiB; the returned function stops
+// the watch and closes f. Polling (every 20 ms) may miss a short peak
+// between two polls; the profile then shows the largest one it saw.
+func watchPeak(f *os.File) func() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var werr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+		var best uint64
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			metrics.Read(sample)
+			if live := sample[0].Value.Uint64(); live > best+1<<20 {
+				best = live
+				if _, err := f.Seek(0, 0); err != nil {
+					werr = err
+					return
+				}
+				if err := f.Truncate(0); err != nil {
+					werr = err
+					return
+				}
+				if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+					werr = err
+					return
+				}
+			}
+		}
+	}()
+	return func() error {
+		cancel()
+		wg.Wait()
+		return errors.Join(werr, f.Close())
+	}
 }

@@ -65,10 +65,10 @@ type Controller struct {
 	// (by Keys' dumps and our own writes), byMAC the reverse. They only
 	// nominate candidates for sweeping and keys for notifications; every
 	// candidate is re-read before it is deleted.
-	seen map[netip.Addr]string
+	seen map[netip.Addr]macKey
 	// byMAC holds a slice, not a set: one or two addresses per VTEP, and
 	// 10,000 one-entry maps cost about 3 MB of live heap.
-	byMAC map[string][]netip.Addr
+	byMAC map[macKey][]netip.Addr
 	// ownFDB and ownNeigh are the entries a network record wanted: ours,
 	// swept also when the store cannot prove it sees flanneld's registry.
 	ownFDB   map[string]struct{}
@@ -98,7 +98,7 @@ type plan struct {
 
 // New returns the fdb controller.
 func New(h *netlinkx.Handle, store *state.Store, o Options) *Controller {
-	return &Controller{h: h, store: store, opts: o, seen: map[netip.Addr]string{}, byMAC: map[string][]netip.Addr{},
+	return &Controller{h: h, store: store, opts: o, seen: map[netip.Addr]macKey{}, byMAC: map[macKey][]netip.Addr{},
 		ownFDB: map[string]struct{}{}, ownNeigh: map[neighEntry]struct{}{}, settle: reconcile.NewSettle(o.SweepGrace)}
 }
 
@@ -108,26 +108,45 @@ func (c *Controller) Name() string { return Name }
 // desired returns the whole desired state, for what needs every VTEP (the
 // resync's keys, a device or underlay change). It is not kept: reconciles
 // resolve their VTEP alone (vtep), and holding the whole link-layer state
-// would cost memory in proportion to the cluster for nothing.
+// would cost memory in proportion to the cluster for nothing. It is built
+// VTEP by VTEP from the store's indexes, as the reconciles decide
+// (overlay.Resolver, which agrees with overlay.All and L2Of): a copy of
+// every record and lease and the map of every remote subnet were 7 MB of
+// the daemon's peak heap at 10,000 leases.
 func (c *Controller) desired() *plan {
 	v := c.store.Version() // read before the data: the plan is at least this new
 	link := c.store.Link()
 	self := c.self(link)
 	p := &plan{version: v, link: link, self: self}
-	var subnets map[netip.Prefix]overlay.Subnet
-	if self.Known() && (c.opts.Policy == nil || c.store.Underlay().Observed) {
-		subnets, _ = overlay.All(self, c.store.Networks(), c.store.Leases())
-		p.l2 = overlay.L2Of(subnets)
-		p.sweep = overlay.SeesFlannel(c.store, self, link.MAC)
+	if !self.Known() || (c.opts.Policy != nil && !c.store.Underlay().Observed) {
+		return p
 	}
-	c.mu.Lock()
-	for _, s := range subnets {
-		if s.Source == overlay.FromRecord {
-			c.ownFDB[s.MAC()] = struct{}{}
-			c.ownNeigh[neighEntry{s.Gateway(), s.MAC()}] = struct{}{}
+	res := overlay.Resolver{Self: self, Index: c.store, Cache: &c.vteps, Version: v}
+	macs := c.store.VTEPMACs()
+	p.l2 = overlay.L2{FDB: make(map[string]netip.Addr, len(macs)), Neigh: make(map[netip.Addr]string, len(macs)),
+		ByMAC: make(map[string][]netip.Addr, len(macs))}
+	for _, mac := range macs {
+		dst, ok, neighs := res.VTEPL2(mac)
+		if !ok {
+			continue
 		}
+		p.l2.FDB[mac] = dst
+		if len(neighs) > 0 {
+			p.l2.ByMAC[mac] = neighs
+		}
+		for _, ip := range neighs {
+			p.l2.Neigh[ip] = mac
+		}
+		c.mu.Lock()
+		for _, s := range res.VTEP(mac) {
+			if s.Source == overlay.FromRecord {
+				c.ownFDB[s.MAC()] = struct{}{}
+				c.ownNeigh[neighEntry{s.Gateway(), s.MAC()}] = struct{}{}
+			}
+		}
+		c.mu.Unlock()
 	}
-	c.mu.Unlock()
+	p.sweep = overlay.SeesFlannel(c.store, self, link.MAC)
 	return p
 }
 
@@ -275,7 +294,7 @@ func (c *Controller) ensureNeigh(ctx context.Context, index int, dev string, mac
 	if err != nil {
 		return err
 	}
-	c.remember(mac.String(), ip)
+	c.remember(mac, ip)
 	if cur != nil && cur.HardwareAddr.String() == mac.String() && cur.State&netlink.NUD_PERMANENT != 0 {
 		return nil
 	}
@@ -442,7 +461,7 @@ func (c *Controller) Keys(context.Context) ([]string, error) {
 		if n.LinkIndex == p.link.Index && permanentNeigh(n) {
 			keys = append(keys, n.HardwareAddr.String())
 			if ip := netlinkx.Addr(n.IP); ip.IsValid() {
-				c.remember(n.HardwareAddr.String(), ip)
+				c.remember(n.HardwareAddr, ip)
 			}
 		}
 	}
@@ -515,7 +534,7 @@ func (c *Controller) known(p *plan) []string {
 	}
 	c.mu.Lock()
 	for mac := range c.byMAC {
-		keys = append(keys, mac)
+		keys = append(keys, mac.String())
 	}
 	c.mu.Unlock()
 	return keys

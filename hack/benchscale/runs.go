@@ -178,7 +178,8 @@ func (b *bench) registrarRun(ctx context.Context, n int, who string, after func(
 		"DOCKER_API_VERSION=1.41", "LOG_FORMAT=json", "ALLOWED_SUBNETS=10.0.0.0/8", "RUN_AS_ROOT=true",
 		fmt.Sprintf("INTERVAL=%d", int(interval.Seconds()))}
 	if profile {
-		env = append(env, "FR_CPUPROFILE="+filepath.Join(h.dir, "cpu.pprof"), "FR_HEAPPROFILE="+filepath.Join(h.dir, "heap.pprof"))
+		env = append(env, "FR_CPUPROFILE="+filepath.Join(h.dir, "cpu.pprof"), "FR_HEAPPROFILE="+filepath.Join(h.dir, "heap.pprof"),
+			"FR_HEAPPROFILE_PEAK="+filepath.Join(h.dir, "heap-peak.pprof"))
 	}
 	if extraEnv != "" {
 		env = append(env, strings.Split(extraEnv, ",")...)

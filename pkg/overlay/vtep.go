@@ -66,9 +66,20 @@ func (c *VTEPCache) put(version uint64, mac string, subs []Subnet) {
 		c.version, c.subs = version, map[string][]Subnet{}
 	}
 	if version == c.version {
+		if _, ok := c.subs[mac]; !ok && len(c.subs) >= MaxVTEPCache {
+			// Start over rather than hold every VTEP: a cold start of
+			// 10,000 VTEPs happens at one version, so the memo held all
+			// of them (2 MB at the daemon's peak) while its hits come
+			// from repeated questions close together (a VTEP's other
+			// subnets, the kernel's echo of our own writes).
+			clear(c.subs)
+		}
 		c.subs[mac] = subs
 	}
 }
+
+// MaxVTEPCache bounds a VTEPCache's entries.
+const MaxVTEPCache = 4096
 
 // At is At with r's snapshot.
 func (r Resolver) At(p netip.Prefix) (Subnet, bool, *Conflict) {

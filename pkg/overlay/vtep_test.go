@@ -76,3 +76,38 @@ func TestPerKeyAgreesWithAll(t *testing.T) {
 		}
 	}
 }
+
+// The memo holds at most MaxVTEPCache VTEPs: one more starts it over (the
+// newest answer kept), a VTEP already held is updated in place, and a newer
+// version replaces everything.
+func TestVTEPCacheBounded(t *testing.T) {
+	var c VTEPCache
+	mac := func(i int) string {
+		return string(rune('a'+i%26)) + "-" + string(rune('a'+i/26%26)) + "-" + string(rune('a'+i/676))
+	}
+	sub := []Subnet{{Prefix: netip.MustParsePrefix("198.18.2.0/24")}}
+	for i := range MaxVTEPCache {
+		c.put(1, mac(i), sub)
+	}
+	if len(c.subs) != MaxVTEPCache {
+		t.Fatalf("%d entries, want %d", len(c.subs), MaxVTEPCache)
+	}
+	c.put(1, mac(0), nil) // held already: no reset
+	if got, ok := c.get(1, mac(1)); !ok || len(got) != 1 {
+		t.Fatalf("an update of a held VTEP dropped the others (%v %v)", got, ok)
+	}
+	c.put(1, "new", sub)
+	if len(c.subs) != 1 {
+		t.Fatalf("%d entries after one beyond the bound, want 1 (start over)", len(c.subs))
+	}
+	if got, ok := c.get(1, "new"); !ok || len(got) != 1 {
+		t.Fatal("the newest answer is not kept")
+	}
+	if _, ok := c.get(1, mac(1)); ok {
+		t.Fatal("an entry from before the reset answers")
+	}
+	c.put(2, mac(1), sub)
+	if _, ok := c.get(2, "new"); ok {
+		t.Fatal("an answer of version 1 answers at version 2")
+	}
+}

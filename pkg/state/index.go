@@ -1,13 +1,56 @@
 package state
 
-// This file: the store's indexes, events and equality.
+// This file: the store's indexes (and their readers), events and equality.
 
 import (
 	"net/netip"
 	"slices"
 
+	"github.com/flannel-registrar/flannel-registrar/pkg/flannel"
 	"github.com/flannel-registrar/flannel-registrar/pkg/registry"
 )
+
+// SubnetsWithMAC returns, sorted, the subnets of the records and vxlan
+// leases whose VtepMAC is mac (string form, lowercase).
+func (s *Store) SubnetsWithMAC(mac string) []netip.Prefix {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]netip.Prefix, 0, len(s.recordsByMAC[mac])+len(s.vxlanByMAC[mac]))
+	for p := range s.recordsByMAC[mac] {
+		out = append(out, p)
+	}
+	for _, p := range s.vxlanByMAC[mac] {
+		if _, dup := s.recordsByMAC[mac][p]; !dup {
+			out = append(out, p)
+		}
+	}
+	slices.SortFunc(out, func(a, b netip.Prefix) int {
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c
+		}
+		return a.Bits() - b.Bits()
+	})
+	return out
+}
+
+// VTEPMACs returns, sorted, the VTEP MACs (string form, lowercase) that a
+// network record or a vxlan lease names: every remote VTEP the snapshot can
+// want, read from the indexes (no copy of the records or leases).
+func (s *Store) VTEPMACs() []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]string, 0, len(s.recordsByMAC)+len(s.vxlanByMAC))
+	for m := range s.recordsByMAC {
+		out = append(out, m)
+	}
+	for m := range s.vxlanByMAC {
+		if _, dup := s.recordsByMAC[m]; !dup {
+			out = append(out, m)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
 
 func (s *Store) indexNetwork(key string, n registry.Network) {
 	s.idx.add(n.Subnet, n.PublicIP, 1)
@@ -119,6 +162,34 @@ func diff[K comparable, T any](kind Kind, old, want map[K]T, trigger string, eq 
 	return evs
 }
 
+// changed returns the keys whose item was added, removed or updated
+// between old and want.
+func changed[K comparable, T any](old, want map[K]T, eq func(a, b T) bool) []K {
+	var out []K
+	for k, o := range old {
+		if n, ok := want[k]; !ok || !eq(o, n) {
+			out = append(out, k)
+		}
+	}
+	for k := range want {
+		if _, ok := old[k]; !ok {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// replaced is the event of key k after a Replace: Old from the map the
+// store no longer holds (no writer touches it again), New from the store's
+// map now (cur is the field: the store may have swapped it since).
+func replaced[K comparable, V any](s *Store, kind Kind, k K, key, trigger string, old map[K]V, cur *map[K]V) Event {
+	o, had := old[k]
+	s.mu.RLock()
+	n, has := (*cur)[k]
+	s.mu.RUnlock()
+	return event(kind, key, trigger, o, had, n, has)
+}
+
 func sameKey(k string) string { return k }
 
 func localEqual(a, b LocalNetwork) bool {
@@ -137,7 +208,16 @@ func networkEqual(a, b registry.Network) bool {
 func leaseEqual(a, b Lease) bool {
 	return a.Subnet == b.Subnet && a.Subnet6 == b.Subnet6 && a.PublicIP == b.PublicIP && a.VNI == b.VNI &&
 		a.VtepMAC.String() == b.VtepMAC.String() && a.Raw.BackendType == b.Raw.BackendType &&
-		string(a.Raw.BackendData) == string(b.Raw.BackendData)
+		string(a.Raw.BackendData) == string(b.Raw.BackendData) && reservationEqual(a.Reservation, b.Reservation)
+}
+
+// reservationEqual compares the decoded reservations: the watcher drops
+// the backend data bytes a reservation was decoded from.
+func reservationEqual(a, b *flannel.ReservationData) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
 }
 
 func linkEqual(a, b Link) bool {

@@ -100,7 +100,23 @@ func DecodeLease(p netip.Prefix, value []byte) (state.Lease, error) {
 	default:
 		l.PublicIP, _ = netip.ParseAddr(raw.PublicIP)
 	}
+	slim(&l.Raw)
 	return l, nil
+}
+
+// slim drops what the store would otherwise keep twice of a decoded lease:
+// the backend data of the two backends decoded above (VNI, VtepMAC and
+// Reservation hold it; nothing reads the bytes again), and the backend type
+// as its own copy of a constant. At 10,000 leases that is 10,000 small
+// allocations held for the daemon's lifetime. Other backends keep their
+// bytes (never routed, nothing else holds them).
+func slim(raw *flannel.Lease) {
+	switch raw.BackendType {
+	case flannel.BackendVXLAN:
+		raw.BackendType, raw.BackendData = flannel.BackendVXLAN, nil
+	case flannel.BackendReservation:
+		raw.BackendType, raw.BackendData = flannel.BackendReservation, nil
+	}
 }
 
 // reportInvalid counts and reports kv once per key and revision.
