@@ -86,8 +86,21 @@ func TestResyncSendsEtcdNothing(t *testing.T) {
 		}
 		return nil
 	}
-	// Let the start-up writes reach the snapshot and settle.
-	testutil.Eventually(t, 10*time.Second, resync)
+	// Let the start-up writes reach the snapshot and settle. A resync that
+	// changes nothing is not enough: before the watch has shown our records,
+	// a registration finds them in etcd (its transaction changes nothing)
+	// but still costs a request.
+	testutil.Eventually(t, 10*time.Second, func() error {
+		for _, name := range []string{"app1", "app2"} {
+			if _, ok := store.Network(keys.Network("h1", name)); !ok {
+				return fmt.Errorf("record of %s not in the snapshot yet", name)
+			}
+		}
+		if _, ok := store.Host("h1"); !ok {
+			return fmt.Errorf("host record not in the snapshot yet")
+		}
+		return resync()
+	})
 	before := etcdRequests(t, srv)
 	for range 3 {
 		if err := resync(); err != nil {
