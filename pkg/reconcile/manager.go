@@ -125,8 +125,11 @@ func (m *Manager) list() []*Runner {
 // queue is queued once, so each is reconciled once at start (with workers
 // running, a key reconciled before the resync reached it was reconciled a
 // second time: 10,000 needless reconciles at 10,000 records).
+//
+// The first resync's context is marked WithStart: no worker runs while its
+// Keys are listed.
 func (m *Manager) Run(ctx context.Context) {
-	m.resync(ctx, "start")
+	m.resync(WithStart(ctx), "start")
 	var wg sync.WaitGroup
 	for _, r := range m.list() {
 		wg.Go(func() { r.Run(ctx) })
