@@ -382,9 +382,15 @@ func (a *App) buildWatchers() error {
 	a.mgr.OnResync(func(string) { a.dockerW.Relist() })
 	a.nlW = nlwatch.New(a.nl, nlwatch.Options{
 		Iface:    a.cfg.VXLANIface,
-		OnChange: KernelChanges(a.mgr, a.fdb.KeysForIP),
-		// On the watcher's own resync goroutine: it may block.
-		Resync: func() { a.resyncAll("netlink-resubscribed") },
+		OnChange: KernelChanges(a.mgr, a.fdb.KeysForIP, a.routes, a.fdb),
+		// On the watcher's own resync goroutine: it may block. Changes
+		// may have been missed, so what the start resync's dump proved
+		// absent is no longer known.
+		Resync: func() {
+			a.routes.DropDump()
+			a.fdb.DropDump()
+			a.resyncAll("netlink-resubscribed")
+		},
 		OnBroken: func(err error, retryIn time.Duration) {
 			a.log.Warn("netlink subscription broken; re-subscribing", "error", err.Error(), "retry_in", retryIn)
 		},
