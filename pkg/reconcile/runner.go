@@ -28,6 +28,11 @@ type Options struct {
 	BaseBackoff time.Duration // first retry delay, default 50ms
 	MaxBackoff  time.Duration // retry delay cap, default 30s
 	Logger      *slog.Logger  // default slog.Default()
+	// After, when set, holds the runner's start (its start resync and its
+	// workers, see Manager.Run) until it is closed: something that must
+	// happen before this controller writes (the subnets controller waits
+	// for the scan of the original tool's leftovers).
+	After <-chan struct{}
 }
 
 // Runner feeds one controller from its queue.
@@ -36,6 +41,7 @@ type Runner struct {
 	queue   workqueue.TypedRateLimitingInterface[string]
 	workers int
 	log     *slog.Logger
+	after   <-chan struct{}
 
 	mu       sync.Mutex        // guards triggers
 	triggers map[string]string // first trigger of each queued key
@@ -66,6 +72,7 @@ func NewRunner(ctrl Controller, o Options) *Runner {
 		ctrl:     ctrl,
 		queue:    workqueue.NewTypedRateLimitingQueueWithConfig(rl, workqueue.TypedRateLimitingQueueConfig[string]{Name: ctrl.Name()}),
 		workers:  o.Workers,
+		after:    o.After,
 		log:      o.Logger.With("controller", ctrl.Name()),
 		triggers: map[string]string{},
 	}

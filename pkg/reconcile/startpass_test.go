@@ -200,3 +200,44 @@ func TestVerb(t *testing.T) {
 		}
 	}
 }
+
+// namedCtrl is a changeCtrl under another name.
+type namedCtrl struct {
+	*changeCtrl
+	name string
+}
+
+func (n namedCtrl) Name() string { return n.name }
+
+// TestManagerStartAfter: a runner with Options.After neither lists nor
+// reconciles before it is closed, while the others start at once.
+func TestManagerStartAfter(t *testing.T) {
+	m := NewManager(0, slog.New(slog.NewJSONHandler(&syncBuf{}, nil)))
+	free := namedCtrl{&changeCtrl{done: map[string]bool{}, keys: []string{"f"}}, "free"}
+	gated := namedCtrl{&changeCtrl{done: map[string]bool{}, keys: []string{"g"}}, "gated"}
+	gate := make(chan struct{})
+	m.Add(gated, Options{After: gate})
+	m.Add(free, Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { m.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	if err := poll.Until(ctx, 10*time.Second, time.Millisecond, func() error { return free.reconciled("f") }); err != nil {
+		t.Fatal(err)
+	}
+	gated.mu.Lock()
+	listed, ran := len(gated.sawStart), len(gated.done)
+	gated.mu.Unlock()
+	if listed != 0 || ran != 0 || !m.LastResync().IsZero() {
+		t.Fatalf("gated controller listed %d times and reconciled %d keys before its gate opened (last resync %v)", listed, ran, m.LastResync())
+	}
+	close(gate)
+	if err := poll.Until(ctx, 10*time.Second, time.Millisecond, func() error {
+		if m.LastResync().IsZero() {
+			return errors.New("start resync not complete")
+		}
+		return gated.reconciled("g")
+	}); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -89,6 +89,9 @@ type App struct {
 
 	synced chan struct{} // closed when Docker and etcd have both been listed
 	once   sync.Once
+	// prescanned is closed when Run's leftover scan is over: the subnets
+	// controller starts after it, the others do not wait for it.
+	prescanned chan struct{}
 
 	// leaseLost hands the registry's OnLeaseLost to a goroutine of ours
 	// (runDeferred): the hook runs on the keep-alive goroutine and must not
@@ -104,7 +107,7 @@ type App struct {
 // New builds the app from a validated configuration. It opens clients but
 // does not contact etcd or Docker yet: those may be down at start.
 func New(cfg config.Config, log *slog.Logger, version string) (*App, error) {
-	a := &App{cfg: cfg, log: log, version: version, store: state.New(), synced: make(chan struct{}), mismatch: map[string]bool{},
+	a := &App{cfg: cfg, log: log, version: version, store: state.New(), synced: make(chan struct{}), prescanned: make(chan struct{}), mismatch: map[string]bool{},
 		leaseLost: make(chan struct{}, 1), reregister: make(chan struct{}, 1), hold: &reconcile.Hold{}}
 	for _, w := range cfg.Warnings() {
 		log.Warn(w)
@@ -279,7 +282,11 @@ func (a *App) buildControllers() error {
 	// then program peers, then forwarding.
 	a.ctrls = []controller{a.vxlan, a.underlay, a.subnets, a.fdb, a.routes, a.fwd}
 	for _, c := range a.ctrls {
-		a.mgr.Add(c, reconcile.Options{Workers: workers(c.Name())})
+		o := reconcile.Options{Workers: workers(c.Name())}
+		if c.Name() == subnets.Name {
+			o.After = a.prescanned // see prescan
+		}
+		a.mgr.Add(c, o)
 	}
 	return nil
 }
@@ -459,9 +466,14 @@ func (a *App) Run(ctx context.Context) error {
 	if err := a.waitSynced(ctx); err != nil {
 		return nil //nolint:nilerr // stopped while waiting: a clean exit
 	}
-	a.prescan(ctx)
 	a.log.Info("sources listed; reconciling", "local_networks", len(a.store.LocalNetworks()), "records", len(a.store.Networks()), "leases", len(a.store.Leases()))
 	var wg sync.WaitGroup
+	// Only the subnets controller must wait for the leftover scan (another
+	// read of the whole prefix): the others program peers meanwhile.
+	wg.Go(func() {
+		a.prescan(ctx)
+		close(a.prescanned)
+	})
 	wg.Go(func() { a.reportCounters(ctx) })
 	a.mgr.Run(ctx)
 	wg.Wait()
