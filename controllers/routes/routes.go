@@ -285,8 +285,10 @@ func (c *Controller) input(dst netip.Prefix) (Input, error) {
 	}
 	in.SeesFlannel = overlay.SeesFlannel(c.store, in.Self, link.MAC)
 	res := overlay.Resolver{Self: in.Self, Index: c.store, Cache: &c.vteps, Version: v}
-	if s, ok, _ := res.At(dst); ok && s.Source == overlay.FromRecord {
-		in.Via = s.Via
+	s, ok, conflict := overlay.Resolve(in.Self, dst, in.Records, in.Lease) // what res.At(dst) resolves
+	in.Resolved = &Resolved{Subnet: s, OK: ok, Conflict: conflict}
+	if ok && s.Source == overlay.FromRecord {
+		in.Via = overlay.RecordVia(res.VTEP(s.MAC()))
 	}
 	if g, ok := c.gw[dst]; ok {
 		in.Gateway = &g
