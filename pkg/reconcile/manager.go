@@ -128,11 +128,15 @@ func (m *Manager) list() []*Runner {
 // reconciled once at start (with workers running, a key reconciled before
 // the resync reached it was reconciled a second time: 10,000 needless
 // reconciles at 10,000 records). The start resync's context is marked
-// WithStart. One controller's start does not wait for another's listing:
-// at 10,000 remote subnets each lists for a tenth of a second.
+// WithStart. One controller's workers do not wait for another's listing
+// (at 10,000 remote subnets each lists for a tenth of a second), but the
+// listings run one at a time: each holds the whole desired state and a
+// dump of the kernel's table for a moment, and together they would raise
+// the peak memory.
 func (m *Manager) Run(ctx context.Context) {
 	var wg, starts sync.WaitGroup
 	var incomplete atomic.Bool
+	var listing sync.Mutex // one start resync at a time
 	for _, r := range m.list() {
 		starts.Add(1)
 		wg.Go(func() {
@@ -144,7 +148,10 @@ func (m *Manager) Run(ctx context.Context) {
 					return
 				}
 			}
-			if err := r.Resync(WithStart(ctx), "start"); err != nil {
+			listing.Lock()
+			err := r.Resync(WithStart(ctx), "start")
+			listing.Unlock()
+			if err != nil {
 				incomplete.Store(true)
 				if ctx.Err() == nil {
 					// Keys that could be listed are queued; the rest come at the next resync.
