@@ -134,15 +134,16 @@ func (p *startPass) endIfIdle(queued int) bool {
 	return true
 }
 
-// verb is what a change does, its first two words ("route add", "fdb set",
-// "register network"), or its first when it has one.
+// verb is what a change does: its first two words ("route add", "fdb
+// set", "register network"), skipping an iptables table option
+// ("iptables -t nat -A ..." is "iptables -A").
 func verb(change string) string {
-	i := strings.IndexByte(change, ' ')
-	if i < 0 {
-		return change
+	w := strings.Fields(change)
+	if len(w) >= 4 && w[1] == "-t" {
+		w = append(w[:1], w[3:]...)
 	}
-	if j := strings.IndexByte(change[i+1:], ' '); j >= 0 {
-		return change[:i+1+j]
+	if len(w) > 2 {
+		w = w[:2]
 	}
-	return change
+	return strings.Join(w, " ")
 }

@@ -190,10 +190,11 @@ func TestStartPassEmptyQueue(t *testing.T) {
 
 func TestVerb(t *testing.T) {
 	for in, want := range map[string]string{
-		"route add 10.5.35.0/24 via 10.5.35.0 dev flannel.1": "route add",
-		"register network app1 10.0.0.0/24":                  "register network",
-		"observe flannel.1":                                  "observe flannel.1",
-		"observe":                                            "observe",
+		"route add 10.5.35.0/24 via 10.5.35.0 dev flannel.1":     "route add",
+		"register network app1 10.0.0.0/24":                      "register network",
+		"observe flannel.1":                                      "observe flannel.1",
+		"iptables -t filter -A FLANNEL-REGISTRAR -i x -j ACCEPT": "iptables -A",
+		"observe": "observe",
 	} {
 		if got := verb(in); got != want {
 			t.Errorf("verb(%q) = %q, want %q", in, got, want)
