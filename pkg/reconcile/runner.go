@@ -51,6 +51,9 @@ type Runner struct {
 	// start counts the start-up pass, whose change lines are capped
 	// (StartLogLimit) and summarised in one line when it ends.
 	start startPass
+	// passDone is closed when the start-up pass ends.
+	passDone     chan struct{}
+	passDoneOnce sync.Once
 }
 
 // NewRunner returns a runner for ctrl. Keys may be enqueued before Run.
@@ -75,6 +78,7 @@ func NewRunner(ctrl Controller, o Options) *Runner {
 		after:    o.After,
 		log:      o.Logger.With("controller", ctrl.Name()),
 		triggers: map[string]string{},
+		passDone: make(chan struct{}),
 	}
 }
 
@@ -177,7 +181,12 @@ func (r *Runner) converged() {
 	if c, ok := r.ctrl.(Converger); ok {
 		c.Converged()
 	}
+	r.passDoneOnce.Do(func() { close(r.passDone) })
 }
+
+// StartPassDone is closed when the start-up pass of Run is over: the
+// controller first converged.
+func (r *Runner) StartPassDone() <-chan struct{} { return r.passDone }
 
 // ReconcileNow runs one reconcile of key in the caller's goroutine and logs
 // it. Used by one-shot mode and to observe the device before the runners

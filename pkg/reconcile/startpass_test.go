@@ -119,6 +119,11 @@ func TestStartPassCapsLogsAndSummarises(t *testing.T) {
 	if got := c.converged.Load(); got != 1 {
 		t.Errorf("Converged called %d times, want 1", got)
 	}
+	select {
+	case <-m.Runner("change").StartPassDone():
+	default:
+		t.Error("StartPassDone not closed after the pass")
+	}
 	var reconciled, failed, summaries int
 	var summary map[string]any
 	lateAfterSummary := false

@@ -469,8 +469,23 @@ func (a *App) Run(ctx context.Context) error {
 	a.log.Info("sources listed; reconciling", "local_networks", len(a.store.LocalNetworks()), "records", len(a.store.Networks()), "leases", len(a.store.Leases()))
 	var wg sync.WaitGroup
 	// Only the subnets controller must wait for the leftover scan (another
-	// read of the whole prefix): the others program peers meanwhile.
+	// read of the whole prefix). It runs once the peers are programmed (the
+	// fdb and routes controllers' first passes, milliseconds on a small
+	// cluster): at 10,000 remote subnets it would otherwise hold its copy
+	// of the prefix while they hold theirs, and take CPU from them.
+	// A pass kept open by constant churn delays it by prescanWait at most.
 	wg.Go(func() {
+		deadline := time.After(prescanWait)
+	wait:
+		for _, n := range []string{fdb.Name, routes.Name} {
+			select {
+			case <-a.mgr.Runner(n).StartPassDone():
+			case <-deadline:
+				break wait
+			case <-ctx.Done():
+				break wait
+			}
+		}
 		a.prescan(ctx)
 		close(a.prescanned)
 	})
@@ -480,6 +495,10 @@ func (a *App) Run(ctx context.Context) error {
 	a.log.Info("stopped")
 	return nil
 }
+
+// prescanWait bounds how long the leftover scan, and with it the subnets
+// controller, waits for the peers' first passes.
+const prescanWait = 15 * time.Second
 
 func (a *App) observeLink(ctx context.Context) {
 	if err := a.mgr.Runner(vxlan.Name).ReconcileNow(ctx, a.cfg.VXLANIface, "start"); err != nil {
