@@ -78,6 +78,11 @@ type Controller struct {
 	settle *reconcile.Settle
 	// vteps memoises the per-VTEP resolution per store version.
 	vteps overlay.VTEPCache
+	// absentFDB and absentNeigh hold the wanted VTEP MACs and neighbour
+	// addresses the start resync's dumps found no entry for: their first
+	// reconcile needs no lookup (see reconcile.Absent).
+	absentFDB   reconcile.Absent[string]
+	absentNeigh reconcile.Absent[netip.Addr]
 }
 
 type neighEntry struct {
@@ -274,9 +279,12 @@ func Neighbour(linkIndex int, mac net.HardwareAddr, ip netip.Addr) *netlink.Neig
 }
 
 func (c *Controller) ensureFDB(ctx context.Context, index int, dev string, mac net.HardwareAddr, dst netip.Addr) error {
-	cur, err := c.h.FDBEntry(index, mac)
-	if err != nil {
-		return err
+	var cur *netlink.Neigh
+	if !c.absentFDB.Take(mac.String()) {
+		var err error
+		if cur, err = c.h.FDBEntry(index, mac); err != nil {
+			return err
+		}
 	}
 	if cur != nil && netlinkx.Addr(cur.IP) == dst && cur.State&netlink.NUD_PERMANENT != 0 && cur.VNI == 0 {
 		return nil
@@ -290,9 +298,12 @@ func (c *Controller) ensureFDB(ctx context.Context, index int, dev string, mac n
 }
 
 func (c *Controller) ensureNeigh(ctx context.Context, index int, dev string, mac net.HardwareAddr, ip netip.Addr) error {
-	cur, err := c.h.Neigh(index, ip)
-	if err != nil {
-		return err
+	var cur *netlink.Neigh
+	if !c.absentNeigh.Take(ip) {
+		var err error
+		if cur, err = c.h.Neigh(index, ip); err != nil {
+			return err
+		}
 	}
 	c.remember(mac, ip)
 	if cur != nil && cur.HardwareAddr.String() == mac.String() && cur.State&netlink.NUD_PERMANENT != 0 {
@@ -432,41 +443,6 @@ func flannelFDB(n netlink.Neigh) bool {
 // program: permanent, with a unicast MAC.
 func permanentNeigh(n netlink.Neigh) bool {
 	return n.State&netlink.NUD_PERMANENT != 0 && len(n.HardwareAddr) == 6 && n.HardwareAddr[0]&1 == 0
-}
-
-// Keys returns every wanted VTEP MAC and every MAC of a flannel-shaped FDB
-// entry or permanent neighbour on the device (dumped; this also refreshes
-// the sweep candidates).
-func (c *Controller) Keys(context.Context) ([]string, error) {
-	p := c.desired()
-	keys := make([]string, 0, len(p.l2.FDB))
-	for mac := range p.l2.FDB {
-		keys = append(keys, mac)
-	}
-	if !p.link.Present || p.link.Index <= 0 {
-		slices.Sort(keys)
-		return keys, nil
-	}
-	var errs []error
-	fdb, err := c.h.FDB(p.link.Index)
-	errs = append(errs, err)
-	for _, n := range fdb {
-		if n.LinkIndex == p.link.Index && flannelFDB(n) {
-			keys = append(keys, n.HardwareAddr.String())
-		}
-	}
-	neighs, err := c.h.Neighs(p.link.Index)
-	errs = append(errs, err)
-	for _, n := range neighs {
-		if n.LinkIndex == p.link.Index && permanentNeigh(n) {
-			keys = append(keys, n.HardwareAddr.String())
-			if ip := netlinkx.Addr(n.IP); ip.IsValid() {
-				c.remember(n.HardwareAddr, ip)
-			}
-		}
-	}
-	slices.Sort(keys)
-	return slices.Compact(keys), errors.Join(errs...)
 }
 
 // KeysFor maps a store change to the VTEPs it concerns: for a record or

@@ -35,6 +35,25 @@ type Input struct {
 	// Via is the gateway shared by the record subnets behind Dst's VTEP
 	// (overlay.RecordVia); zero: Dst's own network address.
 	Via netip.Addr
+	// Resolved, when set, is overlay.Resolve's answer for Dst from these
+	// Self, Records and Lease: the controller resolves once per reconcile
+	// (for Via) and Decide need not resolve again.
+	Resolved *Resolved
+}
+
+// Resolved is the answer of overlay.Resolve.
+type Resolved struct {
+	Subnet   overlay.Subnet
+	OK       bool
+	Conflict *overlay.Conflict
+}
+
+// resolve is overlay.Resolve for in.Dst, or in.Resolved.
+func (in Input) resolve() (overlay.Subnet, bool, *overlay.Conflict) {
+	if in.Resolved != nil {
+		return in.Resolved.Subnet, in.Resolved.OK, in.Resolved.Conflict
+	}
+	return overlay.Resolve(in.Self, in.Dst, in.Records, in.Lease)
 }
 
 // Decision is the desired state of one destination.
@@ -94,7 +113,7 @@ func Decide(in Input) (Decision, error) {
 		d.Skip = d.Want == nil
 		return d, nil
 	}
-	s, ok, c := overlay.Resolve(in.Self, in.Dst, in.Records, in.Lease)
+	s, ok, c := in.resolve()
 	vxlanLease := in.Lease != nil && in.Lease.IsVXLAN()
 	d.Claimed = ok || c != nil || vxlanLease
 	remoteLease := vxlanLease && in.Lease.PublicIP != in.Self.PublicIP

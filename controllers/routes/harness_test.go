@@ -107,8 +107,12 @@ func testLogger() *slog.Logger {
 func (x *host) start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	w := nlwatch.New(x.h, nlwatch.Options{Iface: iface, OnChange: app.KernelChanges(x.mgr, x.fdb.KeysForIP),
-		Resync: func() { _ = x.mgr.Resync(ctx, "netlink:subscribed") }})
+	w := nlwatch.New(x.h, nlwatch.Options{Iface: iface, OnChange: app.KernelChanges(x.mgr, x.fdb.KeysForIP, x.rt, x.fdb),
+		Resync: func() {
+			x.rt.DropDump()
+			x.fdb.DropDump()
+			_ = x.mgr.Resync(ctx, "netlink:subscribed")
+		}})
 	wg.Go(func() { x.mgr.Run(ctx) })
 	wg.Go(func() { _ = w.Run(ctx) })
 	x.t.Cleanup(func() { cancel(); wg.Wait() })

@@ -105,6 +105,9 @@ type Controller struct {
 	settle *reconcile.Settle
 	// vteps memoises the per-VTEP resolution per store version.
 	vteps overlay.VTEPCache
+	// absent holds the destinations the start resync's dump found without
+	// any main-table route: their first reconcile needs no lookup.
+	absent reconcile.Absent[netip.Prefix]
 }
 
 // New returns the routes controller.
@@ -180,9 +183,11 @@ func (c *Controller) Reconcile(ctx context.Context, key string) error {
 	if d.Skip || (!c.trusted() && in.Gateway == nil && in.Extra == nil) {
 		return nil
 	}
-	actual, err := c.h.RoutesTo(dst)
-	if err != nil {
-		return fmt.Errorf("read routes to %s: %w", dst, err)
+	var actual []netlink.Route
+	if !c.absent.Take(dst) {
+		if actual, err = c.h.RoutesTo(dst); err != nil {
+			return fmt.Errorf("read routes to %s: %w", dst, err)
+		}
 	}
 	steps, held := Plan(d, actual, in.Link.Index)
 	switch {
@@ -280,8 +285,10 @@ func (c *Controller) input(dst netip.Prefix) (Input, error) {
 	}
 	in.SeesFlannel = overlay.SeesFlannel(c.store, in.Self, link.MAC)
 	res := overlay.Resolver{Self: in.Self, Index: c.store, Cache: &c.vteps, Version: v}
-	if s, ok, _ := res.At(dst); ok && s.Source == overlay.FromRecord {
-		in.Via = s.Via
+	s, ok, conflict := overlay.Resolve(in.Self, dst, in.Records, in.Lease) // what res.At(dst) resolves
+	in.Resolved = &Resolved{Subnet: s, OK: ok, Conflict: conflict}
+	if ok && s.Source == overlay.FromRecord {
+		in.Via = overlay.RecordVia(res.VTEP(s.MAC()))
 	}
 	if g, ok := c.gw[dst]; ok {
 		in.Gateway = &g
@@ -371,21 +378,61 @@ func (c *Controller) report(dst netip.Prefix, x *Conflict) {
 // conflicting subnets, local networks' subnets) and every owned one: routes
 // with our protocol in the main table and flannel-shaped routes on the VXLAN
 // device.
-func (c *Controller) Keys(context.Context) ([]string, error) {
+//
+// Listed for the start resync (reconcile.IsStart), the dump also tells
+// which wanted destinations have no route at all: their first reconcile
+// skips its lookup (see reconcile.Absent).
+func (c *Controller) Keys(ctx context.Context) ([]string, error) {
+	start := reconcile.IsStart(ctx)
+	if start {
+		c.absent.Begin()
+	}
 	keys := c.wantedKeys()
 	link := c.store.Link()
 	rs, err := c.h.Routes(&netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
 	if err != nil {
+		if start {
+			c.absent.Drop()
+		}
 		return keys, fmt.Errorf("list routes: %w", err)
 	}
-	for _, r := range rs {
-		if r.Protocol == netlinkx.RouteProtocol || (link.Present && flannelShaped(r, link.Index)) {
-			keys = append(keys, netlinkx.Prefix(r.Dst).String())
+	var absent map[netip.Prefix]struct{}
+	if start {
+		absent = make(map[netip.Prefix]struct{}, len(keys))
+		for _, k := range keys {
+			if p, err := ParseKey(k); err == nil {
+				absent[p] = struct{}{}
+			}
 		}
+	}
+	for _, r := range rs {
+		dst := netlinkx.Prefix(r.Dst)
+		delete(absent, dst)
+		if r.Protocol == netlinkx.RouteProtocol || (link.Present && flannelShaped(r, link.Index)) {
+			keys = append(keys, dst.String())
+		}
+	}
+	if absent != nil {
+		c.absent.Set(absent)
 	}
 	slices.Sort(keys)
 	return slices.Compact(keys), nil
 }
+
+// KernelChanged hears of a kernel change of the routes to destination key
+// (the netlink watcher): it is looked up again, whatever the start dump said.
+func (c *Controller) KernelChanged(key string) {
+	if p, err := ParseKey(key); err == nil {
+		c.absent.Forget(p)
+	}
+}
+
+// Converged implements reconcile.Converger: the start-up pass is over.
+func (c *Controller) Converged() { c.absent.Drop() }
+
+// DropDump forgets what the start dump said: kernel notifications may have
+// been lost.
+func (c *Controller) DropDump() { c.absent.Drop() }
 
 func (c *Controller) wantedKeys() []string {
 	var keys []string

@@ -117,8 +117,11 @@ func Resolve(self Self, p netip.Prefix, records []state.KeyedNetwork, lease *sta
 }
 
 func resolve(self Self, p netip.Prefix, records []state.KeyedNetwork, lease *state.Lease) (Subnet, bool, *Conflict) {
-	recs := slices.Clone(records)
-	slices.SortFunc(recs, func(a, b state.KeyedNetwork) int { return cmp.Compare(a.Key, b.Key) })
+	recs := records
+	if len(recs) > 1 { // one record per subnet is the rule: no copy to sort then
+		recs = slices.Clone(records)
+		slices.SortFunc(recs, func(a, b state.KeyedNetwork) int { return cmp.Compare(a.Key, b.Key) })
+	}
 	var remote, mine []state.KeyedNetwork
 	for _, r := range recs {
 		if r.Subnet != p {

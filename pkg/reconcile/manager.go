@@ -120,17 +120,54 @@ func (m *Manager) list() []*Runner {
 // Run does a first full resync, starts every runner, then resyncs every
 // interval until ctx is done. It returns when all workers have stopped.
 //
-// The first resync queues its keys before any worker runs: the initial
-// listing has usually queued most of them already, and a key still in the
-// queue is queued once, so each is reconciled once at start (with workers
-// running, a key reconciled before the resync reached it was reconciled a
-// second time: 10,000 needless reconciles at 10,000 records).
+// Each runner starts on its own, concurrently with the others (after its
+// Options.After): its start resync queues its keys, then its workers run.
+// The start resync of a controller thus queues its keys before any of its
+// workers runs: the initial listing has usually queued most of them
+// already, and a key still in the queue is queued once, so each is
+// reconciled once at start (with workers running, a key reconciled before
+// the resync reached it was reconciled a second time: 10,000 needless
+// reconciles at 10,000 records). The start resync's context is marked
+// WithStart. One controller's workers do not wait for another's listing
+// (at 10,000 remote subnets each lists for a tenth of a second), but the
+// listings run one at a time: each holds the whole desired state and a
+// dump of the kernel's table for a moment, and together they would raise
+// the peak memory.
 func (m *Manager) Run(ctx context.Context) {
-	m.resync(ctx, "start")
-	var wg sync.WaitGroup
+	var wg, starts sync.WaitGroup
+	var incomplete atomic.Bool
+	var listing sync.Mutex // one start resync at a time
 	for _, r := range m.list() {
-		wg.Go(func() { r.Run(ctx) })
+		starts.Add(1)
+		wg.Go(func() {
+			if r.after != nil {
+				select {
+				case <-r.after:
+				case <-ctx.Done():
+					starts.Done()
+					return
+				}
+			}
+			listing.Lock()
+			err := r.Resync(WithStart(ctx), "start")
+			listing.Unlock()
+			if err != nil {
+				incomplete.Store(true)
+				if ctx.Err() == nil {
+					// Keys that could be listed are queued; the rest come at the next resync.
+					m.log.Warn("resync incomplete", "trigger", "start", "error", fmt.Errorf("resync %s: %w", r.Name(), err).Error())
+				}
+			}
+			starts.Done()
+			r.Run(ctx)
+		})
 	}
+	wg.Go(func() {
+		starts.Wait()
+		if !incomplete.Load() && ctx.Err() == nil {
+			m.lastResync.Store(time.Now().UnixNano())
+		}
+	})
 	if m.interval > 0 {
 		t := time.NewTicker(m.interval)
 		defer t.Stop()

@@ -28,6 +28,11 @@ type Options struct {
 	BaseBackoff time.Duration // first retry delay, default 50ms
 	MaxBackoff  time.Duration // retry delay cap, default 30s
 	Logger      *slog.Logger  // default slog.Default()
+	// After, when set, holds the runner's start (its start resync and its
+	// workers, see Manager.Run) until it is closed: something that must
+	// happen before this controller writes (the subnets controller waits
+	// for the scan of the original tool's leftovers).
+	After <-chan struct{}
 }
 
 // Runner feeds one controller from its queue.
@@ -36,11 +41,19 @@ type Runner struct {
 	queue   workqueue.TypedRateLimitingInterface[string]
 	workers int
 	log     *slog.Logger
+	after   <-chan struct{}
 
 	mu       sync.Mutex        // guards triggers
 	triggers map[string]string // first trigger of each queued key
 
 	reconciles, changed, changes, errs atomic.Uint64
+
+	// start counts the start-up pass, whose change lines are capped
+	// (StartLogLimit) and summarised in one line when it ends.
+	start startPass
+	// passDone is closed when the start-up pass ends.
+	passDone     chan struct{}
+	passDoneOnce sync.Once
 }
 
 // NewRunner returns a runner for ctrl. Keys may be enqueued before Run.
@@ -62,8 +75,10 @@ func NewRunner(ctrl Controller, o Options) *Runner {
 		ctrl:     ctrl,
 		queue:    workqueue.NewTypedRateLimitingQueueWithConfig(rl, workqueue.TypedRateLimitingQueueConfig[string]{Name: ctrl.Name()}),
 		workers:  o.Workers,
+		after:    o.After,
 		log:      o.Logger.With("controller", ctrl.Name()),
 		triggers: map[string]string{},
+		passDone: make(chan struct{}),
 	}
 }
 
@@ -98,8 +113,13 @@ func (r *Runner) Stats() Stats {
 }
 
 // Run processes keys until ctx is done, then shuts the queue down and waits
-// for its workers.
+// for its workers. The keys reconciled until the queue is first empty make
+// the start-up pass (see StartLogLimit).
 func (r *Runner) Run(ctx context.Context) {
+	r.start.begin()
+	if r.start.endIfIdle(r.queue.Len()) {
+		r.converged()
+	}
 	var wg sync.WaitGroup
 	for range r.workers {
 		wg.Go(func() {
@@ -117,13 +137,13 @@ func (r *Runner) processNext(ctx context.Context) bool {
 	if quit {
 		return false
 	}
-	defer r.queue.Done(key)
+	inPass := r.start.started()
 	r.mu.Lock()
 	trigger := r.triggers[key]
 	delete(r.triggers, key)
 	r.mu.Unlock()
 
-	err := r.ReconcileNow(ctx, key, trigger)
+	err := r.reconcile(ctx, key, trigger, inPass)
 	var later *RequeueError
 	switch {
 	case err == nil:
@@ -146,12 +166,38 @@ func (r *Runner) processNext(ctx context.Context) bool {
 		r.mu.Unlock()
 		r.queue.AddRateLimited(key)
 	}
+	r.queue.Done(key) // re-queues key if it was added while we worked on it
+	if inPass {
+		if ended, summary := r.start.done(r.queue.Len()); ended {
+			r.log.Info("start-up pass done", summary...)
+			r.converged()
+		}
+	}
 	return true
 }
 
+// converged tells the controller its start-up pass is over.
+func (r *Runner) converged() {
+	if c, ok := r.ctrl.(Converger); ok {
+		c.Converged()
+	}
+	r.passDoneOnce.Do(func() { close(r.passDone) })
+}
+
+// StartPassDone is closed when the start-up pass of Run is over: the
+// controller first converged.
+func (r *Runner) StartPassDone() <-chan struct{} { return r.passDone }
+
 // ReconcileNow runs one reconcile of key in the caller's goroutine and logs
-// it. Used by the workers and by one-shot mode.
+// it. Used by one-shot mode and to observe the device before the runners
+// start.
 func (r *Runner) ReconcileNow(ctx context.Context, key, trigger string) error {
+	return r.reconcile(ctx, key, trigger, false)
+}
+
+// reconcile runs and logs one reconcile; inPass: it belongs to the start-up
+// pass, whose change lines are capped.
+func (r *Runner) reconcile(ctx context.Context, key, trigger string, inPass bool) error {
 	rctx, rec := WithRecorder(ctx)
 	start := time.Now()
 	err := r.ctrl.Reconcile(rctx, key)
@@ -163,22 +209,41 @@ func (r *Runner) ReconcileNow(ctx context.Context, key, trigger string) error {
 		r.changed.Add(1)
 		r.changes.Add(uint64(len(changes)))
 	}
+	var later *RequeueError
+	requeued := errors.As(err, &later)
+	failed := err != nil && !requeued
+	if failed {
+		r.errs.Add(1)
+	}
+	logChanges := !inPass || r.start.note(changes, failed)
+	level := slog.LevelDebug
+	msg := "in sync"
+	switch {
+	case requeued:
+		msg = "requeued"
+	case failed:
+		level, msg = slog.LevelWarn, "reconcile failed"
+	case len(changes) > 0:
+		msg = "reconciled"
+		if logChanges {
+			level = slog.LevelInfo
+		} // else counted in the start-up pass's summary line
+	}
+	// Attributes are built only for a line that is written: at 10,000 keys
+	// building them costs more than many reconciles.
+	if !r.log.Enabled(ctx, level) {
+		return err
+	}
 	attrs := []any{"key", key, "trigger", trigger, "duration", dur.Round(time.Microsecond)}
 	if len(changes) > 0 {
 		attrs = append(attrs, "changes", changes)
 	}
-	var later *RequeueError
 	switch {
-	case errors.As(err, &later):
-		r.log.Debug("requeued", append(attrs, "after", later.After, "reason", later.Reason)...)
-	case err != nil:
-		r.errs.Add(1)
+	case requeued:
+		attrs = append(attrs, "after", later.After, "reason", later.Reason)
+	case failed:
 		attrs = append(attrs, "error", err.Error(), "attempt", r.queue.NumRequeues(key)+1)
-		r.log.Warn("reconcile failed", attrs...)
-	case len(changes) > 0:
-		r.log.Info("reconciled", attrs...)
-	default:
-		r.log.Debug("in sync", attrs...)
 	}
+	r.log.Log(ctx, level, msg, attrs...)
 	return err
 }

@@ -89,6 +89,9 @@ type App struct {
 
 	synced chan struct{} // closed when Docker and etcd have both been listed
 	once   sync.Once
+	// prescanned is closed when Run's leftover scan is over: the subnets
+	// controller starts after it, the others do not wait for it.
+	prescanned chan struct{}
 
 	// leaseLost hands the registry's OnLeaseLost to a goroutine of ours
 	// (runDeferred): the hook runs on the keep-alive goroutine and must not
@@ -104,7 +107,7 @@ type App struct {
 // New builds the app from a validated configuration. It opens clients but
 // does not contact etcd or Docker yet: those may be down at start.
 func New(cfg config.Config, log *slog.Logger, version string) (*App, error) {
-	a := &App{cfg: cfg, log: log, version: version, store: state.New(), synced: make(chan struct{}), mismatch: map[string]bool{},
+	a := &App{cfg: cfg, log: log, version: version, store: state.New(), synced: make(chan struct{}), prescanned: make(chan struct{}), mismatch: map[string]bool{},
 		leaseLost: make(chan struct{}, 1), reregister: make(chan struct{}, 1), hold: &reconcile.Hold{}}
 	for _, w := range cfg.Warnings() {
 		log.Warn(w)
@@ -279,7 +282,11 @@ func (a *App) buildControllers() error {
 	// then program peers, then forwarding.
 	a.ctrls = []controller{a.vxlan, a.underlay, a.subnets, a.fdb, a.routes, a.fwd}
 	for _, c := range a.ctrls {
-		a.mgr.Add(c, reconcile.Options{Workers: workers(c.Name())})
+		o := reconcile.Options{Workers: workers(c.Name())}
+		if c.Name() == subnets.Name {
+			o.After = a.prescanned // see prescan
+		}
+		a.mgr.Add(c, o)
 	}
 	return nil
 }
@@ -384,9 +391,15 @@ func (a *App) buildWatchers() error {
 	a.mgr.OnResync(func(string) { a.dockerW.Relist() })
 	a.nlW = nlwatch.New(a.nl, nlwatch.Options{
 		Iface:    a.cfg.VXLANIface,
-		OnChange: KernelChanges(a.mgr, a.fdb.KeysForIP),
-		// On the watcher's own resync goroutine: it may block.
-		Resync: func() { a.resyncAll("netlink-resubscribed") },
+		OnChange: KernelChanges(a.mgr, a.fdb.KeysForIP, a.routes, a.fdb),
+		// On the watcher's own resync goroutine: it may block. Changes
+		// may have been missed, so what the start resync's dump proved
+		// absent is no longer known.
+		Resync: func() {
+			a.routes.DropDump()
+			a.fdb.DropDump()
+			a.resyncAll("netlink-resubscribed")
+		},
 		OnBroken: func(err error, retryIn time.Duration) {
 			a.log.Warn("netlink subscription broken; re-subscribing", "error", err.Error(), "retry_in", retryIn)
 		},
@@ -454,15 +467,39 @@ func (a *App) Run(ctx context.Context) error {
 	if err := a.waitSynced(ctx); err != nil {
 		return nil //nolint:nilerr // stopped while waiting: a clean exit
 	}
-	a.prescan(ctx)
 	a.log.Info("sources listed; reconciling", "local_networks", len(a.store.LocalNetworks()), "records", len(a.store.Networks()), "leases", len(a.store.Leases()))
 	var wg sync.WaitGroup
+	// Only the subnets controller must wait for the leftover scan (another
+	// read of the whole prefix). It runs once the peers are programmed (the
+	// fdb and routes controllers' first passes, milliseconds on a small
+	// cluster): at 10,000 remote subnets it would otherwise hold its copy
+	// of the prefix while they hold theirs, and take CPU from them.
+	// A pass kept open by constant churn delays it by prescanWait at most.
+	wg.Go(func() {
+		deadline := time.After(prescanWait)
+	wait:
+		for _, n := range []string{fdb.Name, routes.Name} {
+			select {
+			case <-a.mgr.Runner(n).StartPassDone():
+			case <-deadline:
+				break wait
+			case <-ctx.Done():
+				break wait
+			}
+		}
+		a.prescan(ctx)
+		close(a.prescanned)
+	})
 	wg.Go(func() { a.reportCounters(ctx) })
 	a.mgr.Run(ctx)
 	wg.Wait()
 	a.log.Info("stopped")
 	return nil
 }
+
+// prescanWait bounds how long the leftover scan, and with it the subnets
+// controller, waits for the peers' first passes.
+const prescanWait = 15 * time.Second
 
 func (a *App) observeLink(ctx context.Context) {
 	if err := a.mgr.Runner(vxlan.Name).ReconcileNow(ctx, a.cfg.VXLANIface, "start"); err != nil {

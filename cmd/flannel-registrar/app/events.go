@@ -19,22 +19,42 @@ type Enqueuer interface {
 	Enqueue(controller, key, trigger string)
 }
 
+// Hinted is a controller that answers the first lookups of a cold start
+// from the start resync's dump (reconcile.Absent): a kernel change of one
+// of its keys must make it look that key up again.
+type Hinted interface {
+	Name() string
+	KernelChanged(key string)
+}
+
 // KernelChanges routes the netlink watcher's changes to the controllers
 // they concern: the device to vxlan, a route to the routes key of its
 // destination (which also converges HOST_GATEWAY_MAP/FLANNEL_ROUTES_EXTRA
 // routes to it), an FDB entry to the fdb key of its MAC, and a neighbour to
 // the fdb key of its MAC and of every VTEP that wants its address (a
 // deleted neighbour has lost its MAC, a replaced one carries the wrong one).
-func KernelChanges(q Enqueuer, neighKeys func(netip.Addr) []string) func(nlwatch.Change) {
+// The hinted controllers (routes, fdb) hear of the change before its keys
+// are queued.
+func KernelChanges(q Enqueuer, neighKeys func(netip.Addr) []string, hinted ...Hinted) func(nlwatch.Change) {
+	tell := func(name, key string) {
+		for _, h := range hinted {
+			if h.Name() == name {
+				h.KernelChanged(key)
+			}
+		}
+	}
 	return func(c nlwatch.Change) {
 		switch c.Object {
 		case nlwatch.Link:
 			q.Enqueue(vxlan.Name, c.Key, c.Trigger)
 		case nlwatch.Route:
+			tell(routes.Name, c.Key)
 			q.Enqueue(routes.Name, c.Key, c.Trigger)
 		case nlwatch.FDB:
+			tell(fdb.Name, c.Key)
 			q.Enqueue(fdb.Name, c.Key, c.Trigger)
 		case nlwatch.Neigh:
+			tell(fdb.Name, c.Key)
 			if c.MAC != "" {
 				q.Enqueue(fdb.Name, c.MAC, c.Trigger)
 			}
@@ -63,6 +83,15 @@ func (a *App) route(ev state.Event) {
 		// The policy's facts changed: which local networks may have
 		// forwarding rules may have too (App.registered).
 		a.mgr.Enqueue(forwarding.Name, forwarding.Key, ev.Trigger)
+	}
+	select {
+	case <-a.synced:
+	default:
+		// Before both sources are listed no worker runs, and the start
+		// resync queues every key from the complete snapshot: mapping each
+		// of the first listing's 10,000 events to keys would be work thrown
+		// away.
+		return
 	}
 	for _, c := range a.ctrls {
 		for _, k := range c.KeysFor(ev) {

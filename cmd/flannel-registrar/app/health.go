@@ -47,7 +47,7 @@ type health struct {
 	etcdOK        atomic.Bool  // etcd answered lately, at the last tick: what the recovery guard acts on
 	dockerInvalid atomic.Uint64
 	quarantined   atomic.Uint64
-	prescanned    atomic.Bool // Run tried the leftover scan before the controllers started
+	prescanned    atomic.Bool // Run tried the leftover scan before the subnets controller started
 	scanned       atomic.Bool // the leftover scan of this start is done
 
 	prober *probe.Prober // nil when the ICMP socket could not be opened
