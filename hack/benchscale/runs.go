@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -88,20 +89,46 @@ func tunnelRoutes(h *netlinkx.Handle) (int, error) {
 	return len(rs), err
 }
 
-// converge waits until n routes are on flannel.1 and returns the time since
-// t0 and the process's peak RSS and CPU at that moment.
-func (b *bench) converge(ctx context.Context, h *host, p *proc, n int, t0 time.Time) (row, error) {
-	var got int
-	err := untilAlive(ctx, p, b.timeout, 20*time.Millisecond, func() error {
-		var err error
-		if got, err = tunnelRoutes(h.h); err == nil && got < n {
-			err = fmt.Errorf("%d of %d routes", got, n)
+// converge waits until n routes are on flannel.1, as w hears them
+// announced and a dump confirms, and returns the time since t0 and the
+// process's peak RSS and CPU at that moment. Should the notifications
+// overflow their socket, the table is dumped every 100 ms instead.
+func (b *bench) converge(ctx context.Context, h *host, p *proc, w *routeWatch, n int, t0 time.Time) (row, error) {
+	ctx, cancel := context.WithTimeout(ctx, b.timeout)
+	defer cancel()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	var d time.Duration
+	confirm := func() {
+		at := time.Since(t0)
+		if got, err := tunnelRoutes(h.h); err == nil && got >= n {
+			d = at
 		}
-		return err
-	})
-	d := time.Since(t0)
-	if err != nil {
-		return row{}, err
+	}
+	for d == 0 {
+		select {
+		case <-ctx.Done():
+			got, _ := tunnelRoutes(h.h)
+			return row{}, fmt.Errorf("%d of %d routes (%d announced): %w", got, n, len(w.dsts), ctx.Err())
+		case u, ok := <-w.updates:
+			if !ok {
+				return row{}, errors.New("route notifications ended")
+			}
+			if len(w.dsts) < n && w.apply(u, n) {
+				confirm()
+			} else if len(w.dsts) >= n {
+				w.apply(u, n)
+			}
+		case <-tick.C:
+			if p.exited() {
+				return row{}, fmt.Errorf("%s exited (see %s)", p.name, p.log)
+			}
+			// Announced but not all in the table at that moment (a
+			// route replaced, or notifications lost): the table decides.
+			if w.lost.Load() || len(w.dsts) >= n {
+				confirm()
+			}
+		}
 	}
 	rss, cpu, err := p.usage()
 	return row{n: n, time: d, rss: rss, cpu: cpu}, err
@@ -113,6 +140,11 @@ func (b *bench) flanneldRun(ctx context.Context, n int) (row, error) {
 		return row{}, err
 	}
 	defer h.close()
+	w, err := watchRoutes(h)
+	if err != nil {
+		return row{}, err
+	}
+	defer w.stop()
 	t0 := time.Now()
 	p, err := start(h.name, filepath.Join(h.dir, "flanneld.log"), nil, b.flanneld,
 		"--etcd-endpoints=http://"+etcdIP+":2379", "--etcd-prefix="+flannelPrefix, "--iface=eth0",
@@ -121,7 +153,7 @@ func (b *bench) flanneldRun(ctx context.Context, n int) (row, error) {
 		return row{}, err
 	}
 	defer p.stop()
-	r, err := b.converge(ctx, h, p, n, t0)
+	r, err := b.converge(ctx, h, p, w, n, t0)
 	r.who = "flanneld " + flanneldVersion(b.flanneld) + ", flannel vxlan leases"
 	r.who = strings.Replace(r.who, "flanneld dev,", "flanneld,", 1)
 	return r, err
@@ -184,13 +216,18 @@ func (b *bench) registrarRun(ctx context.Context, n int, who string, after func(
 	if extraEnv != "" {
 		env = append(env, strings.Split(extraEnv, ",")...)
 	}
+	w, err := watchRoutes(h)
+	if err != nil {
+		return row{}, err
+	}
+	defer w.stop()
 	t0 := time.Now()
 	p, err := start(h.name, filepath.Join(h.dir, "registrar.log"), env, b.registrar)
 	if err != nil {
 		return row{}, err
 	}
 	defer p.stop()
-	r, err := b.converge(ctx, h, p, n, t0)
+	r, err := b.converge(ctx, h, p, w, n, t0)
 	r.who = who
 	if err != nil || after == nil {
 		return r, err
