@@ -16,7 +16,15 @@ import (
 // watchReconnects checks the leases each time the client's connection is
 // ready again after it was not, until ctx ends.
 func (r *Registry) watchReconnects(ctx context.Context) {
-	conn := r.cfg.Client.ActiveConnection()
+	OnReconnect(ctx, r.cfg.Client, func() { r.CheckLeases(ctx) })
+}
+
+// OnReconnect calls fn, on its own goroutine, each time cli's connection is
+// ready again after it was not, until ctx ends: the moment to ask an etcd
+// that may have come back without its data, before other clients write to
+// it again.
+func OnReconnect(ctx context.Context, cli *clientv3.Client, fn func()) {
+	conn := cli.ActiveConnection()
 	if conn == nil {
 		return
 	}
@@ -28,7 +36,7 @@ func (r *Registry) watchReconnects(ctx context.Context) {
 		case connectivity.Ready:
 			if down {
 				down = false
-				r.CheckLeases(ctx)
+				fn()
 			}
 		case connectivity.TransientFailure, connectivity.Connecting, connectivity.Idle:
 			down = true

@@ -7,10 +7,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/flannel-registrar/flannel-registrar/pkg/registry"
 )
 
 // watch watches both prefixes (and flannel's config) from where the store is
@@ -39,16 +42,38 @@ func (w *Watcher) watch(ctx context.Context) (reason string, retryNow, progresse
 	}
 	var (
 		tick     <-chan time.Time
-		checks   = make(chan headerCheck, 1)
-		inFlight bool
+		checks   = make(chan headerCheck, 2) // room for every read in flight: none blocks after watch returns
+		inFlight int
 		live     = newStreamLiveness(w.o.HeaderCheckInterval)
 	)
-	check := func() {
-		if !inFlight {
-			inFlight = true
+	// check reads etcd's header unless a read is in flight; again is one
+	// more read beside it (one sent while etcd was down may answer late).
+	check := func(again bool) {
+		if inFlight == 0 || (again && inFlight < cap(checks)) {
+			inFlight++
 			go w.checkHeader(wctx, w.applied(), checks)
 		}
 	}
+	// The first answer of an etcd that came back is the one to check:
+	// wiped or restored, its revision is below ours until other clients,
+	// re-registering, write past it, and a watch resumed beyond its
+	// revision answers no progress request. So the header is read as soon
+	// as the client's connection is ready again, as the registry checks
+	// its leases then.
+	reconnected := make(chan struct{}, 1)
+	var conns sync.WaitGroup
+	conns.Go(func() {
+		registry.OnReconnect(wctx, w.o.Client, func() {
+			select {
+			case reconnected <- struct{}{}:
+			default:
+			}
+		})
+	})
+	defer func() {
+		cancel()
+		conns.Wait()
+	}()
 	if w.o.HeaderCheckInterval > 0 {
 		t := time.NewTicker(w.o.HeaderCheckInterval)
 		defer t.Stop()
@@ -66,15 +91,18 @@ func (w *Watcher) watch(ctx context.Context) (reason string, retryNow, progresse
 		case <-tick:
 			now := time.Now()
 			if live.needsCheck(now) {
-				check() // the stream does not show etcd's header: read it
+				check(false) // the stream does not show etcd's header: read it
 			}
 			if why := live.silent(now); why != "" {
 				return why, true, progressed // etcd answers elsewhere: re-list at once
 			}
 			w.requestProgress(wctx)
 			continue
+		case <-reconnected:
+			check(true)
+			continue
 		case c := <-checks:
-			inFlight = false
+			inFlight--
 			if c.err == nil {
 				if why := w.historyLost(c.hdr, c.applied); why != "" {
 					w.reportLoss(why, c.applied, c.hdr)
@@ -111,7 +139,7 @@ func (w *Watcher) watch(ctx context.Context) (reason string, retryNow, progresse
 					w.reportLoss(why, w.applied(), &wr.Header)
 					return why, true, progressed
 				}
-				check()
+				check(false)
 				continue
 			}
 		} else if why := w.historyLost(&wr.Header, w.revs[i]); why != "" {
