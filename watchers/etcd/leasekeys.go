@@ -17,16 +17,28 @@ import (
 // them, sorted, in other.
 type leaseKeys struct {
 	prefix string                    // Keys.Subnets()
-	plain  map[netip.Prefix]struct{} // subnets whose plain key exists
+	plain  map[v4Prefix]struct{}     // subnets whose plain key exists
 	other  map[netip.Prefix][]string // per subnet, its keys but the plain one, sorted
 }
 
+// v4Prefix is an IPv4 prefix in 5 bytes (a netip.Prefix is 32): the
+// address and the length.
+type v4Prefix [5]byte
+
+func toV4(p netip.Prefix) v4Prefix {
+	a := p.Addr().As4()
+	return v4Prefix{a[0], a[1], a[2], a[3], byte(p.Bits())}
+}
+
 func newLeaseKeys(prefix string, size int) *leaseKeys {
-	return &leaseKeys{prefix: prefix, plain: make(map[netip.Prefix]struct{}, size), other: map[netip.Prefix][]string{}}
+	return &leaseKeys{prefix: prefix, plain: make(map[v4Prefix]struct{}, size), other: map[netip.Prefix][]string{}}
 }
 
 // isPlain says whether key is p's plain key, without building that key.
 func (l *leaseKeys) isPlain(p netip.Prefix, key string) bool {
+	if !p.Addr().Is4() {
+		return false // lease keys name IPv4 subnets; another is held in full
+	}
 	var buf [64]byte
 	b := p.Addr().AppendTo(buf[:0])
 	b = append(b, '-')
@@ -37,8 +49,10 @@ func (l *leaseKeys) isPlain(p netip.Prefix, key string) bool {
 // keys returns p's keys, sorted (a fresh slice).
 func (l *leaseKeys) keys(p netip.Prefix) []string {
 	var ks []string
-	if _, ok := l.plain[p]; ok {
-		ks = append(ks, l.prefix+p.Addr().String()+"-"+strconv.Itoa(p.Bits()))
+	if p.Addr().Is4() {
+		if _, ok := l.plain[toV4(p)]; ok {
+			ks = append(ks, l.prefix+p.Addr().String()+"-"+strconv.Itoa(p.Bits()))
+		}
 	}
 	ks = append(ks, l.other[p]...)
 	slices.Sort(ks)
@@ -56,10 +70,10 @@ func (l *leaseKeys) first(p netip.Prefix) string {
 // add records key as one of p's keys; false when it was one already.
 func (l *leaseKeys) add(p netip.Prefix, key string) bool {
 	if l.isPlain(p, key) {
-		if _, ok := l.plain[p]; ok {
+		if _, ok := l.plain[toV4(p)]; ok {
 			return false
 		}
-		l.plain[p] = struct{}{}
+		l.plain[toV4(p)] = struct{}{}
 		return true
 	}
 	ks := l.other[p]
@@ -74,10 +88,10 @@ func (l *leaseKeys) add(p netip.Prefix, key string) bool {
 // remove forgets key as one of p's keys; false when it was none.
 func (l *leaseKeys) remove(p netip.Prefix, key string) bool {
 	if l.isPlain(p, key) {
-		if _, ok := l.plain[p]; !ok {
+		if _, ok := l.plain[toV4(p)]; !ok {
 			return false
 		}
-		delete(l.plain, p)
+		delete(l.plain, toV4(p))
 		return true
 	}
 	ks := l.other[p]
@@ -96,6 +110,9 @@ func (l *leaseKeys) remove(p netip.Prefix, key string) bool {
 // onlyPlain says whether p's only key is its plain one: the common case,
 // answered without building any key.
 func (l *leaseKeys) onlyPlain(p netip.Prefix) bool {
-	_, ok := l.plain[p]
+	if !p.Addr().Is4() {
+		return false
+	}
+	_, ok := l.plain[toV4(p)]
 	return ok && len(l.other[p]) == 0
 }

@@ -46,6 +46,12 @@ func TestLeaseKeys(t *testing.T) {
 	if l.first(p) != "" || len(l.other) != 0 || len(l.plain) != 0 || l.remove(p, dual) {
 		t.Fatalf("not empty after removing every key: %v %v", l.plain, l.other)
 	}
+	// Not an IPv4 subnet (lease keys name none other): held in full.
+	p6 := netip.MustParsePrefix("fd00::/64")
+	k6 := prefix + "fd00::-64"
+	if l.isPlain(p6, k6) || !l.add(p6, k6) || l.onlyPlain(p6) || l.first(p6) != k6 || !l.remove(p6, k6) {
+		t.Fatalf("IPv6 subnet's key: keys %v", l.keys(p6))
+	}
 	l.add(p, plain)
 	if !l.onlyPlain(p) || fmt.Sprint(l.keys(p)) != fmt.Sprint([]string{plain}) {
 		t.Fatalf("plain key alone: onlyPlain %v keys %v", l.onlyPlain(p), l.keys(p))

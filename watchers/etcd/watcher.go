@@ -315,7 +315,7 @@ func (w *Watcher) list(ctx context.Context, reason string) error {
 		func(n int) {
 			if len(view.Leases) == 0 && len(leaseKeys.plain) == 0 {
 				view.Leases = make(map[netip.Prefix]state.Lease, n)
-				leaseKeys.plain = make(map[netip.Prefix]struct{}, n)
+				leaseKeys.plain = make(map[v4Prefix]struct{}, n)
 			}
 		},
 	}
