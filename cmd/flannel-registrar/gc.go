@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"runtime/debug"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -27,13 +28,21 @@ type startupGC struct {
 	once    sync.Once
 }
 
-// lowerGC sets startupGCPercent, unless the operator set GOGC (then the
-// runtime's percent is theirs and is left alone).
+// envStartupGC overrides startupGCPercent. Like the profile variables it is
+// not a setting (not in --help): benchmarks use it to weigh the trade.
+const envStartupGC = "FR_STARTUP_GOGC"
+
+// lowerGC sets startupGCPercent (or FR_STARTUP_GOGC's), unless the operator
+// set GOGC (then the runtime's percent is theirs and is left alone).
 func lowerGC(getenv func(string) string) *startupGC {
 	if getenv("GOGC") != "" {
 		return &startupGC{}
 	}
-	return &startupGC{prev: debug.SetGCPercent(startupGCPercent), lowered: true}
+	percent := startupGCPercent
+	if n, err := strconv.Atoi(getenv(envStartupGC)); err == nil && n > 0 {
+		percent = n
+	}
+	return &startupGC{prev: debug.SetGCPercent(percent), lowered: true}
 }
 
 // restore sets the percent there was before lowerGC; later calls do nothing.

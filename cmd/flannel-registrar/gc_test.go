@@ -45,6 +45,20 @@ func TestStartupGC(t *testing.T) {
 	}
 	stop()
 
+	g = lowerGC(func(k string) string {
+		if k == envStartupGC {
+			return "30"
+		}
+		return ""
+	})
+	if p := gcPercent(); p != 30 {
+		t.Fatalf("percent with %s=30 = %d", envStartupGC, p)
+	}
+	g.restore()
+	if p := gcPercent(); p != 100 {
+		t.Fatalf("percent after restore = %d, want 100", p)
+	}
+
 	debug.SetGCPercent(70)
 	g = lowerGC(func(k string) string {
 		if k == "GOGC" {
