@@ -16,7 +16,7 @@ import (
 // burst, and peak RSS with it (measured with hack/benchscale). Collecting
 // more often only then costs a fraction of a second of CPU once; in steady
 // state the default applies again (little is allocated there).
-const startupGCPercent = 50
+const startupGCPercent = 40
 
 // settleCheck is how often the end of the first pass is checked for.
 const settleCheck = 100 * time.Millisecond
