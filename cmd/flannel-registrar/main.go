@@ -51,6 +51,8 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return prepareHost(cfg, stdout, stderr)
 	}
 
+	gc := lowerGC(getenv) // from here until the first pass is done (gc.go)
+	defer gc.restore()
 	log := logging.New(stderr, cfg.LogFormat, cfg.Debug)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -86,6 +88,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return 1
 	}
 	defer a.Close()
+	defer gc.restoreWhen(ctx, a.Settled)()
 	defer func() {
 		// Before Close: the heap profile shows the daemon's state.
 		if err := stopProfiles(); err != nil {

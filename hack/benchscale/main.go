@@ -67,6 +67,7 @@ func main() {
 	flag.BoolVar(&skipLeases, "records-only", false, "only the records runs")
 	flag.BoolVar(&profile, "profile", false, "write the registrar's CPU and heap profiles (cpu.pprof, heap.pprof at exit, heap-peak.pprof at the largest live heap) into each run's "+
 		"directory of the kept work directory (implies -keep; go tool pprof -top <binary> <profile>)")
+	flag.DurationVar(&hold, "hold", 0, "keep each converged flanneld and registrar running this long before reading its peak RSS (CPU is still read at convergence)")
 	flag.StringVar(&extraEnv, "registrar-env", "", "extra environment of the registrar runs, comma-separated K=V (e.g. GOGC=50)")
 	flag.IntVar(&load.hosts, "load-hosts", 0, "instead of the table: etcd's request counters for one registrar "+
 		"among this many simulated hosts' records (5 each), over -load-window")
@@ -86,6 +87,10 @@ func main() {
 var (
 	keep, skipLeases, profile bool
 	extraEnv                  string
+	// hold keeps each converged daemon running this long before its peak
+	// RSS is read: a start-up that ends with less garbage collection than
+	// steady state must show the steady state's peak too.
+	hold time.Duration
 )
 
 // load configures the etcd load measurement.

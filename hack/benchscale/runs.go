@@ -131,6 +131,14 @@ func (b *bench) converge(ctx context.Context, h *host, p *proc, w *routeWatch, n
 		}
 	}
 	rss, cpu, err := p.usage()
+	if err == nil && hold > 0 {
+		select {
+		case <-ctx.Done():
+			return row{}, ctx.Err()
+		case <-time.After(hold):
+		}
+		rss, _, err = p.usage() // VmHWM: the peak since start
+	}
 	return row{n: n, time: d, rss: rss, cpu: cpu}, err
 }
 

@@ -23,6 +23,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -74,12 +75,14 @@ type Prober struct {
 	id   int
 	opts Options
 
-	mu    sync.Mutex // guards peers, order, next, seq
-	peers map[string]*peer
-	order []string
+	mu sync.Mutex // guards peers, next, seq, bySeq
+	// peers are sorted by key and held by value: at 10,000 peers a map of
+	// pointers, a key order and a map from sequence number to key were
+	// 2.5 MB of the daemon's peak heap, this slice is half of it.
+	peers []peer
 	next  int
 	seq   uint16
-	bySeq map[uint16]string
+	bySeq map[uint16]int32 // outstanding probe's sequence number -> index in peers
 }
 
 // Listen opens the raw ICMP socket (needs CAP_NET_RAW) in the calling
@@ -108,35 +111,50 @@ func New(conn *icmp.PacketConn, opts Options) *Prober {
 	}
 	// A raw socket sees every echo reply of the namespace: the identifier
 	// tells ours apart from a ping an operator runs.
-	return &Prober{conn: conn, id: os.Getpid() & 0xffff, opts: opts, peers: map[string]*peer{}, bySeq: map[uint16]string{}}
+	return &Prober{conn: conn, id: os.Getpid() & 0xffff, opts: opts, bySeq: map[uint16]int32{}}
 }
 
 // SetTargets replaces the set of peers; the state of peers kept is kept.
+// Of two targets with one key the first counts; targets that are not IPv4
+// are ignored.
 func (p *Prober) SetTargets(ts []Target) {
+	// Sorted by key through an index, so the caller's slice is untouched
+	// and the first of equal keys stays first.
+	idx := make([]int32, 0, len(ts))
+	for i, t := range ts {
+		if t.Addr.Is4() {
+			idx = append(idx, int32(i))
+		}
+	}
+	slices.SortStableFunc(idx, func(a, b int32) int { return strings.Compare(ts[a].Key, ts[b].Key) })
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	keep := map[string]*peer{}
-	order := make([]string, 0, len(ts))
-	for _, t := range ts {
-		if _, dup := keep[t.Key]; dup || !t.Addr.Is4() {
+	peers := make([]peer, 0, len(idx))
+	old := 0 // the old peers are sorted too: one merge finds the kept ones
+	for _, i := range idx {
+		t := ts[i]
+		if n := len(peers); n > 0 && peers[n-1].Key == t.Key {
 			continue
 		}
-		pe, ok := p.peers[t.Key]
-		if !ok || pe.Addr != t.Addr {
-			pe = &peer{State: State{Target: t}, answered: true}
+		for old < len(p.peers) && p.peers[old].Key < t.Key {
+			old++
 		}
-		pe.Host = t.Host
-		keep[t.Key] = pe
-		order = append(order, t.Key)
+		if old < len(p.peers) && p.peers[old].Key == t.Key && p.peers[old].Addr == t.Addr {
+			pe := p.peers[old]
+			pe.Host = t.Host
+			peers = append(peers, pe)
+			continue
+		}
+		peers = append(peers, peer{State: State{Target: t}, answered: true})
 	}
-	slices.Sort(order)
-	for s, k := range p.bySeq {
-		if _, ok := keep[k]; !ok {
-			delete(p.bySeq, s)
+	clear(p.bySeq)
+	for i := range peers {
+		if !peers[i].answered {
+			p.bySeq[peers[i].seq] = int32(i)
 		}
 	}
-	p.peers, p.order = keep, order
-	if p.next >= len(order) {
+	p.peers = peers
+	if p.next >= len(peers) {
 		p.next = 0
 	}
 }
@@ -145,9 +163,9 @@ func (p *Prober) SetTargets(ts []Target) {
 func (p *Prober) States() []State {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := make([]State, 0, len(p.order))
-	for _, k := range p.order {
-		out = append(out, p.peers[k].State)
+	out := make([]State, 0, len(p.peers))
+	for i := range p.peers {
+		out = append(out, p.peers[i].State)
 	}
 	return out
 }
@@ -155,7 +173,7 @@ func (p *Prober) States() []State {
 // gap is the time between two probes: the period spread over the peers.
 func (p *Prober) gap() time.Duration {
 	p.mu.Lock()
-	n := len(p.order)
+	n := len(p.peers)
 	p.mu.Unlock()
 	if n == 0 {
 		return p.opts.Interval
@@ -196,36 +214,12 @@ func (p *Prober) Run(ctx context.Context) error {
 	}
 }
 
-// sendNext probes the next peer in turn, first deciding on its previous
-// probe: a probe unanswered by the time the next one is due is lost.
+// sendNext probes the next peer in turn.
 func (p *Prober) sendNext() error {
-	now := p.opts.Now()
-	var changed []State
-	p.mu.Lock()
-	if len(p.order) == 0 {
-		p.mu.Unlock()
+	dst, seq, ok := p.turn()
+	if !ok {
 		return nil
 	}
-	key := p.order[p.next]
-	pe := p.peers[key]
-	p.next = (p.next + 1) % len(p.order)
-	if !pe.answered {
-		pe.Misses++
-		if pe.Misses >= p.opts.Misses && (pe.Reachable || !pe.Probed) {
-			pe.Reachable, pe.Probed = false, true
-			changed = append(changed, pe.State)
-		}
-	}
-	delete(p.bySeq, pe.seq)
-	p.seq++
-	pe.seq, pe.sentAt, pe.answered = p.seq, now, false
-	pe.Sent++
-	p.bySeq[pe.seq] = key
-	dst := pe.Addr
-	seq := pe.seq
-	p.mu.Unlock()
-	p.notify(changed)
-
 	msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: p.id, Seq: int(seq), Data: []byte("flannel-registrar")}}
 	b, err := msg.Marshal(nil)
 	if err != nil {
@@ -235,6 +229,41 @@ func (p *Prober) sendNext() error {
 		return fmt.Errorf("send echo to %s: %w", dst, err)
 	}
 	return nil
+}
+
+// turn moves to the next peer in turn, first deciding on its previous
+// probe (a probe unanswered by the time the next one is due is lost), and
+// returns the address and sequence number of its next probe; false when
+// there are no peers.
+func (p *Prober) turn() (dst netip.Addr, seq uint16, ok bool) {
+	now := p.opts.Now()
+	var changed []State
+	p.mu.Lock()
+	if len(p.peers) == 0 {
+		p.mu.Unlock()
+		return netip.Addr{}, 0, false
+	}
+	i := p.next
+	pe := &p.peers[i]
+	p.next = (p.next + 1) % len(p.peers)
+	if !pe.answered {
+		pe.Misses++
+		if pe.Misses >= p.opts.Misses && (pe.Reachable || !pe.Probed) {
+			pe.Reachable, pe.Probed = false, true
+			changed = append(changed, pe.State)
+		}
+	}
+	if j, found := p.bySeq[pe.seq]; found && int(j) == i {
+		delete(p.bySeq, pe.seq)
+	}
+	p.seq++
+	pe.seq, pe.sentAt, pe.answered = p.seq, now, false
+	pe.Sent++
+	p.bySeq[pe.seq] = int32(i)
+	dst, seq = pe.Addr, pe.seq
+	p.mu.Unlock()
+	p.notify(changed)
+	return dst, seq, true
 }
 
 func (p *Prober) read() error {
@@ -268,9 +297,13 @@ func (p *Prober) answer(seq uint16, src netip.Addr) {
 	now := p.opts.Now()
 	var changed []State
 	p.mu.Lock()
-	k, ok := p.bySeq[seq]
-	pe := p.peers[k]
-	if !ok || pe == nil || pe.Addr != src || pe.seq != seq || pe.answered {
+	i, ok := p.bySeq[seq]
+	if !ok || int(i) >= len(p.peers) {
+		p.mu.Unlock()
+		return
+	}
+	pe := &p.peers[i]
+	if pe.Addr != src || pe.seq != seq || pe.answered {
 		p.mu.Unlock()
 		return
 	}

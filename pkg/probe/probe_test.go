@@ -125,3 +125,73 @@ func TestTargetsAndGap(t *testing.T) {
 		t.Fatalf("%d states from 2000 targets with 1000 keys, want 1000", n)
 	}
 }
+
+// SetTargets keeps the state of kept peers when others come and go around
+// them, resets a peer whose address changed, keeps the first of two targets
+// with one key, and still matches an outstanding probe's answer to its peer.
+func TestSetTargetsKeepsState(t *testing.T) {
+	now := time.Unix(1000, 0)
+	p := New(nil, Options{Interval: time.Second, Now: func() time.Time { return now }})
+	addr := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 2, 0, byte(i)}) }
+	p.SetTargets([]Target{{Key: "c", Addr: addr(3)}, {Key: "a", Addr: addr(1)}, {Key: "b", Addr: addr(2)}})
+	// Probe a, b, c once (their probes are outstanding), then answer b's.
+	p.mu.Lock()
+	p.next = 0
+	p.mu.Unlock()
+	for range 3 {
+		p.turn()
+	}
+	seqOf := func(key string) uint16 {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for _, pe := range p.peers {
+			if pe.Key == key {
+				return pe.seq
+			}
+		}
+		t.Fatalf("no peer %s", key)
+		return 0
+	}
+	bSeq, cSeq := seqOf("b"), seqOf("c")
+	p.answer(bSeq, addr(2))
+	// New peers sort before and between the kept ones; a's address changes;
+	// a second "b" target with another address is ignored.
+	p.SetTargets([]Target{
+		{Key: "b", Host: "hb", Addr: addr(2)}, {Key: "b", Addr: addr(9)},
+		{Key: "0", Addr: addr(4)}, {Key: "bb", Addr: addr(5)},
+		{Key: "c", Addr: addr(3)}, {Key: "a", Addr: addr(7)},
+		{Key: "v6", Addr: netip.MustParseAddr("fd00::1")},
+	})
+	// c's probe was sent before the change: its answer still counts.
+	p.answer(cSeq, addr(3))
+	got := map[string]State{}
+	var keys []string
+	for _, s := range p.States() {
+		got[s.Key] = s
+		keys = append(keys, s.Key)
+	}
+	if fmt.Sprint(keys) != "[0 a b bb c]" {
+		t.Fatalf("keys = %v, want [0 a b bb c]", keys)
+	}
+	if s := got["b"]; !s.Reachable || s.Sent != 1 || s.Received != 1 || s.Host != "hb" || s.Addr != addr(2) {
+		t.Fatalf("b lost its state or took the second target: %+v", s)
+	}
+	if s := got["c"]; !s.Reachable || s.Received != 1 {
+		t.Fatalf("c's outstanding probe was not matched after SetTargets: %+v", s)
+	}
+	if s := got["a"]; s.Sent != 0 || s.Addr != addr(7) {
+		t.Fatalf("a changed address but kept its state: %+v", s)
+	}
+	if s := got["0"]; s.Sent != 0 || s.Probed {
+		t.Fatalf("new peer 0 has state: %+v", s)
+	}
+	// An answer with a sequence number no peer holds, or from another
+	// address, changes nothing.
+	p.answer(bSeq+100, addr(2))
+	p.answer(seqOf("a"), addr(1))
+	for _, s := range p.States() {
+		if s.Key != "b" && s.Key != "c" && s.Received != 0 {
+			t.Fatalf("stray answer counted for %+v", s)
+		}
+	}
+}

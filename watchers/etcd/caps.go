@@ -39,22 +39,31 @@ func (w *Watcher) networkHost(key string) string {
 
 // admitListed counts a listed key (lists come in key order) against its
 // host's cap; an error when it is over.
-func (w *Watcher) admitListed(perHost map[string]*hostKeys, kv *mvccpb.KeyValue) error {
-	host := w.networkHost(string(kv.Key))
+func (w *Watcher) admitListed(perHost map[string]*hostKeys, key string) error {
+	host := w.networkHost(key)
 	if host == "" {
 		return nil
 	}
 	hk := perHost[host]
 	if hk == nil {
-		hk = &hostKeys{admitted: map[string]bool{}, over: map[string]bool{}}
+		hk = &hostKeys{admitted: map[string]bool{}}
 		perHost[host] = hk
 	}
 	if len(hk.admitted) < w.o.MaxRecordsPerHost {
-		hk.admitted[string(kv.Key)] = true
+		hk.admitted[key] = true
 		return nil
 	}
-	hk.over[string(kv.Key)] = true
+	hk.markOver(key)
 	return w.overCapErr(host)
+}
+
+// markOver records key as over the cap; over is made on first use (nearly
+// no host has keys over it, and 2,000 hosts' empty maps were garbage kept).
+func (hk *hostKeys) markOver(key string) {
+	if hk.over == nil {
+		hk.over = map[string]bool{}
+	}
+	hk.over[key] = true
 }
 
 // admitWatched places a put key among its host's keys: a new key that sorts
@@ -68,7 +77,7 @@ func (w *Watcher) admitWatched(kv *mvccpb.KeyValue) error {
 	}
 	hk := w.perHost[host]
 	if hk == nil {
-		hk = &hostKeys{admitted: map[string]bool{}, over: map[string]bool{}}
+		hk = &hostKeys{admitted: map[string]bool{}}
 		w.perHost[host] = hk
 	}
 	switch {
@@ -85,11 +94,11 @@ func (w *Watcher) admitWatched(kv *mvccpb.KeyValue) error {
 		last = max(last, k)
 	}
 	if key > last {
-		hk.over[key] = true
+		hk.markOver(key)
 		return w.overCapErr(host)
 	}
 	delete(hk.admitted, last)
-	hk.over[last] = true
+	hk.markOver(last)
 	hk.admitted[key] = true
 	w.remove(last, "etcd:put "+key+" (record cap)")
 	w.reportInvalidAt(last, kv.ModRevision, w.overCapErr(host))
@@ -171,14 +180,16 @@ func (w *Watcher) leasePrefix(key string) (netip.Prefix, bool) {
 
 // placeListed records a listed lease key (lists come in key order); an error
 // when an earlier key holds its subnet.
-func (w *Watcher) placeListed(m map[netip.Prefix][]string, kv *mvccpb.KeyValue) error {
-	key := string(kv.Key)
+func (w *Watcher) placeListed(m *leaseKeys, key string) error {
 	p, ok := w.leasePrefix(key)
 	if !ok {
 		return nil
 	}
-	m[p] = append(m[p], key)
-	if first := m[p][0]; first != key {
+	m.add(p, key)
+	if m.onlyPlain(p) {
+		return nil
+	}
+	if first := m.first(p); first != key {
 		return &shadowedError{key: key, by: first}
 	}
 	return nil
@@ -193,13 +204,13 @@ func (w *Watcher) placeWatched(kv *mvccpb.KeyValue) error {
 	if !ok {
 		return nil
 	}
-	ks := w.leaseKeys[p]
-	if i, found := slices.BinarySearch(ks, key); !found {
-		ks = slices.Insert(ks, i, key)
-		w.leaseKeys[p] = ks
-		if i == 0 && len(ks) > 1 {
-			w.reportInvalidAt(ks[1], kv.ModRevision, &shadowedError{key: ks[1], by: key})
-		}
+	added := w.leaseKeys.add(p, key)
+	if w.leaseKeys.onlyPlain(p) {
+		return nil
+	}
+	ks := w.leaseKeys.keys(p)
+	if added && ks[0] == key && len(ks) > 1 {
+		w.reportInvalidAt(ks[1], kv.ModRevision, &shadowedError{key: ks[1], by: key})
 	}
 	if ks[0] != key {
 		return &shadowedError{key: key, by: ks[0]}
@@ -215,17 +226,13 @@ func (w *Watcher) releaseLease(key string) (lease, first bool, next string) {
 	if !ok {
 		return false, false, ""
 	}
-	ks := w.leaseKeys[p]
+	ks := w.leaseKeys.keys(p)
 	i, found := slices.BinarySearch(ks, key)
 	if !found {
 		return true, false, ""
 	}
+	w.leaseKeys.remove(p, key)
 	ks = slices.Delete(ks, i, i+1)
-	if len(ks) == 0 {
-		delete(w.leaseKeys, p)
-	} else {
-		w.leaseKeys[p] = ks
-	}
 	if i == 0 && len(ks) > 0 {
 		return true, true, ks[0]
 	}

@@ -25,7 +25,12 @@ type item struct {
 }
 
 func (w *Watcher) decode(kv *mvccpb.KeyValue) (item, error) {
-	key := string(kv.Key)
+	return w.decodeAt(string(kv.Key), kv.Value)
+}
+
+// decodeAt decodes the value at key; the item keeps key (a list converts
+// each key once and shares it between the store and the watcher's indexes).
+func (w *Watcher) decodeAt(key string, value []byte) (item, error) {
 	if strings.HasPrefix(key, w.o.Keys.Records()+registry.QuarantineDir+"/") ||
 		strings.HasPrefix(key, w.o.Keys.Records()+registry.RegistrarsDir+"/") ||
 		strings.HasPrefix(key, w.o.Keys.Statuses()) {
@@ -41,14 +46,14 @@ func (w *Watcher) decode(kv *mvccpb.KeyValue) (item, error) {
 	it := item{kind: pk.Kind, key: key}
 	switch pk.Kind {
 	case registry.KindNetwork:
-		it.network, err = DecodeNetwork(pk, kv.Value)
+		it.network, err = DecodeNetwork(pk, value)
 	case registry.KindHost:
-		it.host, err = registry.DecodeHost(kv.Value)
+		it.host, err = registry.DecodeHost(value)
 		if err == nil && it.host.Host != pk.Host {
 			err = fmt.Errorf("host record at key of host %q names host %q", pk.Host, it.host.Host)
 		}
 	case registry.KindSubnet:
-		it.lease, err = DecodeLease(pk.Subnet, kv.Value)
+		it.lease, err = DecodeLease(pk.Subnet, value)
 		it.lease.Subnet6 = pk.Subnet6
 	default:
 		err = fmt.Errorf("unknown key kind %d", pk.Kind)
@@ -147,11 +152,12 @@ func (w *Watcher) clearInvalid(key string) {
 	w.mu.Unlock()
 }
 
-// forgetInvalidExcept drops invalid keys that a list no longer saw.
-func (w *Watcher) forgetInvalidExcept(seen map[string]bool) {
+// forgetInvalidExcept drops the invalid keys that a list did not find
+// invalid (gone, or valid now).
+func (w *Watcher) forgetInvalidExcept(invalid map[string]bool) {
 	w.mu.Lock()
 	for k := range w.invalidAt {
-		if !seen[k] {
+		if !invalid[k] {
 			delete(w.invalidAt, k)
 		}
 	}

@@ -109,6 +109,9 @@ type Options struct {
 // 100 requests of a few hundred KiB, not one response of tens of MiB.
 const DefaultPageSize = 1000
 
+// maxSizeHint bounds the map sizes a list takes from etcd's key count.
+const maxSizeHint = 1 << 20
+
 // DefaultMaxRecordsPerHost is the default Options.MaxRecordsPerHost.
 const DefaultMaxRecordsPerHost = 1000
 
@@ -135,9 +138,9 @@ type Watcher struct {
 	term     uint64 // highest raft term seen since the last list
 	perHost  map[string]*hostKeys
 	// Per IPv4 subnet, the lease keys that name it (a plain key and
-	// dual-stack keys, "10.5.35.0-24&fd00::-64"), sorted: the store holds
-	// the first one's lease, the others are reported invalid.
-	leaseKeys map[netip.Prefix][]string
+	// dual-stack keys, "10.5.35.0-24&fd00::-64"): the store holds the
+	// first one's lease, the others are reported invalid.
+	leaseKeys *leaseKeys
 
 	lists, relists, compacted, events, invalid atomic.Uint64
 	revision                                   atomic.Int64
@@ -175,7 +178,7 @@ func New(o Options) (*Watcher, error) {
 				backoff.WithMaxElapsedTime(0))
 		}
 	}
-	return &Watcher{o: o, invalidAt: map[string]int64{}, perHost: map[string]*hostKeys{}, leaseKeys: map[netip.Prefix][]string{}}, nil
+	return &Watcher{o: o, invalidAt: map[string]int64{}, perHost: map[string]*hostKeys{}, leaseKeys: newLeaseKeys(o.Keys.Subnets(), 0)}, nil
 }
 
 // Invalid returns how many distinct invalid (key, revision) pairs were seen.
@@ -281,30 +284,56 @@ func (w *Watcher) list(ctx context.Context, reason string) error {
 	}
 	lctx, cancel := context.WithTimeout(ctx, w.o.ListTimeout)
 	defer cancel()
+	// The maps are sized from each prefix's key count (the first page's
+	// Count): grown by doubling, 10,000 entries left their smaller tables
+	// as garbage at the daemon's peak.
 	view := state.EtcdView{
 		Networks: map[string]registry.Network{},
 		Leases:   map[netip.Prefix]state.Lease{},
 		Hosts:    map[string]registry.HostRecord{},
 	}
-	seen := map[string]bool{}
+	// The keys found invalid: the others are forgotten after the list. A
+	// set of every key listed (a second copy of each) was 1 MB at 10,000.
+	invalid := map[string]bool{}
+	bad := func(key string, kv *mvccpb.KeyValue, err error) {
+		if !errors.Is(err, errIgnored) {
+			invalid[key] = true
+		}
+		w.reportInvalid(kv, err)
+	}
 	perHost := map[string]*hostKeys{}
-	leaseKeys := map[netip.Prefix][]string{}
+	leaseKeys := newLeaseKeys(w.o.Keys.Subnets(), 0)
 	var hdr *etcdserverpb.ResponseHeader
-	for _, prefix := range []string{w.o.Keys.Records(), w.o.Keys.Subnets()} {
-		err := w.listPrefix(lctx, prefix, &hdr, func(kv *mvccpb.KeyValue) {
-			seen[string(kv.Key)] = true
-			err := w.admitListed(perHost, kv)
+	// Each map is still empty when its prefix's count comes (the prefixes
+	// do not nest in a sane setup; if they do, the maps just grow).
+	sizes := []func(int){
+		func(n int) {
+			if len(view.Networks) == 0 {
+				view.Networks = make(map[string]registry.Network, n)
+			}
+		},
+		func(n int) {
+			if len(view.Leases) == 0 && len(leaseKeys.plain) == 0 {
+				view.Leases = make(map[netip.Prefix]state.Lease, n)
+				leaseKeys.plain = make(map[v4Prefix]struct{}, n)
+			}
+		},
+	}
+	for i, prefix := range []string{w.o.Keys.Records(), w.o.Keys.Subnets()} {
+		err := w.listPrefix(lctx, prefix, &hdr, sizes[i], func(kv *mvccpb.KeyValue) {
+			key := string(kv.Key) // once: the store and the indexes share it
+			err := w.admitListed(perHost, key)
 			if err == nil {
-				err = w.placeListed(leaseKeys, kv)
+				err = w.placeListed(leaseKeys, key)
 			}
 			if err != nil {
-				w.reportInvalid(kv, err)
+				bad(key, kv, err)
 				return
 			}
-			it, err := w.decode(kv)
+			it, err := w.decodeAt(key, kv.Value)
 			switch {
 			case err != nil:
-				w.reportInvalid(kv, err)
+				bad(key, kv, err)
 			case it.kind == registry.KindNetwork:
 				view.Networks[it.key] = it.network
 			case it.kind == registry.KindHost:
@@ -339,7 +368,7 @@ func (w *Watcher) list(ctx context.Context, reason string) error {
 		}
 	}
 	w.lossSeen = false
-	w.forgetInvalidExcept(seen)
+	w.forgetInvalidExcept(invalid)
 	w.perHost, w.leaseKeys = perHost, leaseKeys
 	if w.o.OnFlannelConfig != nil {
 		w.o.OnFlannelConfig(config) // before the store is synced: its first listing includes flannel's network
@@ -359,9 +388,10 @@ func (w *Watcher) list(ctx context.Context, reason string) error {
 }
 
 // listPrefix reads every key under prefix in pages, calling fn for each in
-// key order. *hdr is the header of the first page of the list (nil before):
-// its revision is the one every page is read at.
-func (w *Watcher) listPrefix(ctx context.Context, prefix string, hdr **etcdserverpb.ResponseHeader, fn func(*mvccpb.KeyValue)) error {
+// key order, after size with the number of keys under prefix. *hdr is the
+// header of the first page of the list (nil before): its revision is the
+// one every page is read at.
+func (w *Watcher) listPrefix(ctx context.Context, prefix string, hdr **etcdserverpb.ResponseHeader, size func(int), fn func(*mvccpb.KeyValue)) error {
 	end := clientv3.GetPrefixRangeEnd(prefix)
 	from := prefix
 	for {
@@ -376,6 +406,11 @@ func (w *Watcher) listPrefix(ctx context.Context, prefix string, hdr **etcdserve
 		w.answered.Store(time.Now().UnixNano())
 		if *hdr == nil {
 			*hdr = resp.Header
+		}
+		if from == prefix {
+			// Count is every key in the range; bounded so that a wrong
+			// answer cannot make a huge map.
+			size(int(min(max(resp.Count, 0), maxSizeHint)))
 		}
 		for _, kv := range resp.Kvs {
 			fn(kv)
