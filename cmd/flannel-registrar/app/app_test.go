@@ -75,16 +75,8 @@ func (c *blockingCtrl) Keys(ctx context.Context) ([]string, error) {
 // ever); the hook must return at once anyway, every time, and the resync
 // must still happen, on the app's own goroutine.
 func TestLeaseLostDoesNotBlock(t *testing.T) {
-	var buf bytes.Buffer
-	log := slog.New(slog.NewJSONHandler(&syncWriter{w: &buf}, nil))
-	a := &App{log: log, mgr: reconcile.NewManager(0, log), synced: make(chan struct{}), leaseLost: make(chan struct{}, 1)}
-	close(a.synced)
-	c := &blockingCtrl{calls: make(chan struct{}, 10), release: make(chan struct{})}
-	a.mgr.Add(c, reconcile.Options{})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { a.runDeferred(ctx); close(done) }()
-	defer func() { close(c.release); cancel(); <-done }()
+	a := &App{leaseLost: make(chan struct{}, 1)}
+	c, _ := runBlocking(t, a)
 
 	returned := make(chan struct{})
 	go func() {
@@ -103,6 +95,25 @@ func TestLeaseLostDoesNotBlock(t *testing.T) {
 	case <-time.After(2 * time.Second):
 		t.Fatal("the lease loss did not lead to a resync of the subnets controller")
 	}
+}
+
+// runBlocking gives a (its logger, manager and synced filled in here) a
+// blockingCtrl as the subnets controller and runs its deferred work until
+// the test ends; it returns the controller and the log's buffer.
+func runBlocking(t *testing.T, a *App) (*blockingCtrl, *bytes.Buffer) {
+	t.Helper()
+	var buf bytes.Buffer
+	a.log = slog.New(slog.NewJSONHandler(&syncWriter{w: &buf}, nil))
+	a.mgr = reconcile.NewManager(0, a.log)
+	a.synced = make(chan struct{})
+	close(a.synced)
+	c := &blockingCtrl{calls: make(chan struct{}, 10), release: make(chan struct{})}
+	a.mgr.Add(c, reconcile.Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { a.runDeferred(ctx); close(done) }()
+	t.Cleanup(func() { close(c.release); cancel(); <-done })
+	return c, &buf
 }
 
 type syncWriter struct {

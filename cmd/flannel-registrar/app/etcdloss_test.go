@@ -1,9 +1,6 @@
 package app
 
 import (
-	"bytes"
-	"context"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -27,17 +24,9 @@ func TestHistoryLostHoldsAndReregisters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var buf bytes.Buffer
-	log := slog.New(slog.NewJSONHandler(&syncWriter{w: &buf}, nil))
-	a := &App{log: log, mgr: reconcile.NewManager(0, log), synced: make(chan struct{}), store: state.New(), reg: reg,
+	a := &App{store: state.New(), reg: reg,
 		leaseLost: make(chan struct{}, 1), reregister: make(chan struct{}, 1), hold: &reconcile.Hold{}}
-	close(a.synced)
-	c := &blockingCtrl{calls: make(chan struct{}, 10), release: make(chan struct{})}
-	a.mgr.Add(c, reconcile.Options{})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { a.runDeferred(ctx); close(done) }()
-	defer func() { close(c.release); cancel(); <-done }()
+	c, buf := runBlocking(t, a)
 
 	returned := make(chan struct{})
 	go func() {
