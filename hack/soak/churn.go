@@ -45,7 +45,16 @@ type churn struct {
 	stats  *churnStats
 	period time.Duration
 	mine   []*liveNet // oldest first; owned by run
+	// maybe holds networks whose create failed: dockerd may have made
+	// them all the same (a restart in the middle of the request), so they
+	// are removed like the others; owned by run.
+	maybe []*liveNet
 }
+
+// createTimeout bounds one docker network create. The create runs to its
+// end even when the churn is stopped: a docker CLI killed in the middle of
+// the request may leave the network made behind the churn's back.
+const createTimeout = 30 * time.Second
 
 func (c *churn) run(ctx context.Context, seed uint64) {
 	rng := rand.New(rand.NewPCG(seed, seed^0xc4a2))
@@ -71,11 +80,16 @@ func (c *churn) createOne(ctx context.Context, h *lab.Host) error {
 	c.nets.mu.Unlock()
 	name := fmt.Sprintf("churn%d", k)
 	subnet := netip.MustParsePrefix(fmt.Sprintf("198.19.%d.0/24", 100+k%100))
-	if err := h.CreateNetwork(ctx, name, subnet.String()); err != nil {
+	n := &liveNet{wantNet: wantNet{Host: h.Name, Name: name, Subnet: subnet}, host: h, container: name + "-c"}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), createTimeout)
+	err := h.CreateNetwork(cctx, name, subnet.String())
+	cancel()
+	if err != nil {
+		c.maybe = append(c.maybe, n)
 		return err
 	}
 	created := time.Now()
-	n := &liveNet{wantNet: wantNet{Host: h.Name, Name: name, Subnet: subnet}, host: h, container: name + "-c", changed: created}
+	n.changed = created
 	c.nets.add(n)
 	c.mine = append(c.mine, n)
 	c.stats.mu.Lock()
@@ -84,7 +98,7 @@ func (c *churn) createOne(ctx context.Context, h *lab.Host) error {
 	if _, err := h.RunContainer(ctx, n.container, name); err != nil {
 		c.stats.fail(err)
 	}
-	err := poll.Until(ctx, time.Minute, 20*time.Millisecond, func() error {
+	err = poll.Until(ctx, time.Minute, 20*time.Millisecond, func() error {
 		for _, o := range c.l.Hosts {
 			if o == h {
 				continue
@@ -102,7 +116,9 @@ func (c *churn) createOne(ctx context.Context, h *lab.Host) error {
 	c.stats.mu.Lock()
 	defer c.stats.mu.Unlock()
 	if err != nil {
-		c.stats.notRoute++
+		if ctx.Err() == nil { // not the churn's stop cutting the wait short
+			c.stats.notRoute++
+		}
 		return err
 	}
 	c.stats.routed = append(c.stats.routed, time.Since(created))
@@ -112,6 +128,12 @@ func (c *churn) createOne(ctx context.Context, h *lab.Host) error {
 // removeExtra removes the oldest churn networks beyond churnLive-1 (room
 // for the next create).
 func (c *churn) removeExtra(ctx context.Context) {
+	if err := c.removeMaybe(ctx); err != nil {
+		if ctx.Err() == nil {
+			c.stats.fail(err)
+		}
+		return
+	}
 	for len(c.mine) >= churnLive {
 		if err := c.removeNet(ctx, c.mine[0]); err != nil {
 			if ctx.Err() == nil {
@@ -125,6 +147,9 @@ func (c *churn) removeExtra(ctx context.Context) {
 
 // removeAll removes every churn network (the soak's end).
 func (c *churn) removeAll(ctx context.Context) error {
+	if err := c.removeMaybe(ctx); err != nil {
+		return err
+	}
 	for len(c.mine) > 0 {
 		if err := c.removeNet(ctx, c.mine[0]); err != nil {
 			return err
@@ -134,7 +159,31 @@ func (c *churn) removeAll(ctx context.Context) error {
 	return nil
 }
 
+// removeMaybe removes the networks whose create failed, if they exist.
+func (c *churn) removeMaybe(ctx context.Context) error {
+	for len(c.maybe) > 0 {
+		if err := c.removeDocker(ctx, c.maybe[0]); err != nil {
+			return err
+		}
+		c.maybe = c.maybe[1:]
+	}
+	return nil
+}
+
 func (c *churn) removeNet(ctx context.Context, n *liveNet) error {
+	if err := c.removeDocker(ctx, n); err != nil {
+		return err
+	}
+	c.nets.remove(n, time.Now())
+	c.stats.mu.Lock()
+	c.stats.removed++
+	c.stats.mu.Unlock()
+	return nil
+}
+
+// removeDocker removes n's container and network from Docker; either
+// already gone is fine.
+func (c *churn) removeDocker(ctx context.Context, n *liveNet) error {
 	if _, err := n.host.Docker(ctx, "rm", "-f", n.container); err != nil && !strings.Contains(err.Error(), "No such container") {
 		return err
 	}
@@ -143,10 +192,6 @@ func (c *churn) removeNet(ctx context.Context, n *liveNet) error {
 	if err := n.host.RemoveNetwork(ctx, n.Name); err != nil && !networkGone(err) {
 		return err
 	}
-	c.nets.remove(n, time.Now())
-	c.stats.mu.Lock()
-	c.stats.removed++
-	c.stats.mu.Unlock()
 	return nil
 }
 
