@@ -51,8 +51,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return prepareHost(cfg, stdout, stderr)
 	}
 
-	gc := lowerGC(getenv) // from here until the first pass is done (gc.go)
-	defer gc.restore()
+	defer setGCPercent(getenv)() // gc.go
 	log := logging.New(stderr, cfg.LogFormat, cfg.Debug)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -88,7 +87,6 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return 1
 	}
 	defer a.Close()
-	defer gc.restoreWhen(ctx, a.Settled)()
 	defer func() {
 		// Before Close: the heap profile shows the daemon's state.
 		if err := stopProfiles(); err != nil {

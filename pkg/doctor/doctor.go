@@ -85,6 +85,10 @@ type Facts struct {
 
 	Peers    []Peer
 	PeersErr error // probing not possible
+	// UnlistedDown and UnlistedUnknown count the unreachable and the
+	// undecided peers beyond those in Peers (the daemon's status entry
+	// lists at most a thousand peers in full).
+	UnlistedDown, UnlistedUnknown int
 
 	Leftovers map[string]int // the original tool's keys by kind
 }
@@ -290,21 +294,41 @@ func Peers(f Facts) Result {
 			down = append(down, name)
 		}
 	}
+	total := len(f.Peers) + f.UnlistedDown + f.UnlistedUnknown
 	switch {
-	case len(f.Peers) == 0:
+	case total == 0:
 		r.Level, r.Why = OK, "no peers"
-	case len(down) > 0:
+	case len(down)+f.UnlistedDown > 0:
 		r.Level = Fail
-		r.Why = fmt.Sprintf("%d of %d peers unreachable through %s: %s", len(down), len(f.Peers), f.VXLANIface, strings.Join(down, ", "))
+		r.Why = fmt.Sprintf("%d of %d peers unreachable through %s: %s", len(down)+f.UnlistedDown, total, f.VXLANIface, names(down, f.UnlistedDown))
 		r.Fix = "check UDP 8472 between the hosts' PublicIPs (firewalls, security groups) and that flanneld runs there"
-	case len(unknown) > 0:
+	case len(unknown)+f.UnlistedUnknown > 0:
 		r.Level = Warn
-		r.Why = fmt.Sprintf("%d of %d peers not decided yet: %s", len(unknown), len(f.Peers), strings.Join(unknown, ", "))
+		r.Why = fmt.Sprintf("%d of %d peers not decided yet: %s", len(unknown)+f.UnlistedUnknown, total, names(unknown, f.UnlistedUnknown))
 		r.Fix = "run doctor again in a few seconds"
 	default:
-		r.Level, r.Why = OK, fmt.Sprintf("all %d peers answer through %s", len(f.Peers), f.VXLANIface)
+		r.Level, r.Why = OK, fmt.Sprintf("all %d peers answer through %s", total, f.VXLANIface)
 	}
 	return r
+}
+
+// maxNamed is how many peers a line names; the others are counted.
+const maxNamed = 10
+
+// names joins the first maxNamed of ns and counts the rest with more.
+func names(ns []string, more int) string {
+	if len(ns) > maxNamed {
+		more += len(ns) - maxNamed
+		ns = ns[:maxNamed]
+	}
+	s := strings.Join(ns, ", ")
+	switch {
+	case more > 0 && s == "":
+		s = fmt.Sprintf("%d not named", more)
+	case more > 0:
+		s += fmt.Sprintf(" and %d more", more)
+	}
+	return s
 }
 
 // Etcd checks that etcd is reachable, with its version.

@@ -3,6 +3,7 @@ package doctor
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -78,6 +79,8 @@ func TestEachCheckDecides(t *testing.T) {
 		{"no probing", Peers, func(f *Facts) { f.PeersErr = errors.New("operation not permitted") }, Warn, "not probed"},
 		{"peers unknown without etcd", Peers, func(f *Facts) { f.EtcdErr = errors.New("down") }, Warn, "not known"},
 		{"no peers", Peers, func(f *Facts) { f.Peers = nil }, OK, "no peers"},
+		{"unlisted peers down", Peers, func(f *Facts) { f.UnlistedDown = 3 }, Fail, "3 of 4 peers unreachable through flannel.1: 3 not named"},
+		{"unlisted peers undecided", Peers, func(f *Facts) { f.UnlistedUnknown = 2 }, Warn, "2 of 3 peers not decided yet"},
 		{"etcd down", Etcd, func(f *Facts) { f.EtcdErr = errors.New("context deadline exceeded") }, Fail, "deadline"},
 		{"duplicate host name", HostName, func(f *Facts) { f.OtherRegistrars = []string{"198.51.100.99"} }, Fail, "198.51.100.99"},
 		{"leftovers", Leftovers, func(f *Facts) { f.Leftovers = map[string]int{"network-text": 2, "exists": 1} }, Warn, "exists=1 network-text=2"},
@@ -116,5 +119,19 @@ func TestPrintAndFailed(t *testing.T) {
 	}
 	if !strings.Contains(b.String(), "fail  ip_forward") {
 		t.Fatalf("no failing ip_forward line:\n%s", b.String())
+	}
+}
+
+// A line names at most maxNamed peers and counts the others.
+func TestPeersNamesAtMostTen(t *testing.T) {
+	f := healthy()
+	for i := range 12 {
+		f.Peers = append(f.Peers, Peer{PublicIP: fmt.Sprintf("198.51.100.%d", 20+i), Probed: true})
+	}
+	f.UnlistedDown = 5
+	r := Peers(f)
+	want := "17 of 18 peers unreachable through flannel.1: 198.51.100.20, "
+	if r.Level != Fail || !strings.HasPrefix(r.Why, want) || !strings.HasSuffix(r.Why, "198.51.100.29 and 7 more") {
+		t.Fatalf("got %s %q, want it to start %q and name 10 then count 7", r.Level, r.Why, want)
 	}
 }

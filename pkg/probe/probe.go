@@ -83,6 +83,10 @@ type Prober struct {
 	next  int
 	seq   uint16
 	bySeq map[uint16]int32 // outstanding probe's sequence number -> index in peers
+	// gen counts the changes of the peer set and of any peer's decision
+	// (not of round-trip times): a reader can tell that nothing it shows
+	// changed without copying every state.
+	gen uint64
 }
 
 // Listen opens the raw ICMP socket (needs CAP_NET_RAW) in the calling
@@ -130,7 +134,8 @@ func (p *Prober) SetTargets(ts []Target) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	peers := make([]peer, 0, len(idx))
-	old := 0 // the old peers are sorted too: one merge finds the kept ones
+	same := true // every target kept as it was
+	old := 0     // the old peers are sorted too: one merge finds the kept ones
 	for _, i := range idx {
 		t := ts[i]
 		if n := len(peers); n > 0 && peers[n-1].Key == t.Key {
@@ -141,11 +146,18 @@ func (p *Prober) SetTargets(ts []Target) {
 		}
 		if old < len(p.peers) && p.peers[old].Key == t.Key && p.peers[old].Addr == t.Addr {
 			pe := p.peers[old]
-			pe.Host = t.Host
+			if pe.Host != t.Host {
+				pe.Host = t.Host
+				same = false
+			}
 			peers = append(peers, pe)
 			continue
 		}
+		same = false
 		peers = append(peers, peer{State: State{Target: t}, answered: true})
+	}
+	if !same || len(peers) != len(p.peers) {
+		p.gen++
 	}
 	clear(p.bySeq)
 	for i := range peers {
@@ -168,6 +180,14 @@ func (p *Prober) States() []State {
 		out = append(out, p.peers[i].State)
 	}
 	return out
+}
+
+// Generation changes whenever the peer set or a peer's decision (Probed,
+// Reachable) changes; round-trip times alone leave it as it is.
+func (p *Prober) Generation() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.gen
 }
 
 // gap is the time between two probes: the period spread over the peers.
@@ -250,6 +270,7 @@ func (p *Prober) turn() (dst netip.Addr, seq uint16, ok bool) {
 		pe.Misses++
 		if pe.Misses >= p.opts.Misses && (pe.Reachable || !pe.Probed) {
 			pe.Reachable, pe.Probed = false, true
+			p.gen++
 			changed = append(changed, pe.State)
 		}
 	}
@@ -313,6 +334,7 @@ func (p *Prober) answer(seq uint16, src netip.Addr) {
 	pe.RTT, pe.LastReply = now.Sub(pe.sentAt), now
 	if !pe.Reachable || !pe.Probed {
 		pe.Reachable, pe.Probed = true, true
+		p.gen++
 		changed = append(changed, pe.State)
 	}
 	p.mu.Unlock()

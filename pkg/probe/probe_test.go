@@ -195,3 +195,50 @@ func TestSetTargetsKeepsState(t *testing.T) {
 		}
 	}
 }
+
+// Generation moves with the peer set and with each decision, and stays
+// put for an unchanged set and for answers that only renew a round trip.
+func TestGeneration(t *testing.T) {
+	now := time.Unix(1000, 0)
+	p := New(nil, Options{Interval: time.Second, Misses: 1, Now: func() time.Time { return now }})
+	a := netip.MustParseAddr("10.3.0.1")
+	ts := []Target{{Key: "a", Host: "ha", Addr: a}}
+	g0 := p.Generation()
+	p.SetTargets(ts)
+	g1 := p.Generation()
+	if g1 == g0 {
+		t.Fatal("a new peer left the generation as it was")
+	}
+	p.SetTargets(ts)
+	if g := p.Generation(); g != g1 {
+		t.Fatalf("the same targets again moved the generation %d -> %d", g1, g)
+	}
+	answer := func() {
+		p.mu.Lock()
+		seq := p.peers[0].seq
+		p.mu.Unlock()
+		now = now.Add(time.Millisecond)
+		p.answer(seq, a)
+	}
+	p.turn()
+	answer() // first decision: reachable
+	g2 := p.Generation()
+	if g2 == g1 {
+		t.Fatal("the first decision left the generation as it was")
+	}
+	p.turn()
+	answer() // reachable again, another RTT only
+	if g := p.Generation(); g != g2 {
+		t.Fatalf("a renewed RTT moved the generation %d -> %d", g2, g)
+	}
+	p.turn()
+	p.turn() // the probe before was lost: unreachable (Misses 1)
+	g3 := p.Generation()
+	if g3 == g2 {
+		t.Fatal("becoming unreachable left the generation as it was")
+	}
+	p.SetTargets([]Target{{Key: "a", Host: "renamed", Addr: a}})
+	if g := p.Generation(); g == g3 {
+		t.Fatal("a renamed peer left the generation as it was")
+	}
+}

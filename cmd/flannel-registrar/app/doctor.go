@@ -139,7 +139,7 @@ func (a *App) gatherEtcd(ctx context.Context, f *doctor.Facts, link state.Link) 
 			f.Leftovers[string(k)] = n
 		}
 	}
-	f.Peers, f.PeersErr = a.doctorPeers(ctx, ectx)
+	f.Peers, f.PeersErr = a.doctorPeers(ctx, ectx, f)
 }
 
 // otherRegistrars lists PublicIPs of other live registrars using our name:
@@ -166,8 +166,9 @@ func (a *App) otherRegistrars(ctx context.Context, self netip.Addr) []string {
 }
 
 // doctorPeers takes the running daemon's view (its status entry) when there
-// is one, else probes every peer for a few seconds itself.
-func (a *App) doctorPeers(ctx, ectx context.Context) ([]doctor.Peer, error) {
+// is one (and f's counts of the peers it does not list), else probes every
+// peer for a few seconds itself.
+func (a *App) doctorPeers(ctx, ectx context.Context, f *doctor.Facts) ([]doctor.Peer, error) {
 	resp, err := a.etcd.Get(ectx, a.keys().Status(a.cfg.HostName))
 	if err == nil && len(resp.Kvs) == 1 {
 		if hs, err := DecodeHostStatus(resp.Kvs[0].Value); err == nil {
@@ -181,9 +182,17 @@ func (a *App) doctorPeers(ctx, ectx context.Context) ([]doctor.Peer, error) {
 				decided = decided && dp.Probed
 				out = append(out, dp)
 			}
+			for _, ip := range hs.ReachableOmitted {
+				out = append(out, doctor.Peer{PublicIP: ip, Probed: true, Reachable: true})
+			}
+			if o := hs.PeersOmitted; o != nil {
+				f.UnlistedDown, f.UnlistedUnknown = o.Unreachable, o.Unknown
+				decided = decided && o.Unknown == 0
+			}
 			if decided {
 				return out, nil
 			}
+			f.UnlistedDown, f.UnlistedUnknown = 0, 0
 			// The daemon has just started: probe here instead of waiting.
 		}
 	}

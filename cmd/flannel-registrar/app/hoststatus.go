@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,12 +19,17 @@ import (
 // HostStatus is this host's entry under <ConfigPrefix>/_status/: the view
 // from here that `status` shows for every host.
 type HostStatus struct {
-	Host      string         `json:"Host"`
-	Updated   time.Time      `json:"Updated"`
-	Ready     bool           `json:"Ready"`
-	Peers     []PeerStatus   `json:"Peers"`
-	Recovery  RecoveryStatus `json:"Recovery"`
-	Leftovers int            `json:"Leftovers"`
+	Host    string       `json:"Host"`
+	Updated time.Time    `json:"Updated"`
+	Ready   bool         `json:"Ready"`
+	Peers   []PeerStatus `json:"Peers"`
+	// PeersOmitted counts the peers beyond maxListedPeers left out of
+	// Peers (nil when every peer is listed); ReachableOmitted names the
+	// reachable ones among them by PublicIP (17 bytes each, not 100).
+	PeersOmitted     *PeerCounts    `json:"PeersOmitted,omitempty"`
+	ReachableOmitted []string       `json:"ReachableOmitted,omitempty"`
+	Recovery         RecoveryStatus `json:"Recovery"`
+	Leftovers        int            `json:"Leftovers"`
 }
 
 // PeerStatus is one peer's reachability from the host of a HostStatus.
@@ -34,6 +40,20 @@ type PeerStatus struct {
 	RTTMillis float64 `json:"RTTMillis,omitempty"`
 }
 
+// PeerCounts counts peers by reachability.
+type PeerCounts struct {
+	Reachable   int `json:"Reachable"`
+	Unreachable int `json:"Unreachable"`
+	Unknown     int `json:"Unknown"` // not decided yet
+}
+
+// maxListedPeers bounds the peers a status entry lists. Each takes about
+// 100 bytes and etcd refuses a value over 1.5 MiB by default: at 10,000
+// peers the full list was a megabyte, rewritten at every change of any
+// peer. The unreachable and the undecided are listed first, so a cluster
+// that works shows in full what is wrong and counts the rest.
+const maxListedPeers = 1000
+
 // RecoveryStatus is the recovery guard as seen by status.
 type RecoveryStatus struct {
 	Mode    string            `json:"Mode"`
@@ -41,19 +61,10 @@ type RecoveryStatus struct {
 	recovery.Status
 }
 
+// hostStatus is this host's entry without its peers (statusPeers): the
+// part that is cheap to build on every tick.
 func (a *App) hostStatus() HostStatus {
 	hs := HostStatus{Host: a.cfg.HostName, Ready: a.isSynced() && a.etcdAnswers() == nil && a.store.Link().Present}
-	for _, p := range a.peerStates() {
-		ps := PeerStatus{Host: p.Host, PublicIP: p.Key}
-		if p.Probed {
-			r := p.Reachable
-			ps.Reachable = &r
-			if r {
-				ps.RTTMillis = float64(p.RTT.Microseconds()) / 1000
-			}
-		}
-		hs.Peers = append(hs.Peers, ps)
-	}
 	a.h.mu.Lock()
 	hs.Recovery = RecoveryStatus{Mode: a.cfg.Recovery, Status: a.h.guard.Status(time.Now())}
 	if len(a.h.actions) > 0 {
@@ -67,28 +78,84 @@ func (a *App) hostStatus() HostStatus {
 	return hs
 }
 
-// significant is hs without what changes on every probe.
-func significant(hs HostStatus) HostStatus {
-	peers := make([]PeerStatus, len(hs.Peers))
-	for i, p := range hs.Peers {
-		p.RTTMillis = 0
-		peers[i] = p
+// peerGen is the prober's generation: it moves when a peer comes, goes or
+// changes reachability, not with round-trip times (0 without a prober).
+func (a *App) peerGen() uint64 {
+	if a.h.prober == nil {
+		return 0
 	}
-	hs.Peers = peers
-	return hs
+	return a.h.prober.Generation()
+}
+
+// statusPeers is every peer's reachability as the status entry shows it:
+// all of them, or, beyond maxListedPeers, the first by rank (unreachable,
+// undecided, reachable) and the counts of the others.
+func (a *App) statusPeers() ([]PeerStatus, *PeerCounts, []string) {
+	states := a.peerStates()
+	out := make([]PeerStatus, 0, len(states))
+	for _, p := range states {
+		ps := PeerStatus{Host: p.Host, PublicIP: p.Key}
+		if p.Probed {
+			r := p.Reachable
+			ps.Reachable = &r
+			if r {
+				ps.RTTMillis = float64(p.RTT.Microseconds()) / 1000
+			}
+		}
+		out = append(out, ps)
+	}
+	return listPeers(out, maxListedPeers)
+}
+
+// listPeers keeps at most limit peers, ranked unreachable, undecided,
+// reachable (stable within a rank), counts the ones left out and names the
+// reachable ones among them.
+func listPeers(ps []PeerStatus, limit int) (listed []PeerStatus, omitted *PeerCounts, reachable []string) {
+	if len(ps) <= limit {
+		return ps, nil, nil
+	}
+	rank := func(p PeerStatus) int {
+		switch {
+		case p.Reachable == nil:
+			return 1
+		case *p.Reachable:
+			return 2
+		}
+		return 0
+	}
+	slices.SortStableFunc(ps, func(x, y PeerStatus) int { return rank(x) - rank(y) })
+	var c PeerCounts
+	for _, p := range ps[limit:] {
+		switch rank(p) {
+		case 0:
+			c.Unreachable++
+		case 1:
+			c.Unknown++
+		default:
+			c.Reachable++
+			reachable = append(reachable, p.PublicIP)
+		}
+	}
+	return ps[:limit:limit], &c, reachable
 }
 
 // publishStatus keeps this host's status entry in etcd on a lease of its
 // own (TTL HOST_LIVENESS, kept alive), rewriting it when it changes.
+//
+// The peers are the bulk of the entry (about 100 bytes each: a megabyte at
+// 10,000 peers), so they are listed again only when the prober's
+// generation moved; round-trip times alone refresh them every
+// statusRefresh. The rest is built and compared on every tick.
 func (a *App) publishStatus(ctx context.Context) {
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
 	var (
-		lease clientv3.LeaseID
-		lost  atomic.Bool
-		last  []byte
-		wrote time.Time
-		wg    sync.WaitGroup
+		lease    clientv3.LeaseID
+		lost     atomic.Bool
+		lastHead []byte // the entry without peers and time, as last written
+		lastGen  uint64 // the peers' generation last written
+		wrote    time.Time
+		wg       sync.WaitGroup
 	)
 	defer wg.Wait()
 	defer func() {
@@ -107,18 +174,18 @@ func (a *App) publishStatus(ctx context.Context) {
 		case <-t.C:
 		}
 		hs := a.hostStatus()
-		val, err := json.Marshal(significant(hs))
+		head, err := json.Marshal(hs)
 		if err != nil {
 			continue
 		}
-		// Round-trip times change with every probe: they alone refresh the
-		// entry every statusRefresh, so a quiet cluster costs etcd almost nothing.
-		if lease != 0 && !lost.Load() && string(val) == string(last) && time.Since(wrote) < statusRefresh {
+		gen := a.peerGen()
+		if lease != 0 && !lost.Load() && string(head) == string(lastHead) && gen == lastGen && time.Since(wrote) < statusRefresh {
 			continue
 		}
 		// The time is set only when something changed: an unchanged entry
 		// costs etcd nothing.
 		hs.Updated = time.Now().UTC().Truncate(time.Second)
+		hs.Peers, hs.PeersOmitted, hs.ReachableOmitted = a.statusPeers()
 		out, err := json.Marshal(hs)
 		if err != nil {
 			continue
@@ -144,7 +211,7 @@ func (a *App) publishStatus(ctx context.Context) {
 			})
 		}
 		if _, err := a.etcd.Put(wctx, key, string(out), clientv3.WithLease(lease)); err == nil {
-			last, wrote = val, time.Now()
+			lastHead, lastGen, wrote = head, gen, time.Now()
 		}
 		cancel()
 	}

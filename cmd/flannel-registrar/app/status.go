@@ -192,6 +192,10 @@ func (a *App) statusHosts(selfIP netip.Addr, entries map[string]HostStatus) []st
 		for _, p := range e.Peers {
 			reach[p.PublicIP] = p
 		}
+		yes := true
+		for _, ip := range e.ReachableOmitted { // listed by address only
+			reach[ip] = PeerStatus{PublicIP: ip, Reachable: &yes}
+		}
 	}
 	out := make([]status.Host, 0, len(byName))
 	for _, h := range byName {
