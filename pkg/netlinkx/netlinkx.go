@@ -83,6 +83,9 @@ type Handle struct {
 	redump     atomic.Uint64 // dumps retried after an interruption
 	routeDumps atomic.Uint64 // RoutesTo answered by a dump, not a lookup
 	echo       echoes        // our own writes whose notification is due (echo.go)
+	// writers are the sockets writes go through, one writer at a time on
+	// each (write.go); Open makes them, New writes through nl.
+	writers chan *netlink.Handle
 }
 
 // New wraps h, which talks to namespace ns (netns.None() for the current
@@ -115,6 +118,10 @@ func Open(ns netns.NsHandle) (*Handle, error) {
 		return nil, err
 	}
 	x.owned = true
+	if err := x.openWriters(ns); err != nil {
+		x.Close()
+		return nil, err
+	}
 	return x, nil
 }
 
@@ -126,6 +133,7 @@ func (h *Handle) Close() {
 	if h.owned {
 		h.nl.Close()
 	}
+	h.closeWriters()
 }
 
 // Namespace is the namespace the handle talks to (netns.None(): current).

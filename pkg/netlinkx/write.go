@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -12,7 +13,7 @@ import (
 func (h *Handle) RouteReplace(r *netlink.Route) error {
 	h.writes[VerbRouteReplace].Add(1)
 	h.echo.expect(routeFP(false, *r)) // before the write: the notification may come first
-	if err := h.nl.RouteReplace(r); err != nil {
+	if err := h.writer(func(w *netlink.Handle) error { return w.RouteReplace(r) }); err != nil {
 		h.echo.take(routeFP(false, *r))
 		return fmt.Errorf("replace route %s: %w", FormatRoute(*r, ""), err)
 	}
@@ -23,7 +24,7 @@ func (h *Handle) RouteReplace(r *netlink.Route) error {
 func (h *Handle) RouteDel(r *netlink.Route) error {
 	h.writes[VerbRouteDel].Add(1)
 	h.echo.expect(routeFP(true, *r))
-	if err := h.nl.RouteDel(r); err != nil {
+	if err := h.writer(func(w *netlink.Handle) error { return w.RouteDel(r) }); err != nil {
 		h.echo.take(routeFP(true, *r)) // nothing deleted, nothing notified
 		if !IsNotFound(err) {
 			return fmt.Errorf("delete route %s: %w", FormatRoute(*r, ""), err)
@@ -37,7 +38,7 @@ func (h *Handle) RouteDel(r *netlink.Route) error {
 func (h *Handle) NeighSet(n *netlink.Neigh) error {
 	what := h.countNeigh(n, VerbNeighSet, VerbFDBSet)
 	h.echo.expect(neighFP(false, *n))
-	if err := h.nl.NeighSet(n); err != nil {
+	if err := h.writer(func(w *netlink.Handle) error { return w.NeighSet(n) }); err != nil {
 		h.echo.take(neighFP(false, *n))
 		return fmt.Errorf("set %s %s: %w", what, FormatNeigh(*n, ""), err)
 	}
@@ -49,7 +50,7 @@ func (h *Handle) NeighSet(n *netlink.Neigh) error {
 func (h *Handle) NeighDel(n *netlink.Neigh) error {
 	what := h.countNeigh(n, VerbNeighDel, VerbFDBDel)
 	h.echo.expect(neighFP(true, *n))
-	if err := h.nl.NeighDel(n); err != nil {
+	if err := h.writer(func(w *netlink.Handle) error { return w.NeighDel(n) }); err != nil {
 		h.echo.take(neighFP(true, *n))
 		if !IsNotFound(err) {
 			return fmt.Errorf("delete %s %s: %w", what, FormatNeigh(*n, ""), err)
@@ -68,4 +69,48 @@ func (h *Handle) countNeigh(n *netlink.Neigh, neigh, fdb Verb) string {
 	}
 	h.writes[neigh].Add(1)
 	return "neighbour"
+}
+
+// numWriters is how many sockets writes go through. Through one, the
+// library's lock on it queued every kernel writer (routes, fdb: two workers
+// each) behind the one in the kernel, and each waiter then waited to be
+// scheduled again (0.85 s of scheduling delay in a cold start of 10,000
+// records, go tool trace); with a socket each, the next write is ready
+// when the kernel's own lock frees.
+const numWriters = 4
+
+func (h *Handle) openWriters(ns netns.NsHandle) error {
+	h.writers = make(chan *netlink.Handle, numWriters)
+	for range numWriters {
+		w, err := netlink.NewHandleAt(ns)
+		if err != nil {
+			return fmt.Errorf("netlink handle: %w", err)
+		}
+		h.writers <- w
+	}
+	return nil
+}
+
+func (h *Handle) closeWriters() {
+	if h.writers == nil {
+		return
+	}
+	for range numWriters {
+		select {
+		case w := <-h.writers:
+			w.Close()
+		default:
+			return // one is in use or was never opened
+		}
+	}
+}
+
+// writer runs f on a free write socket (nl when there are none).
+func (h *Handle) writer(f func(*netlink.Handle) error) error {
+	if h.writers == nil {
+		return f(h.nl)
+	}
+	w := <-h.writers
+	defer func() { h.writers <- w }()
+	return f(w)
 }
