@@ -84,7 +84,7 @@ type Handle struct {
 	routeDumps atomic.Uint64 // RoutesTo answered by a dump, not a lookup
 	echo       echoes        // our own writes whose notification is due (echo.go)
 	// writers are the sockets writes go through, one writer at a time on
-	// each (write.go); Open makes them, New writes through nl.
+	// each (write.go); nl serves reads and subscriptions.
 	writers chan *netlink.Handle
 }
 
@@ -102,7 +102,12 @@ func New(h *netlink.Handle, ns netns.NsHandle) (*Handle, error) {
 	if nf, err := nl.GetNetlinkSocketAt(ns, netns.None(), unix.NETLINK_NETFILTER); err == nil {
 		get[unix.NETLINK_NETFILTER] = &nl.SocketHandle{Socket: nf}
 	}
-	return &Handle{nl: h, ns: ns, get: get}, nil
+	x := &Handle{nl: h, ns: ns, get: get}
+	if err := x.openWriters(ns); err != nil {
+		x.Close()
+		return nil, err
+	}
+	return x, nil
 }
 
 // Open returns a handle on namespace ns (netns.None() for the current one)
@@ -118,10 +123,6 @@ func Open(ns netns.NsHandle) (*Handle, error) {
 		return nil, err
 	}
 	x.owned = true
-	if err := x.openWriters(ns); err != nil {
-		x.Close()
-		return nil, err
-	}
 	return x, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/vishvananda/netlink"
@@ -188,5 +189,51 @@ func TestIsNotFound(t *testing.T) {
 	}
 	if !netlinkx.IsExist(fmt.Errorf("x: %w", unix.EEXIST)) {
 		t.Error("IsExist(EEXIST) = false")
+	}
+}
+
+// Writes from many goroutines at once all land, each once, through the
+// handle's write sockets, and each errs on its own.
+func TestConcurrentWrites(t *testing.T) {
+	f := setup(t)
+	const n = 400
+	errs := make(chan error, n+1)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			p := netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(10 + i/256), byte(i)}), 32)
+			errs <- f.h.RouteReplace(f.tunnelRoute(p))
+		})
+	}
+	// A write the kernel refuses (no such device) fails alone.
+	wg.Go(func() {
+		bad := f.tunnelRoute(netip.MustParsePrefix("198.18.9.0/24"))
+		bad.LinkIndex = 9999
+		if err := f.h.RouteReplace(bad); err == nil {
+			errs <- fmt.Errorf("a route on device 9999 was accepted")
+		}
+	})
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	rs, err := f.h.Routes(&netlink.Route{LinkIndex: f.vx.Index}, netlink.RT_FILTER_OIF)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	for _, r := range rs {
+		if r.Protocol == netlinkx.RouteProtocol {
+			got++
+		}
+	}
+	if got != n {
+		t.Fatalf("%d of our routes on flannel.1 after %d concurrent writes", got, n)
+	}
+	if w := f.h.WriteStats().RouteReplace; w != n+1 {
+		t.Fatalf("%d route writes counted, want %d", w, n+1)
 	}
 }

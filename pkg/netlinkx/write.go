@@ -82,7 +82,7 @@ const numWriters = 4
 func (h *Handle) openWriters(ns netns.NsHandle) error {
 	h.writers = make(chan *netlink.Handle, numWriters)
 	for range numWriters {
-		w, err := netlink.NewHandleAt(ns)
+		w, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE) // routes, neighbours, FDB: one socket
 		if err != nil {
 			return fmt.Errorf("netlink handle: %w", err)
 		}
@@ -105,11 +105,8 @@ func (h *Handle) closeWriters() {
 	}
 }
 
-// writer runs f on a free write socket (nl when there are none).
+// writer runs f on a free write socket.
 func (h *Handle) writer(f func(*netlink.Handle) error) error {
-	if h.writers == nil {
-		return f(h.nl)
-	}
 	w := <-h.writers
 	defer func() { h.writers <- w }()
 	return f(w)
