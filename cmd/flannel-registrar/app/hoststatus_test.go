@@ -3,7 +3,10 @@ package app
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"testing"
+
+	"github.com/flannel-registrar/flannel-registrar/pkg/registry"
 )
 
 // Beyond the limit the entry lists the unreachable, then the undecided,
@@ -49,5 +52,29 @@ func TestListPeers(t *testing.T) {
 	back, err := DecodeHostStatus(b)
 	if err != nil || len(back.Peers) != 3 || back.PeersOmitted == nil || len(back.ReachableOmitted) != 6 {
 		t.Fatalf("round trip: %+v, %v", back, err)
+	}
+}
+
+// status shows a peer the entry lists with its decision, one it names only
+// by address as reachable, and one it does not name as unknown.
+func TestStatusReachOfOmittedPeers(t *testing.T) {
+	a := testApp()
+	for i, ip := range []string{"198.51.100.12", "198.51.100.13", "198.51.100.14"} {
+		a.store.PutHost(registry.HostRecord{Host: fmt.Sprintf("node-%d", i+2), PublicIP: ip}, "test")
+	}
+	no := false
+	entries := map[string]HostStatus{"node-1": {
+		Host:             "node-1",
+		Peers:            []PeerStatus{{Host: "node-2", PublicIP: "198.51.100.12", Reachable: &no}},
+		PeersOmitted:     &PeerCounts{Reachable: 1, Unknown: 1},
+		ReachableOmitted: []string{"198.51.100.13"},
+	}}
+	got := map[string]string{}
+	for _, h := range a.statusHosts(netip.MustParseAddr("198.51.100.11"), entries) {
+		got[h.Name] = h.Reach
+	}
+	want := map[string]string{"node-2": "unreachable", "node-3": "reachable", "node-4": "unknown"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("reach = %v, want %v", got, want)
 	}
 }
