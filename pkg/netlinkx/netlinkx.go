@@ -15,6 +15,7 @@ package netlinkx
 
 import (
 	"fmt"
+	"sync"
 	"sync/atomic"
 
 	"github.com/vishvananda/netlink"
@@ -85,7 +86,9 @@ type Handle struct {
 	echo       echoes        // our own writes whose notification is due (echo.go)
 	// writers are the sockets writes go through, one writer at a time on
 	// each (write.go); nl serves reads and subscriptions.
-	writers chan *netlink.Handle
+	writers   chan *netlink.Handle
+	done      chan struct{} // closed by Close: writes fail from then on
+	closeOnce sync.Once
 }
 
 // New wraps h, which talks to namespace ns (netns.None() for the current

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -235,5 +236,38 @@ func TestConcurrentWrites(t *testing.T) {
 	}
 	if w := f.h.WriteStats().RouteReplace; w != n+1 {
 		t.Fatalf("%d route writes counted, want %d", w, n+1)
+	}
+}
+
+// A write after Close fails at once: it neither waits for a write socket
+// nor, like a closed vishvananda handle, opens one in the calling thread's
+// namespace (the call runs inside a throwaway namespace, checked after).
+func TestWriteAfterClose(t *testing.T) {
+	ns := testutil.NewNetns(t, "frdp-nlx")
+	h, err := netlinkx.New(ns.Handle, ns.NS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Close()
+	caller := testutil.NewNetns(t, "frdp-nlx")
+	done := make(chan error, 1)
+	go func() {
+		done <- caller.Do(func() error {
+			if err := h.RouteReplace(&netlink.Route{Dst: netlinkx.IPNet(subnet), LinkIndex: 1}); err == nil {
+				return fmt.Errorf("a write after Close succeeded")
+			}
+			return nil
+		})
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a write after Close still waits after 5 s")
+	}
+	if rs, err := caller.Handle.RouteList(nil, unix.AF_INET); err != nil || len(rs) != 0 {
+		t.Fatalf("routes in the caller's namespace after the write: %v, %v", rs, err)
 	}
 }

@@ -1,6 +1,7 @@
 package netlinkx
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/vishvananda/netlink"
@@ -81,6 +82,7 @@ const numWriters = 4
 
 func (h *Handle) openWriters(ns netns.NsHandle) error {
 	h.writers = make(chan *netlink.Handle, numWriters)
+	h.done = make(chan struct{})
 	for range numWriters {
 		w, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE) // routes, neighbours, FDB: one socket
 		if err != nil {
@@ -91,23 +93,53 @@ func (h *Handle) openWriters(ns netns.NsHandle) error {
 	return nil
 }
 
+// closeWriters stops the writes: a write waiting for a socket, or asking
+// for one later, fails with errClosed. That matters: a closed vishvananda
+// handle does not fail, it opens a socket in the calling thread's
+// namespace. The free sockets are closed here, one in use when it is
+// handed back.
 func (h *Handle) closeWriters() {
 	if h.writers == nil {
 		return
 	}
+	h.closeOnce.Do(func() { close(h.done) })
 	for range numWriters {
 		select {
 		case w := <-h.writers:
 			w.Close()
-		default:
-			return // one is in use or was never opened
+		default: // in use, or never opened
 		}
 	}
 }
 
+// errClosed is a write's error after Close.
+var errClosed = errors.New("netlink handle closed")
+
 // writer runs f on a free write socket.
 func (h *Handle) writer(f func(*netlink.Handle) error) error {
-	w := <-h.writers
-	defer func() { h.writers <- w }()
+	var w *netlink.Handle
+	select {
+	case <-h.done:
+		return errClosed
+	default:
+	}
+	select {
+	case w = <-h.writers:
+	case <-h.done:
+		return errClosed
+	}
+	defer func() {
+		select {
+		case <-h.done:
+			w.Close() // Close ran meanwhile
+		default:
+			h.writers <- w
+		}
+	}()
+	select {
+	case <-h.done:
+		return errClosed
+	default:
+	}
 	return f(w)
 }
