@@ -428,7 +428,7 @@ func (c *Controller) KernelChanged(key string) {
 }
 
 // Converged implements reconcile.Converger: the start-up pass is over.
-func (c *Controller) Converged() { c.absent.Drop() }
+func (c *Controller) Converged() { c.DropDump() }
 
 // DropDump forgets what the start dump said: kernel notifications may have
 // been lost.

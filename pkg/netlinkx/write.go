@@ -119,11 +119,6 @@ var errClosed = errors.New("netlink handle closed")
 func (h *Handle) writer(f func(*netlink.Handle) error) error {
 	var w *netlink.Handle
 	select {
-	case <-h.done:
-		return errClosed
-	default:
-	}
-	select {
 	case w = <-h.writers:
 	case <-h.done:
 		return errClosed
@@ -137,7 +132,7 @@ func (h *Handle) writer(f func(*netlink.Handle) error) error {
 		}
 	}()
 	select {
-	case <-h.done:
+	case <-h.done: // both were ready and the socket won the draw
 		return errClosed
 	default:
 	}

@@ -185,14 +185,16 @@ func (a *App) doctorPeers(ctx, ectx context.Context, f *doctor.Facts) ([]doctor.
 			for _, ip := range hs.ReachableOmitted {
 				out = append(out, doctor.Peer{PublicIP: ip, Probed: true, Reachable: true})
 			}
-			if o := hs.PeersOmitted; o != nil {
-				f.UnlistedDown, f.UnlistedUnknown = o.Unreachable, o.Unknown
+			o := hs.PeersOmitted
+			if o != nil {
 				decided = decided && o.Unknown == 0
 			}
 			if decided {
+				if o != nil {
+					f.UnlistedDown, f.UnlistedUnknown = o.Unreachable, o.Unknown
+				}
 				return out, nil
 			}
-			f.UnlistedDown, f.UnlistedUnknown = 0, 0
 			// The daemon has just started: probe here instead of waiting.
 		}
 	}
