@@ -7,7 +7,8 @@
 #   sudo make soak    chaos soak on a 3-host lab: all-pairs pings, network churn, random faults;
 #                     a table per fault kind (DURATION=10m; SEED=n repeats a run)
 #   sudo make bench-scale  flanneld vs the registrar vs the kernel floor on N=1,000 and 10,000
-#                     leases/records, side by side (time, peak RSS, CPU; SIZES=1000,10000)
+#                     leases/records, side by side (time, peak RSS, CPU; SIZES=1000,10000;
+#                     REPEAT=3: each row's median and range of three interleaved runs)
 #   make unit         the test tiers without the lab (root-only tests skip as non-root)
 #   make build        bin/flannel-registrar
 #   sudo make image   the Docker image from the Dockerfile, tagged flannel-registrar:latest and
@@ -78,8 +79,9 @@ soak: deps
 	$(GO) run ./hack/soak -duration $(DURATION) -seed $(SEED)
 
 SIZES ?= 1000,10000
+REPEAT ?= 1
 bench-scale: deps
-	$(GO) run ./hack/benchscale -sizes $(SIZES)
+	$(GO) run ./hack/benchscale -sizes $(SIZES) -repeat $(REPEAT)
 
 # Each fuzz target for FUZZTIME, from its seeds in testdata/fuzz/<Target>/;
 # a crasher found is left there to commit as a regression test.

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"runtime/metrics"
 	"runtime/pprof"
+	"runtime/trace"
 	"sync"
 	"time"
 )
@@ -24,6 +25,7 @@ const (
 	// GC lets the heap grow to twice it), which during a cold start is
 	// not the heap at exit.
 	envPeakProfile = "FR_HEAPPROFILE_PEAK"
+	envTrace       = "FR_TRACE" // path: execution trace (runtime/trace) from start to exit
 )
 
 // peakProfileRate is the heap profile's sampling rate (bytes) while the
@@ -36,7 +38,7 @@ const peakProfileRate = 16 << 10
 // Profiles are opened before the privilege drop, so an unprivileged daemon
 // can write them.
 func startProfiles(getenv func(string) string) (stop func() error, err error) {
-	var cpu, heap *os.File
+	var cpu, heap, tr *os.File
 	stopPeak := func() error { return nil }
 	stop = func() error {
 		errs := []error{stopPeak()}
@@ -45,6 +47,11 @@ func startProfiles(getenv func(string) string) (stop func() error, err error) {
 			pprof.StopCPUProfile()
 			errs = append(errs, cpu.Close())
 			cpu = nil
+		}
+		if tr != nil {
+			trace.Stop()
+			errs = append(errs, tr.Close())
+			tr = nil
 		}
 		if heap != nil {
 			runtime.GC() // in-use figures as of now
@@ -61,6 +68,16 @@ func startProfiles(getenv func(string) string) (stop func() error, err error) {
 			_ = cpu.Close()
 			cpu = nil
 			return stop, fmt.Errorf("%s: %w", envCPUProfile, err)
+		}
+	}
+	if p := getenv(envTrace); p != "" {
+		if tr, err = os.Create(p); err != nil {
+			return stop, fmt.Errorf("%s: %w", envTrace, err)
+		}
+		if err = trace.Start(tr); err != nil {
+			_ = tr.Close()
+			tr = nil
+			return stop, fmt.Errorf("%s: %w", envTrace, err)
 		}
 	}
 	if p := getenv(envHeapProfile); p != "" {

@@ -17,7 +17,11 @@
 // time, both read at that moment.
 //
 // Run as root: go run ./hack/benchscale [-sizes 1000,10000] [-per-vtep 5]
-// (make bench-scale). It is a benchmark, not a test: CI does not run it.
+// [-repeat 3] (make bench-scale). With -repeat K every row is run K times,
+// interleaved (all rows once, then again), and the table gives each row's
+// median and range: on a shared machine one run of a row can differ from
+// the next by half. Under the table, the goals as ratios of the
+// medians. It is a benchmark, not a test: CI does not run it.
 package main
 
 import (
@@ -63,6 +67,7 @@ func main() {
 	sizes := flag.String("sizes", "1000,10000", "comma-separated numbers of remote subnets")
 	perVTEP := flag.Int("per-vtep", 5, "records per remote host in the records runs")
 	timeout := flag.Duration("timeout", 5*time.Minute, "longest wait for one run to converge")
+	flag.IntVar(&repeat, "repeat", 1, "runs of every row (interleaved); the table gives each row's median and range")
 	flag.BoolVar(&keep, "keep", false, "keep the work directory (logs of every run) and print its path")
 	flag.BoolVar(&skipLeases, "records-only", false, "only the records runs")
 	flag.BoolVar(&profile, "profile", false, "write the registrar's CPU and heap profiles (cpu.pprof, heap.pprof at exit, heap-peak.pprof at the largest live heap) into each run's "+
@@ -86,6 +91,7 @@ func main() {
 
 var (
 	keep, skipLeases, profile bool
+	repeat                    int
 	extraEnv                  string
 	// hold keeps each converged daemon running this long before its peak
 	// RSS is read: a start-up that ends with less garbage collection than
@@ -106,6 +112,8 @@ type row struct {
 	rss  uint64 // KiB; 0: not measured
 	cpu  time.Duration
 	note string
+	// minTime, maxTime: the range over the row's runs (summarise).
+	minTime, maxTime time.Duration
 }
 
 func run(ctx context.Context, sizes string, perVTEP int, timeout time.Duration) error {
@@ -129,22 +137,33 @@ func run(ctx context.Context, sizes string, perVTEP int, timeout time.Duration) 
 	if load.hosts > 0 {
 		return b.etcdLoad(ctx)
 	}
+	if repeat < 1 || repeat > 20 {
+		return fmt.Errorf("bad -repeat %d (1..20)", repeat)
+	}
 	var rows []row
 	for _, n := range ns {
-		rs, err := b.size(ctx, n, perVTEP)
-		rows = append(rows, rs...)
-		if err != nil {
-			printRows(rows)
-			return fmt.Errorf("N=%d: %w", n, err)
+		for k := range repeat {
+			rs, err := b.size(ctx, n, perVTEP)
+			rows = append(rows, rs...)
+			if err != nil {
+				printRows(summarise(rows))
+				return fmt.Errorf("N=%d, run %d of %d: %w", n, k+1, repeat, err)
+			}
 		}
 	}
-	printRows(rows)
+	sum := summarise(rows)
+	printRows(sum)
+	printGoals(os.Stdout, sum)
 	return nil
 }
 
 func printRows(rows []row) {
 	w := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
-	_, _ = fmt.Fprintln(w, "who, what\tN\ttime\tpeak RSS\tCPU\t")
+	header := "who, what\tN\ttime\tpeak RSS\tCPU\t"
+	if repeat > 1 {
+		header = fmt.Sprintf("who, what\tN\ttime (median of %d)\ttime range\tpeak RSS\tCPU\t", repeat)
+	}
+	_, _ = fmt.Fprintln(w, header)
 	for _, r := range rows {
 		rss, cpu := "–", "–"
 		if r.rss > 0 {
@@ -154,6 +173,11 @@ func printRows(rows []row) {
 		who := r.who
 		if r.note != "" {
 			who += " (" + r.note + ")"
+		}
+		if repeat > 1 {
+			_, _ = fmt.Fprintf(w, "%s\t%d\t%s\t%s–%s\t%s\t%s\t\n", who, r.n, r.time.Round(time.Millisecond),
+				r.minTime.Round(time.Millisecond), r.maxTime.Round(time.Millisecond), rss, cpu)
+			continue
 		}
 		_, _ = fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t\n", who, r.n, r.time.Round(time.Millisecond), rss, cpu)
 	}
@@ -309,11 +333,11 @@ func (b *bench) leaseRuns(ctx context.Context, n int) ([]row, error) {
 		return rows, fmt.Errorf("flanneld: %w", err)
 	}
 	rows = append(rows, r)
-	if r, err = b.registrarRun(ctx, n, "registrar, the same flannel leases", nil); err != nil {
+	if r, err = b.registrarRun(ctx, n, whoLeases, nil); err != nil {
 		return rows, fmt.Errorf("registrar on leases: %w", err)
 	}
 	rows = append(rows, r)
-	if r, err = b.floor(ctx, n, 1, "kernel floor, leases' shape (ip -batch)"); err != nil {
+	if r, err = b.floor(ctx, n, 1, whoLeasesFloor); err != nil {
 		return rows, err
 	}
 	rows = append(rows, r)
@@ -329,7 +353,7 @@ func (b *bench) recordRuns(ctx context.Context, n, perVTEP int, rows []row) ([]r
 	}
 	var react time.Duration
 	note := fmt.Sprintf("%d per host", perVTEP)
-	r, err := b.registrarRun(ctx, n, "registrar, network records", func(ctx context.Context, h *netlinkx.Handle) error {
+	r, err := b.registrarRun(ctx, n, whoRecords, func(ctx context.Context, h *netlinkx.Handle) error {
 		var err error
 		react, err = b.newRecord(ctx, h, n, perVTEP)
 		return err
@@ -339,11 +363,11 @@ func (b *bench) recordRuns(ctx context.Context, n, perVTEP int, rows []row) ([]r
 	}
 	r.note = note
 	rows = append(rows, r)
-	if r, err = b.floor(ctx, n, perVTEP, "kernel floor, records' shape (ip -batch)"); err != nil {
+	if r, err = b.floor(ctx, n, perVTEP, whoRecordsFloor); err != nil {
 		return rows, err
 	}
 	rows = append(rows, r)
-	rows = append(rows, row{who: "registrar, one new record with N installed: route + neighbour + FDB", n: n, time: react})
+	rows = append(rows, row{who: whoNewRecord, n: n, time: react})
 	return rows, nil
 }
 

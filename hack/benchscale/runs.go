@@ -162,7 +162,7 @@ func (b *bench) flanneldRun(ctx context.Context, n int) (row, error) {
 	}
 	defer p.stop()
 	r, err := b.converge(ctx, h, p, w, n, t0)
-	r.who = "flanneld " + flanneldVersion(b.flanneld) + ", flannel vxlan leases"
+	r.who = "flanneld " + flanneldVersion(b.flanneld) + ", " + whoFlanneld
 	r.who = strings.Replace(r.who, "flanneld dev,", "flanneld,", 1)
 	return r, err
 }

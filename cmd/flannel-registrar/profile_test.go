@@ -1,0 +1,50 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestTraceWrittenAtStop(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "trace.out")
+	stop, err := startProfiles(func(k string) string {
+		if k == envTrace {
+			return path
+		}
+		return ""
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An execution trace starts with its header, "go 1.NN trace".
+	if !bytes.HasPrefix(b, []byte("go 1.")) {
+		t.Errorf("%s starts %q: not an execution trace", path, b[:min(len(b), 16)])
+	}
+	if err := stop(); err != nil { // the exit path may call it again
+		t.Errorf("second stop: %v", err)
+	}
+}
+
+func TestTraceBadPath(t *testing.T) {
+	stop, err := startProfiles(func(k string) string {
+		if k == envTrace {
+			return filepath.Join(t.TempDir(), "missing", "trace.out")
+		}
+		return ""
+	})
+	if err == nil {
+		t.Error("a trace path in a missing directory: want an error")
+	}
+	if err := stop(); err != nil {
+		t.Errorf("stop after a failed start: %v", err)
+	}
+}
