@@ -279,7 +279,7 @@ func (c *Controller) input(dst netip.Prefix) (Input, error) {
 	v := c.store.Version() // before the data: the shared gateway is at least this new
 	link := c.store.Link()
 	in := Input{Dst: dst, Link: link, Self: c.self(link), Records: c.store.NetworksBySubnet(dst),
-		Locals: c.store.LocalOverlapping(dst), Links: map[string]int{}}
+		Locals: c.store.LocalOverlapping(dst)}
 	if l, ok := c.store.Lease(dst); ok {
 		in.Lease = &l
 	}
@@ -312,6 +312,9 @@ func (c *Controller) input(dst netip.Prefix) (Input, error) {
 		case err != nil:
 			return in, err
 		default:
+			if in.Links == nil {
+				in.Links = map[string]int{}
+			}
 			in.Links[n] = l.Attrs().Index
 		}
 	}

@@ -123,6 +123,10 @@ func resolve(self Self, p netip.Prefix, records []state.KeyedNetwork, lease *sta
 		slices.SortFunc(recs, func(a, b state.KeyedNetwork) int { return cmp.Compare(a.Key, b.Key) })
 	}
 	var remote, mine []state.KeyedNetwork
+	if len(recs) == 1 && recs[0].Subnet == p && recs[0].Host != self.Host && recs[0].PublicIP != self.PublicIP {
+		remote = recs // the common case: read only below, no copy
+		recs = nil
+	}
 	for _, r := range recs {
 		if r.Subnet != p {
 			continue

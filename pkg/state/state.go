@@ -462,8 +462,12 @@ type KeyedNetwork struct {
 func (s *Store) NetworksBySubnet(p netip.Prefix) []KeyedNetwork {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	var out []KeyedNetwork
-	for _, k := range s.bySubnet[p] {
+	keys := s.bySubnet[p]
+	if len(keys) == 0 {
+		return nil
+	}
+	out := make([]KeyedNetwork, 0, len(keys))
+	for _, k := range keys {
 		out = append(out, KeyedNetwork{Key: k, Network: s.networks[k]})
 	}
 	slices.SortFunc(out, func(a, b KeyedNetwork) int { return strings.Compare(a.Key, b.Key) })
