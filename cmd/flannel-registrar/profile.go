@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"runtime/metrics"
@@ -60,25 +61,11 @@ func startProfiles(getenv func(string) string) (stop func() error, err error) {
 		}
 		return errors.Join(errs...)
 	}
-	if p := getenv(envCPUProfile); p != "" {
-		if cpu, err = os.Create(p); err != nil {
-			return stop, fmt.Errorf("%s: %w", envCPUProfile, err)
-		}
-		if err = pprof.StartCPUProfile(cpu); err != nil {
-			_ = cpu.Close()
-			cpu = nil
-			return stop, fmt.Errorf("%s: %w", envCPUProfile, err)
-		}
+	if cpu, err = startTo(getenv, envCPUProfile, pprof.StartCPUProfile); err != nil {
+		return stop, err
 	}
-	if p := getenv(envTrace); p != "" {
-		if tr, err = os.Create(p); err != nil {
-			return stop, fmt.Errorf("%s: %w", envTrace, err)
-		}
-		if err = trace.Start(tr); err != nil {
-			_ = tr.Close()
-			tr = nil
-			return stop, fmt.Errorf("%s: %w", envTrace, err)
-		}
+	if tr, err = startTo(getenv, envTrace, trace.Start); err != nil {
+		return stop, err
 	}
 	if p := getenv(envHeapProfile); p != "" {
 		if heap, err = os.Create(p); err != nil {
@@ -96,6 +83,24 @@ func startProfiles(getenv func(string) string) (stop func() error, err error) {
 		stopPeak = watchPeak(f)
 	}
 	return stop, nil
+}
+
+// startTo creates the file the environment variable env names and starts
+// writing to it; nil when env is unset.
+func startTo(getenv func(string) string, env string, start func(io.Writer) error) (*os.File, error) {
+	p := getenv(env)
+	if p == "" {
+		return nil, nil
+	}
+	f, err := os.Create(p)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", env, err)
+	}
+	if err := start(f); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("%s: %w", env, err)
+	}
+	return f, nil
 }
 
 // watchPeak rewrites f with a heap profile whenever the live heap reached
