@@ -33,6 +33,24 @@ func (s *Store) SubnetsWithMAC(mac string) []netip.Prefix {
 	return out
 }
 
+// Subnets returns, in no order, every subnet a network record or a lease
+// names, each once, read from the indexes (no copy of the records or
+// leases).
+func (s *Store) Subnets() []netip.Prefix {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]netip.Prefix, 0, len(s.bySubnet)+len(s.leases))
+	for p := range s.bySubnet {
+		out = append(out, p)
+	}
+	for p := range s.leases {
+		if _, dup := s.bySubnet[p]; !dup {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 // VTEPMACs returns, sorted, the VTEP MACs (string form, lowercase) that a
 // network record or a vxlan lease names: every remote VTEP the snapshot can
 // want, read from the indexes (no copy of the records or leases).

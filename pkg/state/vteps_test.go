@@ -24,9 +24,24 @@ func TestVTEPMACs(t *testing.T) {
 	if got, want := s.VTEPMACs(), []string{m1.String(), m2.String()}; !slices.Equal(got, want) {
 		t.Fatalf("VTEPMACs = %v, want %v", got, want)
 	}
+	subnets := func() []string {
+		var out []string
+		for _, p := range s.Subnets() {
+			out = append(out, p.String())
+		}
+		slices.Sort(out)
+		return out
+	}
+	// 198.19.1.0/24 has a record and a lease: once.
+	if got, want := subnets(), []string{"198.19.1.0/24", "198.19.2.0/24", "198.19.3.0/24"}; !slices.Equal(got, want) {
+		t.Fatalf("Subnets = %v, want %v", got, want)
+	}
 	s.DeleteNetwork("/p/h/n", "t")
 	s.DeleteLease(netip.MustParsePrefix("198.19.1.0/24"), "t")
 	if got, want := s.VTEPMACs(), []string{m1.String()}; !slices.Equal(got, want) {
 		t.Fatalf("after deletes VTEPMACs = %v, want %v", got, want)
+	}
+	if got, want := subnets(), []string{"198.19.2.0/24", "198.19.3.0/24"}; !slices.Equal(got, want) {
+		t.Fatalf("after deletes Subnets = %v, want %v", got, want)
 	}
 }
