@@ -67,10 +67,9 @@ func startProfiles(getenv func(string) string) (stop func() error, err error) {
 	if tr, err = startTo(getenv, envTrace, trace.Start); err != nil {
 		return stop, err
 	}
-	if p := getenv(envHeapProfile); p != "" {
-		if heap, err = os.Create(p); err != nil {
-			return stop, fmt.Errorf("%s: %w", envHeapProfile, err)
-		}
+	// Written at stop: nothing to start.
+	if heap, err = startTo(getenv, envHeapProfile, func(io.Writer) error { return nil }); err != nil {
+		return stop, err
 	}
 	if p := getenv(envPeakProfile); p != "" {
 		f, err := os.Create(p)

@@ -122,19 +122,19 @@ func resolve(self Self, p netip.Prefix, records []state.KeyedNetwork, lease *sta
 		recs = slices.Clone(records)
 		slices.SortFunc(recs, func(a, b state.KeyedNetwork) int { return cmp.Compare(a.Key, b.Key) })
 	}
+	isMine := func(r state.KeyedNetwork) bool { return r.Host == self.Host || r.PublicIP == self.PublicIP }
 	var remote, mine []state.KeyedNetwork
-	if len(recs) == 1 && recs[0].Subnet == p && recs[0].Host != self.Host && recs[0].PublicIP != self.PublicIP {
-		remote = recs // the common case: read only below, no copy
-		recs = nil
-	}
-	for _, r := range recs {
-		if r.Subnet != p {
-			continue
-		}
-		if r.Host == self.Host || r.PublicIP == self.PublicIP {
-			mine = append(mine, r)
-		} else {
-			remote = append(remote, r)
+	if !slices.ContainsFunc(recs, func(r state.KeyedNetwork) bool { return r.Subnet != p || isMine(r) }) {
+		remote = recs // the rule: every record on p is remote; read only below, no copy
+	} else {
+		for _, r := range recs {
+			switch {
+			case r.Subnet != p:
+			case isMine(r):
+				mine = append(mine, r)
+			default:
+				remote = append(remote, r)
+			}
 		}
 	}
 	ourLease := lease != nil && lease.IsVXLAN() && lease.PublicIP == self.PublicIP
