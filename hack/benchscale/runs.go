@@ -76,6 +76,11 @@ func (h *host) close() {
 	if h.ns.IsOpen() {
 		_ = h.ns.Close()
 	}
+	// The devices go first, here: deleting flannel.1 drops its 10,000
+	// routes and neighbours under the kernel's lock (seconds for flannel's
+	// shape), and left to the namespace's deletion that ran in a kernel
+	// worker after we returned, stalling the next run's writes.
+	_ = ipCmd("-n", h.name, "link", "del", iface)
 	_ = ipCmd("netns", "del", h.name)
 }
 
