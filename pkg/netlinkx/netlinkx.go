@@ -89,6 +89,7 @@ type Handle struct {
 	writers   chan *netlink.Handle
 	done      chan struct{} // closed by Close: writes fail from then on
 	closeOnce sync.Once
+	batch     batcher // RouteWriteAll's socket
 }
 
 // New wraps h, which talks to namespace ns (netns.None() for the current
@@ -138,6 +139,7 @@ func (h *Handle) Close() {
 		h.nl.Close()
 	}
 	h.closeWriters()
+	h.closeBatch()
 }
 
 // Namespace is the namespace the handle talks to (netns.None(): current).
