@@ -168,25 +168,45 @@ func (c *Controller) trusted() bool {
 
 // Reconcile converges the destination key names.
 func (c *Controller) Reconcile(ctx context.Context, key string) error {
+	p, err := c.Plan(ctx, key)
+	if err != nil || p == nil {
+		return err
+	}
+	return c.Apply([]context.Context{ctx}, []reconcile.Plan{p})[0]
+}
+
+// plan is the writes of one destination (reconcile.Planner).
+type plan struct {
+	dst   netip.Prefix
+	steps []Step
+	wait  time.Duration // then look again (a sweep waits for its grace)
+	// The names of the devices the steps name, for the change lines.
+	link  state.Link
+	links map[string]int
+}
+
+// Plan implements reconcile.Planner: it decides the destination key names
+// against the kernel's routes to it and returns the writes that converge it.
+func (c *Controller) Plan(_ context.Context, key string) (reconcile.Plan, error) {
 	dst, err := ParseKey(key)
 	if err != nil {
-		return nil // a malformed key never becomes valid: nothing to retry
+		return nil, nil // a malformed key never becomes valid: nothing to retry
 	}
 	in, err := c.input(dst)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	d, err := Decide(in)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if d.Skip || (!c.trusted() && in.Gateway == nil && in.Extra == nil) {
-		return nil
+		return nil, nil
 	}
 	var actual []netlink.Route
 	if !c.absent.Take(dst) {
 		if actual, err = c.h.RoutesTo(dst); err != nil {
-			return fmt.Errorf("read routes to %s: %w", dst, err)
+			return nil, fmt.Errorf("read routes to %s: %w", dst, err)
 		}
 	}
 	steps, held := Plan(d, actual, in.Link.Index)
@@ -200,21 +220,55 @@ func (c *Controller) Reconcile(ctx context.Context, key string) error {
 	steps, wait = c.held(d, steps, wait)
 	ready, err := c.gatewayReady(d, actual, in.Link.Index)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if !ready {
 		// Keep the working route until the fdb controller has set the new
 		// gateway's neighbour (its neighbour event re-enqueues nothing here,
 		// so look again shortly).
-		return reconcile.RequeueAfter(gatewayWait, "waiting for the neighbour of "+netlinkx.Addr(d.Want.Gw).String()+" before moving "+dst.String())
+		return nil, reconcile.RequeueAfter(gatewayWait, "waiting for the neighbour of "+netlinkx.Addr(d.Want.Gw).String()+" before moving "+dst.String())
 	}
-	if err := c.apply(ctx, steps, in); err != nil {
-		return err
+	if len(steps) == 0 && wait == 0 {
+		return nil, nil
 	}
-	if wait > 0 {
-		return reconcile.RequeueAfter(wait, "confirming that nothing wants "+dst.String()+" any more")
+	return &plan{dst: dst, steps: steps, wait: wait, link: in.Link, links: in.Links}, nil
+}
+
+// Apply implements reconcile.Planner: the steps of every plan, in order,
+// go to the kernel in one batch (netlinkx.Handle.RouteWriteAll).
+func (c *Controller) Apply(ctxs []context.Context, plans []reconcile.Plan) []error {
+	var ws []netlinkx.RouteWrite
+	for _, p := range plans {
+		for _, s := range p.(*plan).steps {
+			ws = append(ws, netlinkx.RouteWrite{Del: s.Del, Route: s.Route})
+		}
 	}
-	return nil
+	werrs := c.h.RouteWriteAll(ws)
+	out := make([]error, len(plans))
+	n := 0
+	for i, p := range plans {
+		p := p.(*plan)
+		var errs []error
+		for _, s := range p.steps {
+			if err := werrs[n]; err != nil {
+				errs = append(errs, err)
+			} else {
+				verb := "route add "
+				if s.Del {
+					verb = "route del "
+				}
+				reconcile.Record(ctxs[i], verb+netlinkx.FormatRoute(s.Route, c.devName(s.Route.LinkIndex, p.link, p.links)))
+			}
+			n++
+		}
+		switch {
+		case len(errs) > 0:
+			out[i] = errors.Join(errs...)
+		case p.wait > 0:
+			out[i] = reconcile.RequeueAfter(p.wait, "confirming that nothing wants "+p.dst.String()+" any more")
+		}
+	}
+	return out
 }
 
 // gatewayWait is how soon a route waiting for its new gateway's neighbour
@@ -321,31 +375,14 @@ func (c *Controller) input(dst netip.Prefix) (Input, error) {
 	return in, nil
 }
 
-func (c *Controller) apply(ctx context.Context, steps []Step, in Input) error {
-	var errs []error
-	for _, s := range steps {
-		r := s.Route
-		verb, err := "route add ", c.h.RouteReplace(&r)
-		if s.Del {
-			verb, err = "route del ", c.h.RouteDel(&r)
-		}
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		reconcile.Record(ctx, verb+netlinkx.FormatRoute(r, c.devName(r.LinkIndex, in)))
-	}
-	return errors.Join(errs...)
-}
-
-func (c *Controller) devName(index int, in Input) string {
+func (c *Controller) devName(index int, link state.Link, links map[string]int) string {
 	if index == 0 {
 		return ""
 	}
-	if index == in.Link.Index {
-		return in.Link.Name
+	if index == link.Index {
+		return link.Name
 	}
-	for name, i := range in.Links {
+	for name, i := range links {
 		if i == index {
 			return name
 		}

@@ -120,6 +120,9 @@ func (r *Runner) Run(ctx context.Context) {
 	if r.start.endIfIdle(r.queue.Len()) {
 		r.converged()
 	}
+	if p, ok := r.ctrl.(Planner); ok {
+		r.planPass(ctx, p)
+	}
 	var wg sync.WaitGroup
 	for range r.workers {
 		wg.Go(func() {
@@ -137,13 +140,26 @@ func (r *Runner) processNext(ctx context.Context) bool {
 	if quit {
 		return false
 	}
-	inPass := r.start.started()
+	inPass, trigger := r.take(key)
+	err := r.reconcile(ctx, key, trigger, inPass)
+	r.finish(ctx, key, err, inPass)
+	return true
+}
+
+// take starts the work on key, taken off the queue: it says whether the
+// start-up pass is on and returns the key's trigger.
+func (r *Runner) take(key string) (inPass bool, trigger string) {
+	inPass = r.start.started()
 	r.mu.Lock()
-	trigger := r.triggers[key]
+	trigger = r.triggers[key]
 	delete(r.triggers, key)
 	r.mu.Unlock()
+	return inPass, trigger
+}
 
-	err := r.reconcile(ctx, key, trigger, inPass)
+// finish ends the work on key with its reconcile's result: forgotten,
+// re-queued after a delay, or retried with backoff.
+func (r *Runner) finish(ctx context.Context, key string, err error, inPass bool) {
 	var later *RequeueError
 	switch {
 	case err == nil:
@@ -173,7 +189,6 @@ func (r *Runner) processNext(ctx context.Context) bool {
 			r.converged()
 		}
 	}
-	return true
 }
 
 // converged tells the controller its start-up pass is over.
@@ -201,7 +216,12 @@ func (r *Runner) reconcile(ctx context.Context, key, trigger string, inPass bool
 	rctx, rec := WithRecorder(ctx)
 	start := time.Now()
 	err := r.ctrl.Reconcile(rctx, key)
-	dur := time.Since(start)
+	return r.report(ctx, key, trigger, inPass, rec, time.Since(start), err)
+}
+
+// report counts and logs one reconcile of key that took dur and recorded
+// its changes in rec; it returns err.
+func (r *Runner) report(ctx context.Context, key, trigger string, inPass bool, rec *Recorder, dur time.Duration, err error) error {
 	changes := rec.Changes()
 
 	r.reconciles.Add(1)

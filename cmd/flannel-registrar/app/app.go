@@ -92,6 +92,10 @@ type App struct {
 	// prescanned is closed when Run's leftover scan is over: the subnets
 	// controller starts after it, the others do not wait for it.
 	prescanned chan struct{}
+	// neighboursFirst is closed when the fdb controller's first pass is
+	// over (or after neighboursWait): the routes controller starts after
+	// it (see Run).
+	neighboursFirst chan struct{}
 
 	// leaseLost hands the registry's OnLeaseLost to a goroutine of ours
 	// (runDeferred): the hook runs on the keep-alive goroutine and must not
@@ -107,7 +111,7 @@ type App struct {
 // New builds the app from a validated configuration. It opens clients but
 // does not contact etcd or Docker yet: those may be down at start.
 func New(cfg config.Config, log *slog.Logger, version string) (*App, error) {
-	a := &App{cfg: cfg, log: log, version: version, store: state.New(), synced: make(chan struct{}), prescanned: make(chan struct{}), mismatch: map[string]bool{},
+	a := &App{cfg: cfg, log: log, version: version, store: state.New(), synced: make(chan struct{}), prescanned: make(chan struct{}), neighboursFirst: make(chan struct{}), mismatch: map[string]bool{},
 		leaseLost: make(chan struct{}, 1), reregister: make(chan struct{}, 1), hold: &reconcile.Hold{}}
 	for _, w := range cfg.Warnings() {
 		log.Warn(w)
@@ -283,8 +287,11 @@ func (a *App) buildControllers() error {
 	a.ctrls = []controller{a.vxlan, a.underlay, a.subnets, a.fdb, a.routes, a.fwd}
 	for _, c := range a.ctrls {
 		o := reconcile.Options{Workers: workers(c.Name())}
-		if c.Name() == subnets.Name {
+		switch c.Name() {
+		case subnets.Name:
 			o.After = a.prescanned // see prescan
+		case routes.Name:
+			o.After = a.neighboursFirst // see Run
 		}
 		a.mgr.Add(c, o)
 	}
@@ -490,12 +497,28 @@ func (a *App) Run(ctx context.Context) error {
 		a.prescan(ctx)
 		close(a.prescanned)
 	})
+	// The routes controller's first pass follows the fdb controller's: every
+	// route then finds its gateway's neighbour in place, and the two
+	// passes' kernel writes do not contend (at 10,000 remote subnets each
+	// write waited for the kernel's lock held by the other's).
+	wg.Go(func() {
+		select {
+		case <-a.mgr.Runner(fdb.Name).StartPassDone():
+		case <-time.After(neighboursWait):
+		case <-ctx.Done():
+		}
+		close(a.neighboursFirst)
+	})
 	wg.Go(func() { a.reportCounters(ctx) })
 	a.mgr.Run(ctx)
 	wg.Wait()
 	a.log.Info("stopped")
 	return nil
 }
+
+// neighboursWait bounds how long the routes controller waits for the fdb
+// controller's first pass.
+const neighboursWait = 5 * time.Second
 
 // prescanWait bounds how long the leftover scan, and with it the subnets
 // controller, waits for the peers' first passes.
