@@ -159,15 +159,21 @@ func (c *Controller) desired() *plan {
 // resolved from the claims on that VTEP's subnets alone (overlay.VTEPL2),
 // so the work is proportional to the VTEP, not to every remote subnet.
 func (c *Controller) Reconcile(ctx context.Context, key string) error {
-	mac, err := net.ParseMAC(key)
-	if err != nil || len(mac) != 6 {
-		return nil // a malformed key never becomes valid: nothing to retry
+	p, err := c.Plan(ctx, key)
+	if err != nil || p == nil {
+		return err
 	}
+	return c.Apply([]context.Context{ctx}, []reconcile.Plan{p})[0]
+}
+
+// converge converges the VTEP mac as a whole, sweeps included, writing as
+// it goes: the path of a VTEP whose reconcile may delete something.
+func (c *Controller) converge(ctx context.Context, mac net.HardwareAddr) error {
 	p := c.vtep(mac.String())
 	if !p.link.Present || p.link.Index <= 0 || !p.self.Known() || !p.trusted {
 		return nil // no device, identity or underlay yet: their events enqueue every key
 	}
-	key = mac.String()
+	key := mac.String()
 	dev := p.link.Name
 	var errs []error
 	// Add before delete, so a VTEP whose entries move is never left without one.
@@ -279,42 +285,67 @@ func Neighbour(linkIndex int, mac net.HardwareAddr, ip netip.Addr) *netlink.Neig
 }
 
 func (c *Controller) ensureFDB(ctx context.Context, index int, dev string, mac net.HardwareAddr, dst netip.Addr) error {
+	want, err := c.fdbToSet(index, mac, dst)
+	if err != nil || want == nil {
+		return err
+	}
+	if err := c.h.NeighSet(want); err != nil {
+		return err
+	}
+	reconcile.Record(ctx, changeLine(*want, dev))
+	return nil
+}
+
+// fdbToSet returns the FDB entry of mac to set, nil when it is in place.
+func (c *Controller) fdbToSet(index int, mac net.HardwareAddr, dst netip.Addr) (*netlink.Neigh, error) {
 	var cur *netlink.Neigh
 	if !c.absentFDB.Take(mac.String()) {
 		var err error
 		if cur, err = c.h.FDBEntry(index, mac); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if cur != nil && netlinkx.Addr(cur.IP) == dst && cur.State&netlink.NUD_PERMANENT != 0 && cur.VNI == 0 {
-		return nil
+		return nil, nil
 	}
-	want := FDBEntry(index, mac, dst)
-	if err := c.h.NeighSet(want); err != nil {
-		return err
-	}
-	reconcile.Record(ctx, "fdb set "+netlinkx.FormatNeigh(*want, dev))
-	return nil
+	return FDBEntry(index, mac, dst), nil
 }
 
 func (c *Controller) ensureNeigh(ctx context.Context, index int, dev string, mac net.HardwareAddr, ip netip.Addr) error {
+	want, err := c.neighToSet(index, mac, ip)
+	if err != nil || want == nil {
+		return err
+	}
+	if err := c.h.NeighSet(want); err != nil {
+		return err
+	}
+	reconcile.Record(ctx, changeLine(*want, dev))
+	return nil
+}
+
+// neighToSet returns the neighbour ip of mac to set, nil when it is in
+// place; either way ip is remembered as mac's.
+func (c *Controller) neighToSet(index int, mac net.HardwareAddr, ip netip.Addr) (*netlink.Neigh, error) {
 	var cur *netlink.Neigh
 	if !c.absentNeigh.Take(ip) {
 		var err error
 		if cur, err = c.h.Neigh(index, ip); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	c.remember(mac, ip)
 	if cur != nil && cur.HardwareAddr.String() == mac.String() && cur.State&netlink.NUD_PERMANENT != 0 {
-		return nil
+		return nil, nil
 	}
-	want := Neighbour(index, mac, ip)
-	if err := c.h.NeighSet(want); err != nil {
-		return err
+	return Neighbour(index, mac, ip), nil
+}
+
+// changeLine is the change line of setting n.
+func changeLine(n netlink.Neigh, dev string) string {
+	if n.Family == unix.AF_BRIDGE {
+		return "fdb set " + netlinkx.FormatNeigh(n, dev)
 	}
-	reconcile.Record(ctx, "neigh set "+netlinkx.FormatNeigh(*want, dev))
-	return nil
+	return "neigh set " + netlinkx.FormatNeigh(n, dev)
 }
 
 // sweepNeighs deletes the permanent neighbours last seen with lladdr key

@@ -46,24 +46,40 @@ type batcher struct {
 // would. A route of a shape the batch does not encode (multipath,
 // encapsulation, metrics) is written on its own, in its place in the order.
 func (h *Handle) RouteWriteAll(ws []RouteWrite) []error {
-	errs := make([]error, len(ws))
+	items := make([]batchItem, len(ws))
+	for i := range ws {
+		items[i] = routeItem{w: &ws[i], h: h}
+	}
+	return h.writeAll(items)
+}
+
+// batchItem is one write of a batch.
+type batchItem interface {
+	batchable() bool
+	single() error                                // the write on its own (not batchable)
+	encode(b []byte, seq uint32, ack bool) []byte // its netlink message
+	sent()                                        // counted, and its echo expected
+	failed(err error) error                       // the error of a sent write (nil: none after all)
+	describe() string                             // what the write is, for errors
+}
+
+// writeAll makes the writes items in order: runs of batchable ones up to
+// batchMax a system call, the others on their own.
+func (h *Handle) writeAll(items []batchItem) []error {
+	errs := make([]error, len(items))
 	h.batch.mu.Lock()
 	defer h.batch.mu.Unlock()
-	var pending []int // indexes of ws in the batch being built
+	var pending []int // indexes of items in the batch being built
 	flush := func() {
 		if len(pending) > 0 {
-			h.sendBatch(ws, pending, errs)
+			h.sendBatch(items, pending, errs)
 			pending = pending[:0]
 		}
 	}
-	for i := range ws {
-		if !batchable(ws[i].Route) {
+	for i, it := range items {
+		if !it.batchable() {
 			flush()
-			if ws[i].Del {
-				errs[i] = h.RouteDel(&ws[i].Route)
-			} else {
-				errs[i] = h.RouteReplace(&ws[i].Route)
-			}
+			errs[i] = it.single()
 			continue
 		}
 		pending = append(pending, i)
@@ -73,6 +89,48 @@ func (h *Handle) RouteWriteAll(ws []RouteWrite) []error {
 	}
 	flush()
 	return errs
+}
+
+type routeItem struct {
+	w *RouteWrite
+	h *Handle
+}
+
+func (r routeItem) batchable() bool { return batchable(r.w.Route) }
+
+func (r routeItem) single() error {
+	if r.w.Del {
+		return r.h.RouteDel(&r.w.Route)
+	}
+	return r.h.RouteReplace(&r.w.Route)
+}
+
+func (r routeItem) encode(b []byte, seq uint32, ack bool) []byte {
+	return routeMessage(b, r.w, seq, ack)
+}
+
+func (r routeItem) sent() {
+	if r.w.Del {
+		r.h.writes[VerbRouteDel].Add(1)
+	} else {
+		r.h.writes[VerbRouteReplace].Add(1)
+	}
+	r.h.echo.expect(routeFP(r.w.Del, r.w.Route)) // before the write: the notification may come first
+}
+
+func (r routeItem) failed(err error) error {
+	r.h.echo.take(routeFP(r.w.Del, r.w.Route)) // nothing written, nothing notified
+	if r.w.Del && IsNotFound(err) {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", r.describe(), err)
+}
+
+func (r routeItem) describe() string {
+	if r.w.Del {
+		return "delete route " + FormatRoute(r.w.Route, "")
+	}
+	return "replace route " + FormatRoute(r.w.Route, "")
 }
 
 // batchable says whether r has only what routeMessage encodes.
@@ -86,23 +144,25 @@ func batchable(r netlink.Route) bool {
 		r.QuickACK == 0 && r.Congctl == "" && r.FastOpenNoCookie == 0 && r.Type <= unix.RTN_UNICAST
 }
 
-// sendBatch writes ws[pending] in one message train and sets their errors.
-func (h *Handle) sendBatch(ws []RouteWrite, pending []int, errs []error) {
+// sendBatch writes items[pending] in one message train and sets their
+// errors.
+func (h *Handle) sendBatch(items []batchItem, pending []int, errs []error) {
 	b := &h.batch
+	fail := func(err error) { // nothing sent
+		for _, i := range pending {
+			errs[i] = fmt.Errorf("%s: %w", items[i].describe(), err)
+		}
+	}
 	select {
 	case <-h.done:
-		for _, i := range pending {
-			errs[i] = fmt.Errorf("%s: %w", describe(ws[i]), errClosed)
-		}
+		fail(errClosed)
 		return
 	default:
 	}
 	if b.s == nil {
 		s, err := openBatchSocket(h.ns)
 		if err != nil {
-			for _, i := range pending {
-				errs[i] = fmt.Errorf("%s: %w", describe(ws[i]), err)
-			}
+			fail(err)
 			return
 		}
 		b.s = s
@@ -111,27 +171,14 @@ func (h *Handle) sendBatch(ws []RouteWrite, pending []int, errs []error) {
 	first := b.seq + 1
 	for n, i := range pending {
 		b.seq++
-		w := &ws[i]
-		b.buf = routeMessage(b.buf, w, b.seq, n == len(pending)-1)
-		if w.Del {
-			h.writes[VerbRouteDel].Add(1)
-		} else {
-			h.writes[VerbRouteReplace].Add(1)
-		}
-		h.echo.expect(routeFP(w.Del, w.Route)) // before the write: the notification may come first
+		b.buf = items[i].encode(b.buf, b.seq, n == len(pending)-1)
+		items[i].sent()
 	}
 	failed := h.exchange(b, first, len(pending))
 	for n, i := range pending {
-		err := failed(first + uint32(n))
-		if err == nil {
-			continue
+		if err := failed(first + uint32(n)); err != nil {
+			errs[i] = items[i].failed(err)
 		}
-		w := &ws[i]
-		h.echo.take(routeFP(w.Del, w.Route)) // nothing written, nothing notified
-		if w.Del && IsNotFound(err) {
-			continue
-		}
-		errs[i] = fmt.Errorf("%s: %w", describe(*w), err)
 	}
 }
 
@@ -164,13 +211,6 @@ func (h *Handle) exchange(b *batcher, first uint32, n int) func(seq uint32) erro
 			}
 		}
 	}
-}
-
-func describe(w RouteWrite) string {
-	if w.Del {
-		return "delete route " + FormatRoute(w.Route, "")
-	}
-	return "replace route " + FormatRoute(w.Route, "")
 }
 
 func openBatchSocket(ns netns.NsHandle) (*nl.NetlinkSocket, error) {
@@ -264,5 +304,78 @@ func appendAttr(b []byte, typ uint16, v []byte) []byte {
 	for len(b)%unix.RTA_ALIGNTO != 0 {
 		b = append(b, 0)
 	}
+	return b
+}
+
+// NeighSetAll creates or replaces the neighbours and FDB entries ns in
+// order, as NeighSet does each, in few system calls, and returns each
+// one's error (nil: done). An entry the batch does not encode (IPv6, a
+// VLAN, a master device) is set on its own, in its place in the order.
+func (h *Handle) NeighSetAll(ns []netlink.Neigh) []error {
+	items := make([]batchItem, len(ns))
+	for i := range ns {
+		items[i] = neighItem{n: &ns[i], h: h}
+	}
+	return h.writeAll(items)
+}
+
+type neighItem struct {
+	n *netlink.Neigh
+	h *Handle
+}
+
+func (n neighItem) batchable() bool {
+	x := n.n
+	return x.IP.To4() != nil && x.LLIPAddr == nil && x.FlagsExt == 0 && x.Vlan == 0 && x.MasterIndex == 0 &&
+		(x.Family == unix.AF_INET || x.Family == unix.AF_BRIDGE)
+}
+
+func (n neighItem) single() error { return n.h.NeighSet(n.n) }
+
+func (n neighItem) sent() {
+	n.h.countNeigh(n.n, VerbNeighSet, VerbFDBSet)
+	n.h.echo.expect(neighFP(false, *n.n)) // before the write: the notification may come first
+}
+
+func (n neighItem) failed(err error) error {
+	n.h.echo.take(neighFP(false, *n.n)) // nothing written, nothing notified
+	return fmt.Errorf("%s: %w", n.describe(), err)
+}
+
+func (n neighItem) describe() string {
+	what := "neighbour"
+	if n.n.Family == unix.AF_BRIDGE {
+		what = "fdb entry"
+	}
+	return "set " + what + " " + FormatNeigh(*n.n, "")
+}
+
+// encode appends the RTM_NEWNEIGH message of `ip neigh replace` (`bridge
+// fdb replace`), as the library's NeighSet sends it.
+func (n neighItem) encode(b []byte, seq uint32, ack bool) []byte {
+	x := n.n
+	start := len(b)
+	flags := uint16(unix.NLM_F_REQUEST | unix.NLM_F_CREATE | unix.NLM_F_REPLACE)
+	if ack {
+		flags |= unix.NLM_F_ACK
+	}
+	ne := binary.NativeEndian
+	b = append(b, make([]byte, unix.SizeofNlMsghdr)...)
+	ne.PutUint16(b[start+4:], unix.RTM_NEWNEIGH)
+	ne.PutUint16(b[start+6:], flags)
+	ne.PutUint32(b[start+8:], seq)
+	// struct ndmsg: family, two pad fields, ifindex, state, flags, type.
+	b = append(b, uint8(x.Family), 0, 0, 0)
+	b = ne.AppendUint32(b, uint32(x.LinkIndex))
+	b = ne.AppendUint16(b, uint16(x.State))
+	b = append(b, uint8(x.Flags), uint8(x.Type))
+	b = appendAttr(b, unix.NDA_DST, x.IP.To4())
+	if x.HardwareAddr != nil {
+		b = appendAttr(b, unix.NDA_LLADDR, x.HardwareAddr)
+	}
+	if x.VNI != 0 {
+		b = appendAttr(b, unix.NDA_VNI, ne.AppendUint32(nil, uint32(x.VNI)))
+	}
+	ne.PutUint32(b[start:], uint32(len(b)-start))
 	return b
 }

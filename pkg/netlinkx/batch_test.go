@@ -1,6 +1,7 @@
 package netlinkx_test
 
 import (
+	"net"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -140,5 +141,73 @@ func TestRouteWriteAllEchoes(t *testing.T) {
 	f.h.Close()
 	if errs := f.h.RouteWriteAll([]netlinkx.RouteWrite{{Route: r}}); errs[0] == nil {
 		t.Error("a write after Close did not fail")
+	}
+}
+
+// neighTable dumps the device's neighbours and FDB entries, formatted, sorted.
+func neighTable(t *testing.T, f fixture) []string {
+	t.Helper()
+	ns, err := f.h.Neighs(f.vx.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fdb, err := f.h.FDB(f.vx.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, n := range append(ns, fdb...) {
+		out = append(out, netlinkx.FormatNeigh(n, "")+" state "+strconv.Itoa(n.State)+" flags "+strconv.Itoa(n.Flags))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestNeighSetAllAsTheLibrary sets the same neighbours and FDB entries one
+// at a time through the library (NeighSet) on one host and in one batch on
+// another: both devices end the same; a replaced entry takes its new value;
+// an entry on a device that does not exist fails alone, named.
+func TestNeighSetAllAsTheLibrary(t *testing.T) {
+	one, batch := setup(t), setup(t)
+	entries := func(f fixture) []netlink.Neigh {
+		m2 := net.HardwareAddr{0xaa, 0xbb, 0xcc, 0, 0, 3}
+		return []netlink.Neigh{
+			{LinkIndex: f.vx.Index, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF, State: netlink.NUD_PERMANENT, IP: peer.AsSlice(), HardwareAddr: mac},
+			{LinkIndex: f.vx.Index, Family: unix.AF_INET, State: netlink.NUD_PERMANENT, Type: unix.RTN_UNICAST, IP: subnet.Addr().AsSlice(), HardwareAddr: mac},
+			{LinkIndex: f.vx.Index, Family: unix.AF_INET, State: netlink.NUD_PERMANENT, Type: unix.RTN_UNICAST, IP: netip.MustParseAddr("198.18.3.0").AsSlice(), HardwareAddr: mac},
+			// Replaced: the neighbour moves to another MAC, the FDB entry to another destination.
+			{LinkIndex: f.vx.Index, Family: unix.AF_INET, State: netlink.NUD_PERMANENT, Type: unix.RTN_UNICAST, IP: netip.MustParseAddr("198.18.3.0").AsSlice(), HardwareAddr: m2},
+			{LinkIndex: f.vx.Index, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF, State: netlink.NUD_PERMANENT, IP: local.AsSlice(), HardwareAddr: mac},
+		}
+	}
+	for _, n := range entries(one) {
+		if err := one.h.NeighSet(&n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bad := netlink.Neigh{LinkIndex: 9999, Family: unix.AF_INET, State: netlink.NUD_PERMANENT, IP: peer.AsSlice(), HardwareAddr: mac}
+	ns := slices.Insert(entries(batch), 2, bad)
+	for i, err := range batch.h.NeighSetAll(ns) {
+		switch {
+		case i == 2 && (err == nil || !strings.Contains(err.Error(), "neighbour "+peer.String())):
+			t.Errorf("entry on device 9999: error %v, want one naming neighbour %s", err, peer)
+		case i != 2 && err != nil:
+			t.Errorf("entry %d: %v", i, err)
+		}
+	}
+	want, got := neighTable(t, one), neighTable(t, batch)
+	if !slices.Equal(got, want) {
+		t.Errorf("batch set\n%s\nthe library set\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if len(want) < 3 {
+		t.Errorf("%d entries, want at least the 2 neighbours and the FDB entry:\n%s", len(want), strings.Join(want, "\n"))
+	}
+	if s := batch.h.WriteStats(); s.NeighSet != 4 || s.FDBSet != 2 {
+		t.Errorf("write counters %+v, want 4 neighbour and 2 FDB sets", s)
+	}
+	for _, n := range entries(batch)[:3] {
+		if !batch.h.OwnNeighEcho(netlink.NeighUpdate{Type: unix.RTM_NEWNEIGH, Neigh: n}) {
+			t.Errorf("the batch's set of %s is not expected back as our own", netlinkx.FormatNeigh(n, ""))
+		}
 	}
 }
