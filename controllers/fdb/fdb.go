@@ -178,10 +178,12 @@ func (c *Controller) converge(ctx context.Context, mac net.HardwareAddr) error {
 	var errs []error
 	// Add before delete, so a VTEP whose entries move is never left without one.
 	if p.hasFDB {
-		errs = append(errs, c.ensureFDB(ctx, p.link.Index, dev, mac, p.dst))
+		want, err := c.fdbToSet(p.link.Index, mac, p.dst)
+		errs = append(errs, c.set(ctx, dev, want, err))
 	}
 	for _, ip := range p.neighs {
-		errs = append(errs, c.ensureNeigh(ctx, p.link.Index, dev, mac, ip))
+		want, err := c.neighToSet(p.link.Index, mac, ip)
+		errs = append(errs, c.set(ctx, dev, want, err))
 	}
 	var wait time.Duration
 	errs = append(errs, c.sweepNeighs(ctx, p, dev, key, &wait))
@@ -284,8 +286,9 @@ func Neighbour(linkIndex int, mac net.HardwareAddr, ip netip.Addr) *netlink.Neig
 		Type: unix.RTN_UNICAST, IP: ip.AsSlice(), HardwareAddr: mac}
 }
 
-func (c *Controller) ensureFDB(ctx context.Context, index int, dev string, mac net.HardwareAddr, dst netip.Addr) error {
-	want, err := c.fdbToSet(index, mac, dst)
+// set writes want, the entry fdbToSet or neighToSet found missing (nil:
+// none; err: their read failed).
+func (c *Controller) set(ctx context.Context, dev string, want *netlink.Neigh, err error) error {
 	if err != nil || want == nil {
 		return err
 	}
@@ -309,18 +312,6 @@ func (c *Controller) fdbToSet(index int, mac net.HardwareAddr, dst netip.Addr) (
 		return nil, nil
 	}
 	return FDBEntry(index, mac, dst), nil
-}
-
-func (c *Controller) ensureNeigh(ctx context.Context, index int, dev string, mac net.HardwareAddr, ip netip.Addr) error {
-	want, err := c.neighToSet(index, mac, ip)
-	if err != nil || want == nil {
-		return err
-	}
-	if err := c.h.NeighSet(want); err != nil {
-		return err
-	}
-	reconcile.Record(ctx, changeLine(*want, dev))
-	return nil
 }
 
 // neighToSet returns the neighbour ip of mac to set, nil when it is in

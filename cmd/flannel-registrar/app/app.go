@@ -499,8 +499,8 @@ func (a *App) Run(ctx context.Context) error {
 	})
 	// The routes controller's first pass follows the fdb controller's: every
 	// route then finds its gateway's neighbour in place, and the two
-	// passes' kernel writes do not contend (at 10,000 remote subnets each
-	// write waited for the kernel's lock held by the other's).
+	// passes' batches of kernel writes (reconcile.Planner) do not wait on
+	// each other for the kernel's lock.
 	wg.Go(func() {
 		select {
 		case <-a.mgr.Runner(fdb.Name).StartPassDone():

@@ -1,0 +1,84 @@
+package netlinkx
+
+// This file: neighbours and FDB entries set in batches (see batch.go).
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// NeighSetAll creates or replaces the neighbours and FDB entries ns in
+// order, as NeighSet does each, in few system calls, and returns each
+// one's error (nil: done). An entry the batch does not encode (IPv6, a
+// VLAN, a master device) is set on its own, in its place in the order.
+func (h *Handle) NeighSetAll(ns []netlink.Neigh) []error {
+	items := make([]batchItem, len(ns))
+	for i := range ns {
+		items[i] = neighItem{n: &ns[i], h: h}
+	}
+	return h.writeAll(items)
+}
+
+type neighItem struct {
+	n *netlink.Neigh
+	h *Handle
+}
+
+func (n neighItem) batchable() bool {
+	x := n.n
+	return x.IP.To4() != nil && x.LLIPAddr == nil && x.FlagsExt == 0 && x.Vlan == 0 && x.MasterIndex == 0 &&
+		(x.Family == unix.AF_INET || x.Family == unix.AF_BRIDGE)
+}
+
+func (n neighItem) single() error { return n.h.NeighSet(n.n) }
+
+func (n neighItem) sent() {
+	n.h.countNeigh(n.n, VerbNeighSet, VerbFDBSet)
+	n.h.echo.expect(neighFP(false, *n.n)) // before the write: the notification may come first
+}
+
+func (n neighItem) failed(err error) error {
+	n.h.echo.take(neighFP(false, *n.n)) // nothing written, nothing notified
+	return fmt.Errorf("%s: %w", n.describe(), err)
+}
+
+func (n neighItem) describe() string {
+	what := "neighbour"
+	if n.n.Family == unix.AF_BRIDGE {
+		what = "fdb entry"
+	}
+	return "set " + what + " " + FormatNeigh(*n.n, "")
+}
+
+// encode appends the RTM_NEWNEIGH message of `ip neigh replace` (`bridge
+// fdb replace`), as the library's NeighSet sends it.
+func (n neighItem) encode(b []byte, seq uint32, ack bool) []byte {
+	x := n.n
+	start := len(b)
+	flags := uint16(unix.NLM_F_REQUEST | unix.NLM_F_CREATE | unix.NLM_F_REPLACE)
+	if ack {
+		flags |= unix.NLM_F_ACK
+	}
+	ne := binary.NativeEndian
+	b = append(b, make([]byte, unix.SizeofNlMsghdr)...)
+	ne.PutUint16(b[start+4:], unix.RTM_NEWNEIGH)
+	ne.PutUint16(b[start+6:], flags)
+	ne.PutUint32(b[start+8:], seq)
+	// struct ndmsg: family, two pad fields, ifindex, state, flags, type.
+	b = append(b, uint8(x.Family), 0, 0, 0)
+	b = ne.AppendUint32(b, uint32(x.LinkIndex))
+	b = ne.AppendUint16(b, uint16(x.State))
+	b = append(b, uint8(x.Flags), uint8(x.Type))
+	b = appendAttr(b, unix.NDA_DST, x.IP.To4())
+	if x.HardwareAddr != nil {
+		b = appendAttr(b, unix.NDA_LLADDR, x.HardwareAddr)
+	}
+	if x.VNI != 0 {
+		b = appendAttr(b, unix.NDA_VNI, ne.AppendUint32(nil, uint32(x.VNI)))
+	}
+	ne.PutUint32(b[start:], uint32(len(b)-start))
+	return b
+}
