@@ -14,41 +14,42 @@ import (
 	"github.com/flannel-registrar/flannel-registrar/pkg/reconcile"
 )
 
-// Keys returns every wanted VTEP MAC and every MAC of a flannel-shaped FDB
-// entry or permanent neighbour on the device (dumped; this also refreshes
-// the sweep candidates). Listed for the start resync (reconcile.IsStart),
-// the dumps also tell which wanted entries are missing: their first
-// reconcile skips its lookups.
+// Keys returns every VTEP MAC a record or vxlan lease names and every MAC
+// of a flannel-shaped FDB entry or permanent neighbour on the device
+// (dumped; this also refreshes the sweep candidates). Which VTEPs are
+// wanted is each key's reconcile's to decide: resolving every VTEP here as
+// well cost a tenth of a second of a cold start at 10,000 leases, before
+// the first write. Listed for the start resync (reconcile.IsStart), the
+// dumps also tell which entries are missing: the first reconciles skip
+// their lookups of those.
 func (c *Controller) Keys(ctx context.Context) ([]string, error) {
 	start := reconcile.IsStart(ctx)
 	if start {
 		c.absentFDB.Begin()
 		c.absentNeigh.Begin()
 	}
-	p := c.desired()
-	keys := make([]string, 0, len(p.l2.FDB))
-	for mac := range p.l2.FDB {
-		keys = append(keys, mac)
-	}
-	if !p.link.Present || p.link.Index <= 0 {
+	keys := c.store.VTEPMACs()
+	link := c.store.Link()
+	if !link.Present || link.Index <= 0 {
 		if start {
 			c.DropDump()
 		}
-		slices.Sort(keys)
 		return keys, nil
 	}
 	var errs []error
-	fdb, err := c.h.FDB(p.link.Index)
+	fdb, err := c.h.FDB(link.Index)
 	errs = append(errs, err)
 	var absentFDB map[string]struct{}
 	if start && err == nil {
-		absentFDB = make(map[string]struct{}, len(p.l2.FDB))
-		for mac := range p.l2.FDB {
+		// Every MAC a claim names: one that turns out unwanted is never
+		// looked up (nor written).
+		absentFDB = make(map[string]struct{}, len(keys))
+		for _, mac := range keys {
 			absentFDB[mac] = struct{}{}
 		}
 	}
 	for _, n := range fdb {
-		if n.LinkIndex != p.link.Index {
+		if n.LinkIndex != link.Index {
 			continue
 		}
 		delete(absentFDB, n.HardwareAddr.String()) // any entry: FDBEntry would find it
@@ -56,17 +57,20 @@ func (c *Controller) Keys(ctx context.Context) ([]string, error) {
 			keys = append(keys, n.HardwareAddr.String())
 		}
 	}
-	neighs, err := c.h.Neighs(p.link.Index)
+	neighs, err := c.h.Neighs(link.Index)
 	errs = append(errs, err)
 	var absentNeigh map[netip.Addr]struct{}
 	if start && err == nil {
-		absentNeigh = make(map[netip.Addr]struct{}, len(p.l2.Neigh))
-		for ip := range p.l2.Neigh {
-			absentNeigh[ip] = struct{}{}
+		// A neighbour's address is a claimed subnet's (a lease's own, or
+		// the lowest record subnet of a VTEP, see overlay.RecordVia).
+		subs := c.store.Subnets()
+		absentNeigh = make(map[netip.Addr]struct{}, len(subs))
+		for _, p := range subs {
+			absentNeigh[p.Addr()] = struct{}{}
 		}
 	}
 	for _, n := range neighs {
-		if n.LinkIndex != p.link.Index {
+		if n.LinkIndex != link.Index {
 			continue
 		}
 		ip := netlinkx.Addr(n.IP)
