@@ -66,6 +66,17 @@ func newDriftLab(t *testing.T, pollMode bool) *driftLab {
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	// The watcher's first report (subscribed / first poll) converges the host.
 	l.waitConverged(t, "start")
+	// The rules can be seen in place before the reconcile that wrote them
+	// has counted its last write: wait for it to end, so that tests
+	// counting writes from here count none of the start's.
+	if err := poll.Until(context.Background(), 5*time.Second, 5*time.Millisecond, func() error {
+		if l.runner.Stats().Reconciles == 0 || l.runner.Len() != 0 {
+			return fmt.Errorf("the start's reconcile has not ended: %+v, %d queued", l.runner.Stats(), l.runner.Len())
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 	return l
 }
 
