@@ -166,13 +166,10 @@ func (c *Controller) Reconcile(ctx context.Context, key string) error {
 	return c.Apply([]context.Context{ctx}, []reconcile.Plan{p})[0]
 }
 
-// converge converges the VTEP mac as a whole, sweeps included, writing as
-// it goes: the path of a VTEP whose reconcile may delete something.
-func (c *Controller) converge(ctx context.Context, mac net.HardwareAddr) error {
-	p := c.vtep(mac.String())
-	if !p.link.Present || p.link.Index <= 0 || !p.self.Known() || !p.trusted {
-		return nil // no device, identity or underlay yet: their events enqueue every key
-	}
+// converge converges the VTEP mac, whose desired state is p, as a whole,
+// sweeps included, writing as it goes: the path of a VTEP whose reconcile
+// may delete something.
+func (c *Controller) converge(ctx context.Context, mac net.HardwareAddr, p *vtepPlan) error {
 	key := mac.String()
 	dev := p.link.Name
 	var errs []error

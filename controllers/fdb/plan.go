@@ -19,10 +19,11 @@ import (
 // writes is the plan of one VTEP: what it must write.
 type writes struct {
 	mac net.HardwareAddr
-	// whole: converging the VTEP may delete something (a neighbour it no
-	// longer owns, its FDB entry): Apply converges it as Reconcile always
-	// did, reading and writing in turn (converge).
-	whole bool
+	// whole, when set: converging the VTEP may delete something (a
+	// neighbour it no longer owns, its FDB entry): Apply converges it from
+	// this desired state as Reconcile always did, reading and writing in
+	// turn (converge).
+	whole *vtepPlan
 	sets  []netlink.Neigh // the FDB entry, then the neighbours, to set
 	dev   string
 	errs  []error // reads that failed: those entries are not planned
@@ -42,7 +43,7 @@ func (c *Controller) Plan(_ context.Context, key string) (reconcile.Plan, error)
 	}
 	key = mac.String()
 	if c.sweeps(p, key) {
-		return &writes{mac: mac, whole: true}, nil
+		return &writes{mac: mac, whole: p}, nil
 	}
 	// What converge clears when it finds nothing to sweep.
 	c.settle.Clear("fdb " + key)
@@ -105,9 +106,9 @@ func (c *Controller) Apply(ctxs []context.Context, plans []reconcile.Plan) []err
 	}
 	for i, p := range plans {
 		p := p.(*writes)
-		if p.whole {
+		if p.whole != nil {
 			flush()
-			out[i] = c.converge(ctxs[i], p.mac) // may ask to look again later (RequeueError)
+			out[i] = c.converge(ctxs[i], p.mac, p.whole) // may ask to look again later (RequeueError)
 			continue
 		}
 		errs[i] = append(errs[i], p.errs...)

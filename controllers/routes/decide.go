@@ -204,11 +204,9 @@ func localConflict(in Input, s overlay.Subnet, ok bool, c *overlay.Conflict) *Co
 	return out
 }
 
-// Step is one kernel change of a plan.
-type Step struct {
-	Del   bool
-	Route netlink.Route
-}
+// Step is one kernel change of a plan: a replace, or with Del a delete,
+// as the batch that writes it takes it.
+type Step = netlinkx.RouteWrite
 
 // Plan compares the desired state with the main table's routes to d.Dst and
 // returns the changes in order, and a conflict when a foreign route holds

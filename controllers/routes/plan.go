@@ -80,11 +80,9 @@ func (c *Controller) Plan(_ context.Context, key string) (reconcile.Plan, error)
 // Apply implements reconcile.Planner: the steps of every plan, in order,
 // go to the kernel in one batch (netlinkx.Handle.RouteWriteAll).
 func (c *Controller) Apply(ctxs []context.Context, plans []reconcile.Plan) []error {
-	var ws []netlinkx.RouteWrite
+	var ws []Step
 	for _, p := range plans {
-		for _, s := range p.(*plan).steps {
-			ws = append(ws, netlinkx.RouteWrite{Del: s.Del, Route: s.Route})
-		}
+		ws = append(ws, p.(*plan).steps...)
 	}
 	werrs := c.h.RouteWriteAll(ws)
 	out := make([]error, len(plans))

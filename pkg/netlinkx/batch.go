@@ -168,6 +168,28 @@ func (h *Handle) closeBatch() {
 	}
 }
 
+// beginMessage appends the header of a request of type typ (NLM_F_REQUEST
+// and flags; with ack, NLM_F_ACK) and returns where it starts, for
+// endMessage.
+func beginMessage(b []byte, typ, flags uint16, seq uint32, ack bool) ([]byte, int) {
+	flags |= unix.NLM_F_REQUEST
+	if ack {
+		flags |= unix.NLM_F_ACK
+	}
+	start := len(b)
+	b = append(b, make([]byte, unix.SizeofNlMsghdr)...)
+	binary.NativeEndian.PutUint16(b[start+4:], typ)
+	binary.NativeEndian.PutUint16(b[start+6:], flags)
+	binary.NativeEndian.PutUint32(b[start+8:], seq)
+	return b, start
+}
+
+// endMessage sets the length of the message that starts at start.
+func endMessage(b []byte, start int) []byte {
+	binary.NativeEndian.PutUint32(b[start:], uint32(len(b)-start))
+	return b
+}
+
 // appendAttr appends one route attribute, padded to 4 bytes.
 func appendAttr(b []byte, typ uint16, v []byte) []byte {
 	b = binary.NativeEndian.AppendUint16(b, uint16(unix.SizeofRtAttr+len(v)))

@@ -33,7 +33,9 @@ func (n neighItem) batchable() bool {
 		(x.Family == unix.AF_INET || x.Family == unix.AF_BRIDGE)
 }
 
-func (n neighItem) single() error { return n.h.NeighSet(n.n) }
+func (n neighItem) single() error {
+	return n.h.writeOne(n, func(w *netlink.Handle) error { return w.NeighSet(n.n) })
+}
 
 func (n neighItem) sent() {
 	n.h.countNeigh(n.n, VerbNeighSet, VerbFDBSet)
@@ -57,16 +59,8 @@ func (n neighItem) describe() string {
 // fdb replace`), as the library's NeighSet sends it.
 func (n neighItem) encode(b []byte, seq uint32, ack bool) []byte {
 	x := n.n
-	start := len(b)
-	flags := uint16(unix.NLM_F_REQUEST | unix.NLM_F_CREATE | unix.NLM_F_REPLACE)
-	if ack {
-		flags |= unix.NLM_F_ACK
-	}
+	b, start := beginMessage(b, unix.RTM_NEWNEIGH, unix.NLM_F_CREATE|unix.NLM_F_REPLACE, seq, ack)
 	ne := binary.NativeEndian
-	b = append(b, make([]byte, unix.SizeofNlMsghdr)...)
-	ne.PutUint16(b[start+4:], unix.RTM_NEWNEIGH)
-	ne.PutUint16(b[start+6:], flags)
-	ne.PutUint32(b[start+8:], seq)
 	// struct ndmsg: family, two pad fields, ifindex, state, flags, type.
 	b = append(b, uint8(x.Family), 0, 0, 0)
 	b = ne.AppendUint32(b, uint32(x.LinkIndex))
@@ -79,6 +73,5 @@ func (n neighItem) encode(b []byte, seq uint32, ack bool) []byte {
 	if x.VNI != 0 {
 		b = appendAttr(b, unix.NDA_VNI, ne.AppendUint32(nil, uint32(x.VNI)))
 	}
-	ne.PutUint32(b[start:], uint32(len(b)-start))
-	return b
+	return endMessage(b, start)
 }

@@ -5,7 +5,7 @@ package netlinkx
 import (
 	"encoding/binary"
 	"fmt"
-	"net"
+	"reflect"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -38,10 +38,12 @@ type routeItem struct {
 func (r routeItem) batchable() bool { return batchable(r.w.Route) }
 
 func (r routeItem) single() error {
-	if r.w.Del {
-		return r.h.RouteDel(&r.w.Route)
-	}
-	return r.h.RouteReplace(&r.w.Route)
+	return r.h.writeOne(r, func(w *netlink.Handle) error {
+		if r.w.Del {
+			return w.RouteDel(&r.w.Route)
+		}
+		return w.RouteReplace(&r.w.Route)
+	})
 }
 
 func (r routeItem) encode(b []byte, seq uint32, ack bool) []byte {
@@ -72,15 +74,17 @@ func (r routeItem) describe() string {
 	return "replace route " + FormatRoute(r.w.Route, "")
 }
 
-// batchable says whether r has only what routeMessage encodes.
+// batchable says whether r has only what routeMessage encodes: an IPv4
+// unicast route whose other fields are all unset.
 func batchable(r netlink.Route) bool {
-	return r.Dst != nil && r.Dst.IP.To4() != nil && len(r.Dst.IP.To4()) == net.IPv4len &&
-		(r.Gw == nil || r.Gw.To4() != nil) && (r.Src == nil || r.Src.To4() != nil) &&
-		len(r.MultiPath) == 0 && r.Encap == nil && r.NewDst == nil && r.Via == nil && r.MPLSDst == nil &&
-		r.ILinkIndex == 0 && r.MTU == 0 && r.AdvMSS == 0 && r.Hoplimit == 0 && r.Realm == 0 &&
-		r.Window == 0 && r.Rtt == 0 && r.RttVar == 0 && r.Ssthresh == 0 && r.Cwnd == 0 &&
-		r.Reordering == 0 && r.InitCwnd == 0 && r.Features == 0 && r.RtoMin == 0 && r.InitRwnd == 0 &&
-		r.QuickACK == 0 && r.Congctl == "" && r.FastOpenNoCookie == 0 && r.Type <= unix.RTN_UNICAST
+	if r.Dst == nil || r.Dst.IP.To4() == nil || (r.Gw != nil && r.Gw.To4() == nil) ||
+		(r.Src != nil && r.Src.To4() == nil) || r.Type > unix.RTN_UNICAST || (r.Family != 0 && r.Family != unix.AF_INET) {
+		return false
+	}
+	rest := r
+	rest.Dst, rest.Gw, rest.Src = nil, nil, nil
+	rest.LinkIndex, rest.Scope, rest.Protocol, rest.Priority, rest.Family, rest.Table, rest.Type, rest.Tos, rest.Flags = 0, 0, 0, 0, 0, 0, 0, 0, 0
+	return reflect.ValueOf(rest).IsZero()
 }
 
 // routeMessage appends the RTM_NEWROUTE (replace) or RTM_DELROUTE message
@@ -88,19 +92,12 @@ func batchable(r netlink.Route) bool {
 // set, as the library does; the main table is the default.
 func routeMessage(b []byte, w *RouteWrite, seq uint32, ack bool) []byte {
 	r := &w.Route
-	start := len(b)
-	typ, flags := uint16(unix.RTM_NEWROUTE), uint16(unix.NLM_F_REQUEST|unix.NLM_F_CREATE|unix.NLM_F_REPLACE)
+	typ, flags := uint16(unix.RTM_NEWROUTE), uint16(unix.NLM_F_CREATE|unix.NLM_F_REPLACE)
 	if w.Del {
-		typ, flags = unix.RTM_DELROUTE, unix.NLM_F_REQUEST
+		typ, flags = unix.RTM_DELROUTE, 0
 	}
-	if ack {
-		flags |= unix.NLM_F_ACK
-	}
-	b = append(b, make([]byte, unix.SizeofNlMsghdr)...)
+	b, start := beginMessage(b, typ, flags, seq, ack)
 	ne := binary.NativeEndian
-	ne.PutUint16(b[start+4:], typ)
-	ne.PutUint16(b[start+6:], flags)
-	ne.PutUint32(b[start+8:], seq)
 
 	// The header's defaults are the library's (nl.NewRtMsg, nl.NewRtDelMsg),
 	// each set field of r overriding them as in its prepareRouteReq.
@@ -140,6 +137,5 @@ func routeMessage(b []byte, w *RouteWrite, seq uint32, ack bool) []byte {
 	if r.LinkIndex > 0 {
 		b = appendAttr(b, unix.RTA_OIF, ne.AppendUint32(nil, uint32(r.LinkIndex)))
 	}
-	ne.PutUint32(b[start:], uint32(len(b)-start))
-	return b
+	return endMessage(b, start)
 }

@@ -12,36 +12,26 @@ import (
 // RouteReplace creates r or replaces the route with r's key (table, dst,
 // TOS, metric), like `ip route replace`.
 func (h *Handle) RouteReplace(r *netlink.Route) error {
-	h.writes[VerbRouteReplace].Add(1)
-	h.echo.expect(routeFP(false, *r)) // before the write: the notification may come first
-	if err := h.writer(func(w *netlink.Handle) error { return w.RouteReplace(r) }); err != nil {
-		h.echo.take(routeFP(false, *r))
-		return fmt.Errorf("replace route %s: %w", FormatRoute(*r, ""), err)
-	}
-	return nil
+	return routeItem{w: &RouteWrite{Route: *r}, h: h}.single()
 }
 
 // RouteDel deletes r; a route that is already gone is not an error.
 func (h *Handle) RouteDel(r *netlink.Route) error {
-	h.writes[VerbRouteDel].Add(1)
-	h.echo.expect(routeFP(true, *r))
-	if err := h.writer(func(w *netlink.Handle) error { return w.RouteDel(r) }); err != nil {
-		h.echo.take(routeFP(true, *r)) // nothing deleted, nothing notified
-		if !IsNotFound(err) {
-			return fmt.Errorf("delete route %s: %w", FormatRoute(*r, ""), err)
-		}
-	}
-	return nil
+	return routeItem{w: &RouteWrite{Del: true, Route: *r}, h: h}.single()
 }
 
 // NeighSet creates or replaces a neighbour, or an FDB entry when n's family
 // is AF_BRIDGE (`ip neigh replace`, `bridge fdb replace`).
 func (h *Handle) NeighSet(n *netlink.Neigh) error {
-	what := h.countNeigh(n, VerbNeighSet, VerbFDBSet)
-	h.echo.expect(neighFP(false, *n))
-	if err := h.writer(func(w *netlink.Handle) error { return w.NeighSet(n) }); err != nil {
-		h.echo.take(neighFP(false, *n))
-		return fmt.Errorf("set %s %s: %w", what, FormatNeigh(*n, ""), err)
+	return neighItem{n: n, h: h}.single()
+}
+
+// writeOne makes the write it on its own, through f on a write socket,
+// with what a write of a batch has too: its counter, its echo, its error.
+func (h *Handle) writeOne(it batchItem, f func(*netlink.Handle) error) error {
+	it.sent()
+	if err := h.writer(f); err != nil {
+		return it.failed(err)
 	}
 	return nil
 }
