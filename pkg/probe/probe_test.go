@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -24,6 +25,22 @@ func pair(t *testing.T) (a, b *testutil.Netns) {
 	a.Run(t, "ip", "link", "set", "va", "up")
 	b.Run(t, "ip", "addr", "add", "10.77.0.2/24", "dev", "vb")
 	b.Run(t, "ip", "link", "set", "vb", "up")
+	// A veth passes packets only once the kernel's link watch has
+	// activated it (its qdisc noop replaced, its state UP), which a loaded
+	// machine delays: a probe sent before that is lost, and the peer would
+	// start out unreachable.
+	for _, end := range []struct {
+		ns  *testutil.Netns
+		dev string
+	}{{a, "va"}, {b, "vb"}} {
+		testutil.Eventually(t, 10*time.Second, func() error {
+			out := end.ns.Run(t, "ip", "-o", "link", "show", end.dev)
+			if !strings.Contains(out, "state UP") || strings.Contains(out, "qdisc noop") {
+				return fmt.Errorf("%s not active yet: %s", end.dev, out)
+			}
+			return nil
+		})
+	}
 	return a, b
 }
 
@@ -58,7 +75,7 @@ func (c *changes) get() []string {
 func TestReachability(t *testing.T) {
 	a, b := pair(t)
 	var ch changes
-	p := New(listenIn(t, a), Options{Interval: 100 * time.Millisecond, Misses: 3, OnChange: ch.add})
+	p := New(listenIn(t, a), Options{Interval: 200 * time.Millisecond, Misses: 3, OnChange: ch.add})
 	p.SetTargets([]Target{
 		{Key: "b", Host: "hostb", Addr: netip.MustParseAddr("10.77.0.2")},
 		{Key: "gone", Addr: netip.MustParseAddr("10.77.0.9")},
