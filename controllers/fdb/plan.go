@@ -31,7 +31,7 @@ type writes struct {
 
 // Plan implements reconcile.Planner: the entries of the VTEP MAC key that
 // are not in place. A VTEP that may have something to delete is planned
-// whole (see plan.whole).
+// whole (see writes.whole).
 func (c *Controller) Plan(_ context.Context, key string) (reconcile.Plan, error) {
 	mac, err := net.ParseMAC(key)
 	if err != nil || len(mac) != 6 {

@@ -22,37 +22,64 @@ func (h *Handle) NeighSetAll(ns []netlink.Neigh) []error {
 	return h.writeAll(items)
 }
 
+// neighItem is a set, or with del a delete (only ever written alone), of a
+// neighbour or an FDB entry.
 type neighItem struct {
-	n *netlink.Neigh
-	h *Handle
+	n   *netlink.Neigh
+	del bool
+	h   *Handle
 }
 
 func (n neighItem) batchable() bool {
 	x := n.n
-	return x.IP.To4() != nil && x.LLIPAddr == nil && x.FlagsExt == 0 && x.Vlan == 0 && x.MasterIndex == 0 &&
+	return !n.del && x.IP.To4() != nil && x.LLIPAddr == nil && x.FlagsExt == 0 && x.Vlan == 0 && x.MasterIndex == 0 &&
 		(x.Family == unix.AF_INET || x.Family == unix.AF_BRIDGE)
 }
 
 func (n neighItem) single() error {
-	return n.h.writeOne(n, func(w *netlink.Handle) error { return w.NeighSet(n.n) })
+	return n.h.writeOne(n, func(w *netlink.Handle) error {
+		if n.del {
+			return w.NeighDel(n.n)
+		}
+		return w.NeighSet(n.n)
+	})
 }
 
+// fdb says whether n is an FDB entry: one netlink call serves both
+// neighbours and, with AF_BRIDGE, FDB entries.
+func (n neighItem) fdb() bool { return n.n.Family == unix.AF_BRIDGE }
+
 func (n neighItem) sent() {
-	n.h.countNeigh(n.n, VerbNeighSet, VerbFDBSet)
-	n.h.echo.expect(neighFP(false, *n.n)) // before the write: the notification may come first
+	verb := VerbNeighSet
+	switch {
+	case n.del && n.fdb():
+		verb = VerbFDBDel
+	case n.del:
+		verb = VerbNeighDel
+	case n.fdb():
+		verb = VerbFDBSet
+	}
+	n.h.writes[verb].Add(1)
+	n.h.echo.expect(neighFP(n.del, *n.n)) // before the write: the notification may come first
 }
 
 func (n neighItem) failed(err error) error {
-	n.h.echo.take(neighFP(false, *n.n)) // nothing written, nothing notified
+	n.h.echo.take(neighFP(n.del, *n.n)) // nothing written, nothing notified
+	if n.del && IsNotFound(err) {
+		return nil
+	}
 	return fmt.Errorf("%s: %w", n.describe(), err)
 }
 
 func (n neighItem) describe() string {
-	what := "neighbour"
-	if n.n.Family == unix.AF_BRIDGE {
+	verb, what := "set", "neighbour"
+	if n.del {
+		verb = "delete"
+	}
+	if n.fdb() {
 		what = "fdb entry"
 	}
-	return "set " + what + " " + FormatNeigh(*n.n, "")
+	return verb + " " + what + " " + FormatNeigh(*n.n, "")
 }
 
 // encode appends the RTM_NEWNEIGH message of `ip neigh replace` (`bridge

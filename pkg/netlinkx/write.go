@@ -26,6 +26,12 @@ func (h *Handle) NeighSet(n *netlink.Neigh) error {
 	return neighItem{n: n, h: h}.single()
 }
 
+// NeighDel deletes a neighbour or, for AF_BRIDGE, an FDB entry; one that is
+// already gone is not an error.
+func (h *Handle) NeighDel(n *netlink.Neigh) error {
+	return neighItem{n: n, del: true, h: h}.single()
+}
+
 // writeOne makes the write it on its own, through f on a write socket,
 // with what a write of a batch has too: its counter, its echo, its error.
 func (h *Handle) writeOne(it batchItem, f func(*netlink.Handle) error) error {
@@ -34,32 +40,6 @@ func (h *Handle) writeOne(it batchItem, f func(*netlink.Handle) error) error {
 		return it.failed(err)
 	}
 	return nil
-}
-
-// NeighDel deletes a neighbour or, for AF_BRIDGE, an FDB entry; one that is
-// already gone is not an error.
-func (h *Handle) NeighDel(n *netlink.Neigh) error {
-	what := h.countNeigh(n, VerbNeighDel, VerbFDBDel)
-	h.echo.expect(neighFP(true, *n))
-	if err := h.writer(func(w *netlink.Handle) error { return w.NeighDel(n) }); err != nil {
-		h.echo.take(neighFP(true, *n))
-		if !IsNotFound(err) {
-			return fmt.Errorf("delete %s %s: %w", what, FormatNeigh(*n, ""), err)
-		}
-	}
-	return nil
-}
-
-// countNeigh counts a write of n under the verb of its kind (one netlink
-// call serves both neighbours and, with AF_BRIDGE, FDB entries) and names
-// that kind for errors.
-func (h *Handle) countNeigh(n *netlink.Neigh, neigh, fdb Verb) string {
-	if n.Family == unix.AF_BRIDGE {
-		h.writes[fdb].Add(1)
-		return "fdb entry"
-	}
-	h.writes[neigh].Add(1)
-	return "neighbour"
 }
 
 // numWriters is how many sockets writes go through. Through one, the
